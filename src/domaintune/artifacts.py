@@ -1,0 +1,165 @@
+"""On-disk layout of a run and the manifests that make stages resumable.
+
+runs/<name>/<stage>/            outputs of one stage
+runs/<name>/<stage>/manifest.json   written LAST and atomically: its presence means "done"
+runs/<name>/cache/              results reusable across stages (e.g. base-model eval)
+
+Stages talk to each other only through these folders: a stage reads its upstream's manifest
+(`RunDir.require`) and the files it lists under `outputs`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from domaintune.errors import StageError
+
+MANIFEST = "manifest.json"
+# Files above this size are fingerprinted by (size, mtime) instead of content: hashing a
+# multi-GB checkpoint on every `run` would make "skip when unchanged" slow.
+CONTENT_HASH_LIMIT = 64 * 1024 * 1024
+TRACKED_PACKAGES = ("domaintune", "torch", "transformers", "peft", "accelerate", "datasets")
+
+
+@dataclass
+class StageResult:
+    """What a stage returns: output paths (relative to its folder) and metrics for the manifest."""
+
+    outputs: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""  # one line for the CLI's final table
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of canonical JSON: equal settings give equal hashes regardless of key order."""
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def fingerprint_file(path: Path) -> str:
+    st = path.stat()
+    if st.st_size > CONTENT_HASH_LIMIT:
+        return f"stat:{st.st_size}:{st.st_mtime_ns}"
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def fingerprint_path(path: str | Path) -> str:
+    """Fingerprint a file or a folder (recursively); a non-existent path hashes its name only."""
+    p = Path(path)
+    if p.is_file():
+        return fingerprint_file(p)
+    if p.is_dir():
+        entries = {str(f.relative_to(p)): fingerprint_file(f)
+                   for f in sorted(p.rglob("*")) if f.is_file() and "__pycache__" not in f.parts}
+        return "dir:" + stable_hash(entries)
+    return "ref:" + str(path)  # e.g. a hub id: identified by name (+ revision, hashed by caller)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_sha(cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class RunDir:
+    """The folder of one run: `runs_dir/name`."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def stage_dir(self, stage: str) -> Path:
+        d = self.root / stage
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def cache_dir(self, kind: str) -> Path:
+        d = self.root / "cache" / kind
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def manifest_path(self, stage: str) -> Path:
+        return self.root / stage / MANIFEST
+
+    def manifest(self, stage: str) -> dict[str, Any] | None:
+        """The stage's manifest, or None if the stage never finished (or the file is unreadable)."""
+        path = self.manifest_path(stage)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def require(self, stage: str, by: str) -> dict[str, Any]:
+        """The upstream manifest a stage needs; a clear error if that stage has not run."""
+        m = self.manifest(stage)
+        if m is None:
+            raise StageError(
+                f"stage '{by}' needs the outputs of stage '{stage}', which has not finished in "
+                f"{self.root}. Run it first: domaintune run CONFIG --stages {stage}"
+            )
+        return m
+
+    def output(self, stage: str, key: str, by: str) -> Path:
+        """Absolute path of an output `key` listed in an upstream stage's manifest."""
+        m = self.require(stage, by)
+        if key not in m.get("outputs", {}):
+            raise StageError(f"stage '{stage}' in {self.root} has no output '{key}' (needed by '{by}')")
+        return self.root / stage / m["outputs"][key]
+
+    def write_manifest(self, stage: str, manifest: dict[str, Any]) -> Path:
+        path = self.manifest_path(stage)
+        atomic_write_json(path, manifest)
+        return path
+
+    def invalidate(self, stage: str) -> None:
+        """Forget that a stage finished (its outputs stay until it re-runs)."""
+        self.manifest_path(stage).unlink(missing_ok=True)

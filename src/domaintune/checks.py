@@ -1,0 +1,79 @@
+"""`domaintune validate`: everything that can be checked before a run starts, reported at once.
+
+Schema errors come from config.py; this adds what needs the file system or the machine:
+input files exist, the model is reachable, optional packages are installed, GPU-only options
+are not set on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import re
+from pathlib import Path
+
+from domaintune.config import Config
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check_files(cfg: Config) -> list[str]:
+    problems = []
+    for i, src in enumerate(cfg.data.sources):
+        p = Path(src.path)
+        if not (p.exists() or glob.glob(src.path, recursive=True)):
+            problems.append(f"data.sources[{i}].path: nothing matches '{src.path}' "
+                            f"(relative paths are resolved against the config file's folder)")
+    base = cfg.model.base
+    if not Path(base).exists() and not HUB_ID.match(base):
+        problems.append(f"model.base: '{base}' is neither an existing file/folder nor a hub id like "
+                        f"'HuggingFaceTB/SmolLM2-135M'")
+    return problems
+
+
+def check_machine(cfg: Config) -> list[str]:
+    """Options that need a GPU or an optional package."""
+    problems = []
+    gpu = _cuda()
+    if cfg.train.method == "qlora":
+        if not gpu:
+            problems.append("train.method: 'qlora' loads 4-bit weights with bitsandbytes and needs a CUDA "
+                            "GPU; on this CPU machine use 'lora' (same adapter, full-precision base)")
+        if not _has("bitsandbytes"):
+            problems.append("train.method: 'qlora' needs bitsandbytes: pip install 'domaintune[gpu]'")
+    if cfg.model.attn_implementation == "flash_attention_2":
+        if not gpu:
+            problems.append("model.attn_implementation: 'flash_attention_2' needs a CUDA GPU; use 'sdpa'")
+        if not _has("flash_attn"):
+            problems.append("model.attn_implementation: 'flash_attention_2' needs flash-attn: "
+                            "pip install 'domaintune[gpu]'")
+    if cfg.train.precision == "fp16" and not gpu:
+        problems.append("train.precision: 'fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on CPU")
+    if cfg.runtime.device == "cuda" and not gpu:
+        problems.append("runtime.device: 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'")
+    return problems
+
+
+def check_consistency(cfg: Config) -> list[str]:
+    problems = []
+    if cfg.eval.stride > cfg.eval.window:
+        problems.append(f"eval.stride ({cfg.eval.stride}) must be <= eval.window ({cfg.eval.window})")
+    if cfg.mix.tokens < cfg.mix.seq_len:
+        problems.append(f"mix.tokens ({cfg.mix.tokens}) is smaller than one row (mix.seq_len={cfg.mix.seq_len})")
+    if cfg.train.method == "full" and cfg.export.merge is False:
+        problems.append("export.merge: false only makes sense with an adapter (train.method lora/qlora)")
+    return problems
+
+
+def validate(cfg: Config) -> list[str]:
+    return check_files(cfg) + check_machine(cfg) + check_consistency(cfg)

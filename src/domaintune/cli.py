@@ -1,0 +1,144 @@
+"""The `domaintune` command line. Every command takes `key.path=value` overrides after the file."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from domaintune.console import console
+from domaintune.errors import DomainTuneError
+from domaintune.pipeline import StageSpec
+
+# The pipeline, in order. `sections` are the config keys whose values change a stage's result.
+STAGES: list[StageSpec] = [
+    StageSpec("data", "domaintune.data", ("data", "seed"), (), "read, normalize, dedup, split"),
+    StageSpec("mix", "domaintune.mix", ("mix", "model", "seed"), ("data",), "token mixture + packing"),
+    StageSpec("train", "domaintune.train", ("train", "model", "seed"), ("mix",), "continual pre-training"),
+    StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", "train"), "perplexity per stream"),
+    StageSpec("export", "domaintune.export", ("export", "model"), ("train",), "merged model + samples"),
+]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Turn an open base LLM into a governed enterprise domain model, from one YAML file.")
+models_app = typer.Typer(no_args_is_help=True, help="Model utilities (GGUF import).")
+app.add_typer(models_app, name="models")
+
+ConfigArg = typer.Argument(..., exists=False, help="The run's domaintune.yaml.")
+OverridesArg = typer.Argument(None, help="Overrides like train.lr=1e-4 mix.tokens=2M.")
+
+
+def _fail(err: DomainTuneError) -> None:
+    console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(err.exit_code)
+
+
+def _load(config: Path, overrides: Optional[list[str]]):
+    from domaintune.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+@app.command()
+def validate(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Check the config, its files, optional packages and GPU-only options; report all problems."""
+    from domaintune.checks import validate as run_checks
+    from domaintune.errors import ConfigError
+
+    try:
+        cfg = _load(config, overrides)
+        problems = run_checks(cfg)
+        if problems:
+            raise ConfigError(problems, source=str(config))
+    except DomainTuneError as err:
+        _fail(err)
+    streams = ", ".join(f"{k}:{v:g}" for k, v in cfg.mix.mixture.items())
+    console.print(f"[green]ok[/] {config}: run '{cfg.name}' → {cfg.run_path}; model {cfg.model.base}; "
+                  f"{len(cfg.data.sources)} source(s); mixture {streams}; method {cfg.train.method}")
+
+
+def _run(config: Path, overrides, stages: Optional[str], force: bool) -> None:
+    from domaintune.pipeline import run_pipeline
+
+    t0 = time.perf_counter()
+    try:
+        cfg = _load(config, overrides)
+        names = [s.strip() for s in stages.split(",")] if stages else None
+        outcomes = run_pipeline(cfg, STAGES, names, force=force)
+    except DomainTuneError as err:
+        _fail(err)
+    _summary(outcomes, time.perf_counter() - t0, cfg.run_path)
+
+
+def _summary(outcomes, total_s: float, run_path: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"run summary — {run_path}", title_justify="left")
+    for col in ("stage", "status", "time", "result"):
+        table.add_column(col)
+    for o in outcomes:
+        status = "[green]ran[/]" if o.status == "ran" else "[dim]skipped[/]"
+        table.add_row(o.name, status, f"{o.wall_time_s:.1f}s", o.summary)
+    console.print(table)
+    console.print(f"total {total_s:.1f}s")
+
+
+@app.command()
+def run(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg,
+        stages: Optional[str] = typer.Option(None, help="Comma-separated subset, e.g. train,eval."),
+        force: bool = typer.Option(False, help="Re-run the selected stages even if unchanged.")) -> None:
+    """Run the pipeline; stages whose inputs and settings are unchanged are skipped."""
+    _run(config, overrides, stages, force)
+
+
+def _stage_command(name: str, help_text: str):
+    def command(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg,
+                force: bool = typer.Option(False, help="Re-run even if unchanged.")) -> None:
+        _run(config, overrides, name, force)
+
+    command.__doc__ = f"Run only the '{name}' stage ({help_text})."
+    return command
+
+
+for _spec in STAGES:
+    app.command(name=_spec.name)(_stage_command(_spec.name, _spec.help))
+
+
+@models_app.command("import-gguf")
+def import_gguf(gguf: Path = typer.Argument(..., help="The .gguf file."),
+                out_dir: Path = typer.Argument(..., help="Folder to write (safetensors + tokenizer)."),
+                verify: bool = typer.Option(True, help="Check the saved model's logits against the GGUF.")) -> None:
+    """Convert a GGUF checkpoint into a normal safetensors model folder (loads 10x faster)."""
+    from domaintune.models import import_gguf as do_import
+
+    try:
+        with console.status(f"importing {gguf} (dequantizing to fp32)…"):
+            report = do_import(gguf, out_dir, verify=verify)
+    except DomainTuneError as err:
+        _fail(err)
+    diff = report.get("max_abs_logit_diff")
+    checked = f"; logits match (max abs diff {diff:.2g})" if diff is not None else ""
+    console.print(f"[green]ok[/] {report['parameters']:,} parameters → {out_dir}{checked}")
+
+
+@app.command()
+def chat(model_dir: Path = typer.Argument(..., help="A model folder (e.g. runs/<name>/export/model)."),
+         prompt: Optional[str] = typer.Option(None, help="Answer one prompt and exit."),
+         system: Optional[str] = typer.Option(None, help="System message."),
+         max_new_tokens: int = typer.Option(256), temperature: float = typer.Option(0.0),
+         device: str = typer.Option("auto")) -> None:
+    """Chat with a model using its own chat template (interactive, or one-shot with --prompt)."""
+    from domaintune.chat import chat_session
+
+    try:
+        chat_session(model_dir, prompt=prompt, system=system, max_new_tokens=max_new_tokens,
+                     temperature=temperature, device=device)
+    except DomainTuneError as err:
+        _fail(err)
+
+
+def main() -> None:  # pragma: no cover - entry point
+    app(sys.argv[1:])

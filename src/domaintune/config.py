@@ -1,0 +1,290 @@
+"""THE config model: one strict pydantic root with one section per stage.
+
+Rules (see DESIGN.md): unknown keys are errors naming the dotted path with a did-you-mean;
+all problems are reported at once; defaults live here with field docs; relative paths resolve
+against the config file's folder; `key.path=value` overrides apply before validation.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from domaintune.errors import ConfigError
+from domaintune.registry import suggest
+
+STAGE_SECTIONS = ("data", "mix", "train", "eval", "export")
+
+
+def _parse_count(value: Any) -> Any:
+    """Accept 50_000, '50k', '2.5M', '1B' for token budgets."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMbB]?)\s*", value)
+        if not m:
+            raise ValueError(f"'{value}' is not a count; write e.g. 200000, '200k', '50M' or '1B'")
+        scale = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}[m.group(2).lower()]
+        return int(float(m.group(1)) * scale)
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_parse_count), Field(gt=0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --------------------------------------------------------------------------- model
+class ModelConfig(Section):
+    base: str = Field(description="Hub id (org/name), a local model folder, or a .gguf file.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    gguf_file: str | None = Field(
+        None, description="GGUF file name inside `base` (slow: prefer `domaintune models import-gguf`)."
+    )
+    trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint.")
+    allow_pickle: bool = Field(
+        False, description="Allow pickled *.bin weights. Off: only safetensors load (pickle runs code)."
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="flash_attention_2 needs a CUDA GPU and the flash-attn package."
+    )
+
+
+# --------------------------------------------------------------------------- data
+class SourceConfig(Section):
+    path: str = Field(description="A file, a folder (read recursively) or a glob.")
+    stream: str = Field(description="Stream the documents belong to, e.g. english, chinese, finance.")
+    name: str | None = Field(None, description="Source name for lineage; defaults to the path.")
+    format: Literal["auto", "jsonl", "txt", "md", "csv"] = "auto"
+    text_field: str = Field("text", description="Field holding the text in jsonl/csv rows.")
+    id_field: str | None = Field(None, description="Field holding a stable id; else path+line.")
+
+
+class NormalizeConfig(Section):
+    unicode: Literal["NFKC", "NFC", "none"] = Field(
+        "NFKC", description="NFKC folds full-width ASCII and compatibility forms."
+    )
+    whitespace: bool = Field(True, description="Collapse runs of spaces/tabs, trim lines, max 1 blank line.")
+
+
+class SplitConfig(Section):
+    train: float = Field(0.8, ge=0, le=1)
+    val: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitConfig":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train+val+test must sum to 1.0, got {total:g}")
+        return self
+
+
+class DataConfig(Section):
+    sources: list[SourceConfig] = Field(min_length=1)
+    normalize: NormalizeConfig = NormalizeConfig()
+    exact_dedup: bool = Field(True, description="Drop documents whose normalized text was already seen.")
+    min_chars: int = Field(20, ge=0, description="Drop documents shorter than this after normalization.")
+    split: SplitConfig = SplitConfig()
+    max_reject_fraction: float = Field(
+        0.2, ge=0, le=1, description="Fail the stage if more than this share of records is rejected."
+    )
+
+
+# --------------------------------------------------------------------------- mix
+class MixConfig(Section):
+    mixture: dict[str, float] = Field(
+        description="Stream -> relative weight, in tokens (e.g. {english: 3, chinese: 6, domain: 1})."
+    )
+    tokens: Count = Field(description="Training token budget, e.g. 200k or 50M.")
+    seq_len: int = Field(1024, ge=16, description="Row length for packing; longer documents are split.")
+    max_repeats: int = Field(
+        4, ge=1, description="A stream that runs out is repeated at most this many epochs (then a warning)."
+    )
+
+    @model_validator(mode="after")
+    def _positive_weights(self) -> "MixConfig":
+        bad = [k for k, w in self.mixture.items() if w <= 0]
+        if bad or not self.mixture:
+            raise ValueError(f"mixture weights must be > 0 and non-empty (bad: {bad})")
+        return self
+
+
+# --------------------------------------------------------------------------- train
+class AdapterConfig(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class TrainConfig(Section):
+    method: Literal["lora", "qlora", "full"] = Field(
+        "lora", description="qlora needs a CUDA GPU and bitsandbytes."
+    )
+    adapter: AdapterConfig = AdapterConfig()
+    batch_size: int = Field(8, ge=1, description="Packed rows per micro-batch.")
+    grad_accum: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1, description="Passes over the mixed data (ignored if max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float = Field(1.0, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp16 needs a CUDA GPU.")
+    log_every: int = Field(5, ge=1)
+
+
+# --------------------------------------------------------------------------- eval
+class EvalConfig(Section):
+    split: Literal["val", "test"] = "test"
+    streams: list[str] | None = Field(None, description="Streams to score; default: all data streams.")
+    max_docs: int | None = Field(200, ge=1, description="Documents per stream (deterministic subset).")
+    window: int = Field(1024, ge=16, description="Tokens per scoring window.")
+    stride: int = Field(512, ge=1, description="Window step for documents longer than `window`.")
+    batch_size: int = Field(4, ge=1)
+    compare_base: bool = Field(True, description="Also score the base model (cached by fingerprint).")
+
+
+# --------------------------------------------------------------------------- export
+class ExportConfig(Section):
+    merge: bool = Field(True, description="Merge adapters into the base weights (a standalone model).")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    sample_prompts: list[str] = Field(default_factory=list, description="Answered after export.")
+    max_new_tokens: int = Field(64, ge=1)
+
+
+class RuntimeConfig(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice.")
+
+
+class Config(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name: outputs go to runs_dir/name.")
+    runs_dir: str = "runs"
+    seed: int = 0
+    model: ModelConfig
+    data: DataConfig
+    mix: MixConfig
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    export: ExportConfig = ExportConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    @model_validator(mode="after")
+    def _streams_exist(self) -> "Config":
+        streams = {s.stream for s in self.data.sources}
+        problems = [f"mix.mixture.{k}: no data source has stream '{k}'{suggest(k, streams)}"
+                    for k in self.mix.mixture if k not in streams]
+        problems += [f"eval.streams: unknown stream '{k}'{suggest(k, streams)}"
+                     for k in (self.eval.streams or []) if k not in streams]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The resolved settings of one section, as plain JSON-able data (hashed for fingerprints)."""
+        return getattr(self, name).model_dump(mode="json")
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+
+# --------------------------------------------------------------------------- loading
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides; the value is parsed as YAML (so 3, true, [a, b] work)."""
+    problems = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"override '{item}' is not key.path=value")
+            continue
+        node = raw
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            if not isinstance(node.get(part, {}), dict):
+                problems.append(f"override '{key}': '{part}' is not a section")
+                break
+            node = node.setdefault(part, {})
+        else:
+            node[leaf] = yaml.safe_load(value) if value != "" else None
+    if problems:
+        raise ConfigError(problems, source="command-line overrides")
+    return raw
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the sub-model reached by following `loc` (used for did-you-mean)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        sub = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if sub is None:
+            return []
+        model = sub
+    return list(model.model_fields)
+
+
+def format_validation_error(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        path = ".".join(str(p) for p in loc) or "(root)"
+        if e["type"] == "extra_forbidden":
+            hint = suggest(str(loc[-1]), _fields_at(Config, loc[:-1]))
+            problems.append(f"{path}: unknown key{hint}")
+        elif e["type"] == "missing":
+            problems.append(f"{path}: required key is missing")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            problems.append(f"{path}: {msg} (got {e.get('input')!r:.80})")
+    return problems
+
+
+def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> None:
+    """Make file paths absolute relative to the config file's folder (one rule for every path)."""
+    def resolve(p: str) -> str:
+        return p if Path(p).is_absolute() else str((base_dir / p).resolve())
+
+    for src in (raw.get("data") or {}).get("sources") or []:
+        if isinstance(src, dict) and isinstance(src.get("path"), str):
+            src["path"] = resolve(src["path"])
+    if isinstance(raw.get("runs_dir", "runs"), str):
+        raw["runs_dir"] = resolve(raw.get("runs_dir", "runs"))
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("base"), str):
+        base = model["base"]
+        if base.startswith((".", "/", "~")) or (base_dir / base).exists():
+            model["base"] = resolve(str(Path(base).expanduser()))
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config file not found: {path}"])
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError([f"{where}invalid YAML: {getattr(exc, 'problem', exc)}"], source=str(path))
+    if not isinstance(raw, dict):
+        raise ConfigError(["the top level must be a mapping of sections"], source=str(path))
+    raw = apply_overrides(raw, overrides or [])
+    _resolve_paths(raw, path.parent.resolve())
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err), source=str(path)) from None

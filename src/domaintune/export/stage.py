@@ -1,0 +1,72 @@
+"""Stage "export": a standalone model folder (adapters merged), with the training-time chat
+template, then answers to sample prompts from the exported folder itself — proof that it
+loads and works without domaintune or peft."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from domaintune import models
+from domaintune.artifacts import RunDir, StageResult, atomic_write_json
+from domaintune.config import Config
+from domaintune.console import console
+from domaintune.generation import generate_reply
+
+STAGE = "export"
+
+
+def inputs(cfg: Config) -> list[str]:
+    return models.model_inputs(cfg.model)
+
+
+def _write_model(cfg: Config, run_dir: RunDir, out: Path, device: str) -> None:
+    trained = run_dir.output("train", "model", by=STAGE)
+    tokenizer = models.load_tokenizer(cfg.model)
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    if cfg.export.merge or not models.is_adapter_dir(trained):
+        model = models.load_trained(cfg.model, trained, device=device)
+        models.merge_and_save(model, tokenizer, staging, dtype=cfg.export.dtype)
+    else:  # adapter-only export: small, needs the base model at load time
+        shutil.copytree(trained, staging)
+    provenance = {"base_model": cfg.model.base, "revision": cfg.model.revision, "run": cfg.name,
+                  "method": cfg.train.method, "merged": cfg.export.merge,
+                  "train_fingerprint": run_dir.require("train", by=STAGE)["fingerprint"]}
+    (staging / "domaintune_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+
+
+def _answer_samples(cfg: Config, model_dir: Path, device: str) -> list[dict[str, str]]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not cfg.export.sample_prompts:
+        return []
+    if models.is_adapter_dir(model_dir):
+        model = models.load_trained(cfg.model, model_dir, device=device)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    samples = []
+    for prompt in cfg.export.sample_prompts:
+        answer = generate_reply(model.eval(), tokenizer, [{"role": "user", "content": prompt}],
+                                max_new_tokens=cfg.export.max_new_tokens)
+        samples.append({"prompt": prompt, "answer": answer.strip()})
+        console.print(f"  [bold]Q:[/] {prompt}\n  [bold green]A:[/] {answer.strip()}\n")
+    return samples
+
+
+def run(cfg: Config, run_dir: RunDir) -> StageResult:
+    out_dir = run_dir.stage_dir(STAGE)
+    device = models.resolve_device(cfg.runtime.device)
+    model_dir = out_dir / "model"
+    _write_model(cfg, run_dir, model_dir, device)
+    size_mb = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file()) / 2**20
+    console.print(f"  exported to {model_dir} ({size_mb:.0f} MB); try: domaintune chat {model_dir}")
+    samples = _answer_samples(cfg, model_dir, device)
+    atomic_write_json(out_dir / "samples.json", samples)
+    return StageResult(outputs={"model": "model", "samples": "samples.json"},
+                       metrics={"size_mb": round(size_mb, 1), "samples": len(samples)},
+                       summary=f"{'merged' if cfg.export.merge else 'adapter'} model, {size_mb:.0f} MB → {model_dir}")

@@ -1,0 +1,106 @@
+"""Stage "mix": tokenize each stream's training split, sample it at the declared token ratios,
+and pack the result into rows with document boundaries (saved as an Arrow dataset)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from domaintune import models
+from domaintune.artifacts import RunDir, StageResult, atomic_write_json
+from domaintune.config import Config
+from domaintune.console import console, progress
+from domaintune.errors import DataError
+from domaintune.mix.packing import pack, padding_fraction
+from domaintune.mix.sampling import draw_stream, token_targets
+
+STAGE = "mix"
+
+
+def inputs(cfg: Config) -> list[str]:
+    return models.model_inputs(cfg.model)  # the tokenizer decides the token counts
+
+
+def _read_train_docs(run_dir: RunDir, stream: str) -> list[tuple[str, str]]:
+    index = json.loads(run_dir.output("data", "streams", by=STAGE).read_text(encoding="utf-8"))
+    if stream not in index:
+        raise DataError(f"mix.mixture names stream '{stream}', but the data stage produced only "
+                        f"{sorted(index)}; add a data source with stream: {stream}")
+    path = run_dir.root / "data" / index[stream]["train"]
+    with path.open(encoding="utf-8") as fh:
+        return [(r["id"], r["text"]) for r in map(json.loads, fh)]
+
+
+def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Document tokens framed as [bos] + text + [eos] (bos only if the tokenizer has one)."""
+    enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    head = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    tail = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return [head + ids + tail for ids in enc]
+
+
+def _save_rows(rows, out: Path) -> None:
+    from datasets import Dataset
+
+    Dataset.from_dict({
+        "input_ids": [[t for s in r.segments for t in s.ids] for r in rows],
+        "segment_lengths": [[len(s.ids) for s in r.segments] for r in rows],
+        "segment_streams": [[s.stream for s in r.segments] for r in rows],
+        "segment_doc_ids": [[s.doc_id for s in r.segments] for r in rows],
+    }).save_to_disk(str(out))
+
+
+def run(cfg: Config, run_dir: RunDir) -> StageResult:
+    mcfg = cfg.mix
+    out_dir = run_dir.stage_dir(STAGE)
+    tokenizer = models.load_tokenizer(cfg.model)
+    streams = list(mcfg.mixture)
+    targets = token_targets(mcfg.mixture, mcfg.tokens)
+    segments, per_stream = [], {}
+    with progress() as bar:
+        task = bar.add_task("tokenize + sample", total=len(streams), info="")
+        for idx, name in enumerate(streams):
+            bar.update(task, info=name)
+            docs = _read_train_docs(run_dir, name)
+            tokenized = list(zip([d for d, _ in docs], _tokenize(tokenizer, [t for _, t in docs])))
+            draw = draw_stream(tokenized, idx, targets[name], mcfg.seq_len, mcfg.max_repeats, cfg.seed)
+            if draw.exhausted:
+                console.print(f"  [yellow]warning:[/] stream '{name}' ran out after {mcfg.max_repeats} "
+                              f"epochs: {draw.tokens:,} of {targets[name]:,} target tokens")
+            segments += draw.segments
+            per_stream[name] = {"target_tokens": targets[name], "tokens": draw.tokens,
+                                "segments": len(draw.segments), "epochs": draw.epochs,
+                                "source_docs": len(docs), "exhausted": draw.exhausted}
+            bar.advance(task)
+    if not segments:
+        raise DataError("the mixture produced no tokens; check mix.tokens and the data stage output")
+    rows = pack(segments, mcfg.seq_len, cfg.seed)
+    _save_rows(rows, out_dir / "packed")
+    total = sum(s["tokens"] for s in per_stream.values())
+    weight_sum = sum(mcfg.mixture.values())
+    for name, s in per_stream.items():
+        s["share"] = s["tokens"] / total
+        s["declared_share"] = mcfg.mixture[name] / weight_sum
+    info = {"streams": streams, "seq_len": mcfg.seq_len, "rows": len(rows), "tokens": total,
+            "padding_fraction": padding_fraction(rows, mcfg.seq_len), "per_stream": per_stream}
+    atomic_write_json(out_dir / "mix.json", info)
+    _print_table(info)
+    return StageResult(
+        outputs={"packed": "packed", "info": "mix.json"},
+        metrics={k: info[k] for k in ("rows", "tokens", "padding_fraction")} | {
+            f"share/{n}": round(s["share"], 4) for n, s in per_stream.items()},
+        summary=f"{total:,} tokens in {len(rows):,} rows of ≤{mcfg.seq_len}, "
+                f"padding {info['padding_fraction']:.1%}",
+    )
+
+
+def _print_table(info: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="token mixture", title_justify="left")
+    for col in ("stream", "tokens", "share", "declared", "epochs", "docs"):
+        table.add_column(col, justify="right" if col != "stream" else "left")
+    for name, s in info["per_stream"].items():
+        table.add_row(name, f"{s['tokens']:,}", f"{s['share']:.1%}", f"{s['declared_share']:.1%}",
+                      str(s["epochs"]), str(s["source_docs"]))
+    console.print(table)

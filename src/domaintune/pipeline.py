@@ -1,0 +1,125 @@
+"""The stage runner: run stages in order, skip those whose fingerprint is unchanged.
+
+A stage's fingerprint hashes the config sections it reads, the fingerprints of its upstream
+stages, the files/models it reads from outside the run (`inputs(cfg)`), and the package
+version. Changing a setting therefore re-runs that stage and, through the chained upstream
+fingerprints, everything downstream of it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from domaintune import __version__
+from domaintune.artifacts import (RunDir, StageResult, fingerprint_path, git_sha, package_versions,
+                                  stable_hash)
+from domaintune.config import Config
+from domaintune.console import console
+from domaintune.errors import StageError
+from domaintune.registry import import_target, suggest
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A pipeline stage: `target` is a module exposing `run(cfg, run_dir)` and optional `inputs(cfg)`."""
+
+    name: str
+    target: str
+    sections: tuple[str, ...]  # config keys whose values change the stage's result
+    upstream: tuple[str, ...] = ()
+    help: str = ""
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    status: str  # "ran" | "skipped"
+    wall_time_s: float
+    summary: str = ""
+
+
+def select_stages(specs: list[StageSpec], names: list[str] | None) -> list[StageSpec]:
+    if not names:
+        return list(specs)
+    known = [s.name for s in specs]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise StageError("; ".join(f"unknown stage '{n}'{suggest(n, known)} (stages: {', '.join(known)})"
+                                   for n in unknown))
+    return [s for s in specs if s.name in names]
+
+
+def fingerprint_details(spec: StageSpec, cfg: Config, run_dir: RunDir, module: Any) -> dict[str, Any]:
+    dumped = cfg.model_dump(mode="json")
+    upstream = {u: run_dir.require(u, by=spec.name)["fingerprint"] for u in spec.upstream}
+    inputs_fn = getattr(module, "inputs", None)
+    inputs = {str(p): fingerprint_path(p) for p in (inputs_fn(cfg) if inputs_fn else [])}
+    return {
+        "config": {key: dumped[key] for key in spec.sections},
+        "upstream": upstream,
+        "inputs": inputs,
+        "domaintune": __version__,
+    }
+
+
+def is_done(run_dir: RunDir, stage: str, fingerprint: str) -> bool:
+    m = run_dir.manifest(stage)
+    if not m or m.get("fingerprint") != fingerprint:
+        return False
+    stage_path = run_dir.root / stage
+    return all((stage_path / rel).exists() for rel in m.get("outputs", {}).values())
+
+
+def _apply_runtime(cfg: Config) -> None:
+    if cfg.runtime.threads:
+        import torch
+
+        torch.set_num_threads(cfg.runtime.threads)
+
+
+def run_stage(spec: StageSpec, cfg: Config, run_dir: RunDir, force: bool = False) -> StageOutcome:
+    module = import_target(spec.target)
+    details = fingerprint_details(spec, cfg, run_dir, module)
+    fp = stable_hash(details)
+    if not force and is_done(run_dir, spec.name, fp):
+        m = run_dir.manifest(spec.name) or {}
+        return StageOutcome(spec.name, "skipped", 0.0, m.get("summary", ""))
+    run_dir.invalidate(spec.name)  # a half-finished re-run must never look done
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    _apply_runtime(cfg)
+    result: StageResult = module.run(cfg, run_dir)
+    wall = time.perf_counter() - t0
+    manifest = {
+        "stage": spec.name,
+        "fingerprint": fp,
+        "config": details["config"],
+        "config_hash": stable_hash(details["config"]),
+        "upstream": details["upstream"],
+        "inputs": details["inputs"],
+        "outputs": result.outputs,
+        "metrics": result.metrics,
+        "summary": result.summary,
+        "versions": package_versions(),
+        "git_sha": git_sha(),
+        "started_at": started.isoformat(),
+        "wall_time_s": round(wall, 3),
+    }
+    run_dir.write_manifest(spec.name, manifest)  # last: its presence means "done"
+    return StageOutcome(spec.name, "ran", wall, result.summary)
+
+
+def run_pipeline(cfg: Config, specs: list[StageSpec], names: list[str] | None = None,
+                 force: bool = False) -> list[StageOutcome]:
+    run_dir = RunDir(cfg.run_path)
+    outcomes = []
+    for spec in select_stages(specs, names):
+        console.rule(f"[bold]{spec.name}[/] — {spec.help}")
+        outcome = run_stage(spec, cfg, run_dir, force=force)
+        if outcome.status == "skipped":
+            console.print(f"  [dim]unchanged since last run; skipped[/] {outcome.summary}")
+        outcomes.append(outcome)
+    return outcomes

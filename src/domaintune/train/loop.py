@@ -1,0 +1,121 @@
+"""The training loop for packed causal-LM data (used by continual pre-training).
+
+Plain and explicit (torchtune-style) rather than a Trainer subclass: per-stream loss under
+packing, exact token-weighted gradient accumulation and deterministic batch order are easier
+to guarantee when every step is visible. Device placement, mixed precision and distributed
+launch go through accelerate's public API.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+
+from domaintune.train.collate import IGNORE, collate_packed, stream_sums, token_losses
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    batch_size: int
+    grad_accum: int
+    total_steps: int
+    lr: float
+    weight_decay: float
+    warmup_ratio: float
+    scheduler: str
+    max_grad_norm: float
+    log_every: int
+    seed: int
+    stream_names: tuple[str, ...]
+    pad_id: int
+
+
+def steps_per_epoch(n_rows: int, batch_size: int, grad_accum: int) -> int:
+    return max(1, math.ceil(n_rows / (batch_size * grad_accum)))
+
+
+def micro_batches(n_rows: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Row indices per micro-batch, epoch after epoch, each epoch a seeded permutation.
+
+    The sequence depends only on (n_rows, batch_size, seed), so step k always sees the same
+    rows: the basis for exact resume and reproducible runs.
+    """
+    epoch = 0
+    while True:
+        gen = torch.Generator().manual_seed(seed + epoch)
+        order = torch.randperm(n_rows, generator=gen).tolist()
+        for i in range(0, n_rows, batch_size):
+            yield order[i:i + batch_size]
+        epoch += 1
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _rows(dataset, indices: list[int]) -> list[dict[str, Any]]:
+    cols = dataset[indices]
+    return [{k: cols[k][i] for k in ("input_ids", "segment_lengths", "segment_streams")}
+            for i in range(len(indices))]
+
+
+def train_loop(model, dataset, s: LoopSettings, accelerator,
+               on_step: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Run `s.total_steps` optimizer steps; `on_step` receives each step's metrics."""
+    from transformers import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    scheduler = get_scheduler(s.scheduler, optimizer, num_warmup_steps=int(s.warmup_ratio * s.total_steps),
+                              num_training_steps=s.total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model.train()
+    batches = micro_batches(len(dataset), s.batch_size, s.seed)
+    n_streams = len(s.stream_names)
+    totals = {"tokens": 0, "time": 0.0}
+    for step in range(1, s.total_steps + 1):
+        t0 = time.perf_counter()
+        micro = [collate_packed(_rows(dataset, next(batches)), s.pad_id) for _ in range(s.grad_accum)]
+        # Normalize by the whole step's target count so accumulation equals one big batch.
+        n_targets = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
+        sums = torch.zeros(n_streams, dtype=torch.float64)
+        counts = torch.zeros(n_streams, dtype=torch.float64)
+        for b in micro:
+            b = {k: v.to(accelerator.device) for k, v in b.items()}
+            with accelerator.autocast():
+                logits = model(input_ids=b["input_ids"], position_ids=b["position_ids"], use_cache=False).logits
+            losses = token_losses(logits, b["labels"])
+            accelerator.backward(losses.sum() / n_targets)
+            ss, cc = stream_sums(losses.detach().cpu(), b["labels"].cpu(), b["streams"].cpu(), n_streams)
+            sums += ss
+            counts += cc
+        grad_norm = accelerator.clip_grad_norm_(params, s.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        dt = time.perf_counter() - t0
+        real_tokens = sum(int((b["streams"] >= 0).sum()) for b in micro)
+        totals["tokens"] += real_tokens
+        totals["time"] += dt
+        on_step(_step_metrics(step, sums, counts, s, float(grad_norm), scheduler.get_last_lr()[0],
+                              dt, real_tokens, accelerator.device))
+    return {"tokens": totals["tokens"], "train_time_s": totals["time"],
+            "tokens_per_s": totals["tokens"] / max(totals["time"], 1e-9),
+            "peak_memory_mb": peak_memory_mb(accelerator.device)}
+
+
+def _step_metrics(step, sums, counts, s: LoopSettings, grad_norm, lr, dt, real_tokens, device):
+    rec = {"step": step, "train/loss": float(sums.sum() / counts.sum().clamp(min=1)),
+           "grad_norm": grad_norm, "lr": lr, "step_time_s": dt, "tokens_per_s": real_tokens / dt,
+           "tokens": real_tokens, "peak_memory_mb": peak_memory_mb(device)}
+    for i, name in enumerate(s.stream_names):
+        if counts[i] > 0:
+            rec[f"train/loss/{name}"] = float(sums[i] / counts[i])
+    return rec

@@ -1,0 +1,49 @@
+"""Training metrics: JSONL always (one object per logged step), plus a loss-curve plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: list[dict[str, Any]] = []
+        self._fh = path.open("w", encoding="utf-8")
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        self._fh.write(json.dumps(record) + "\n")
+        self._fh.flush()  # a crash must not lose the curve so far
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def plot_loss_curves(records: list[dict[str, Any]], out: Path, title: str) -> Path | None:
+    """Overall and per-stream training loss against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not records:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [r["step"] for r in records]
+    ax.plot(steps, [r["train/loss"] for r in records], label="overall", linewidth=2, color="black")
+    keys = sorted({k for r in records for k in r if k.startswith("train/loss/")})
+    for key in keys:
+        pts = [(r["step"], r[key]) for r in records if key in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=key.split("/")[-1], alpha=0.8)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,81 @@
+"""Stage "train": continual pre-training on the packed mixture (LoRA, QLoRA or full)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from domaintune import models
+from domaintune.artifacts import RunDir, StageResult
+from domaintune.config import Config
+from domaintune.console import console, progress
+from domaintune.train.loop import LoopSettings, steps_per_epoch, train_loop
+from domaintune.train.metrics_log import MetricsLog, plot_loss_curves
+
+STAGE = "train"
+PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+def inputs(cfg: Config) -> list[str]:
+    return models.model_inputs(cfg.model)
+
+
+def _settings(cfg: Config, n_rows: int, stream_names: list[str], pad_id: int) -> LoopSettings:
+    t = cfg.train
+    total = t.max_steps or t.epochs * steps_per_epoch(n_rows, t.batch_size, t.grad_accum)
+    return LoopSettings(batch_size=t.batch_size, grad_accum=t.grad_accum, total_steps=total, lr=t.lr,
+                        weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, scheduler=t.scheduler,
+                        max_grad_norm=t.max_grad_norm, log_every=t.log_every, seed=cfg.seed,
+                        stream_names=tuple(stream_names), pad_id=pad_id)
+
+
+def _build_model(cfg: Config, device: str):
+    tokenizer = models.load_tokenizer(cfg.model)
+    model = models.load_model(cfg.model, device=device, quantize_4bit=cfg.train.method == "qlora")
+    torch.manual_seed(cfg.seed)  # adapter initialisation is random
+    model = models.prepare_for_training(model, cfg.train.method, cfg.train.adapter)
+    trainable, total = models.trainable_parameters(model)
+    console.print(f"  {cfg.train.method}: training {trainable:,} of {total:,} parameters "
+                  f"({trainable / total:.2%}) on {device}")
+    return model, tokenizer, trainable
+
+
+def run(cfg: Config, run_dir: RunDir) -> StageResult:
+    from accelerate import Accelerator
+    from datasets import load_from_disk
+
+    out_dir = run_dir.stage_dir(STAGE)
+    info = json.loads(run_dir.output("mix", "info", by=STAGE).read_text(encoding="utf-8"))
+    dataset = load_from_disk(str(run_dir.output("mix", "packed", by=STAGE)))
+    device = models.resolve_device(cfg.runtime.device)
+    accelerator = Accelerator(mixed_precision=PRECISION[cfg.train.precision], cpu=device == "cpu")
+    model, tokenizer, trainable = _build_model(cfg, device)
+    s = _settings(cfg, len(dataset), info["streams"], tokenizer.pad_token_id)
+    log = MetricsLog(out_dir / "metrics.jsonl")
+    with progress() as bar:
+        task = bar.add_task("train", total=s.total_steps, info="")
+
+        def on_step(rec):
+            log.log(rec)
+            bar.update(task, advance=1, info=f"loss {rec['train/loss']:.3f} · {rec['tokens_per_s']:.0f} tok/s")
+            if rec["step"] % s.log_every == 0 or rec["step"] == s.total_steps:
+                streams = " ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in rec.items()
+                                   if k.startswith("train/loss/"))
+                bar.console.print(f"  step {rec['step']:>4}  loss {rec['train/loss']:.4f}  {streams}")
+
+        summary = train_loop(model, dataset, s, accelerator, on_step)
+    log.close()
+    model = accelerator.unwrap_model(model)
+    models.save_trained(model, tokenizer, out_dir / "model")
+    plot_loss_curves(log.records, out_dir / "loss_curves.png", f"{cfg.name}: training loss per stream")
+    first, last = log.records[0], log.records[-1]
+    metrics = {"steps": s.total_steps, "trainable_params": trainable, "first_loss": first["train/loss"],
+               "final_loss": last["train/loss"], **{k: round(v, 3) for k, v in summary.items()}}
+    metrics |= {k.replace("train/", "final_"): v for k, v in last.items() if k.startswith("train/loss/")}
+    return StageResult(
+        outputs={"model": "model", "metrics": "metrics.jsonl", "plot": "loss_curves.png"},
+        metrics=metrics,
+        summary=f"{s.total_steps} steps, loss {first['train/loss']:.3f} → {last['train/loss']:.3f}, "
+                f"{summary['tokens_per_s']:.0f} tok/s",
+    )
