@@ -1,0 +1,48 @@
+"""Identity checks across the whole run: unique ids and exact duplicate texts.
+
+Both keep the FIRST occurrence in reading order (sources in config order, files sorted, lines
+in order), so which copy survives never depends on timing or file-system order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from domaintune.data.records import Record, Reject
+
+EXACT_DUPLICATE = "exact_duplicate"
+
+
+class UniqueIds:
+    """Ids key the split and every downstream lineage lookup, so a repeated id is rejected."""
+
+    name = "dedup.ids"
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}  # id -> "file:line" of the record that holds it
+
+    def __call__(self, rec: Record) -> Record | Reject:
+        first = self._seen.get(rec.id)
+        if first is None:
+            self._seen[rec.id] = f"{rec.path}:{rec.line}" if rec.line is not None else rec.path
+            return rec
+        return Reject.of(rec, "duplicate_id",
+                         f"id '{rec.id}' is already used by {first}; make id_field values unique "
+                         "or give the sources distinct names (derived ids start with the name)")
+
+
+class ExactDedup:
+    """Drop a document whose normalized text was already kept (hashed: memory stays small)."""
+
+    name = "dedup.exact"
+
+    def __init__(self) -> None:
+        self._kept: dict[bytes, str] = {}  # text digest -> id of the kept copy
+
+    def __call__(self, rec: Record) -> Record | Reject:
+        digest = hashlib.blake2b(rec.text.encode("utf-8"), digest_size=16).digest()
+        kept = self._kept.get(digest)
+        if kept is None:
+            self._kept[digest] = rec.id
+            return rec
+        return Reject.of(rec, EXACT_DUPLICATE, f"same normalized text as kept record '{kept}'")

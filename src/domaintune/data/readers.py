@@ -1,0 +1,153 @@
+"""Per-format readers: each yields a `Record` or a `Reject` per row and never raises for bad content.
+
+Bad bytes, broken JSON and odd rows become rejects with a reason, so one bad line never costs
+a whole corpus. Only an unreadable file (permissions, I/O) is an error, because no amount of
+quarantining fixes that.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from domaintune.data.records import (Record, Reject, SourceContext, excerpt, has_surrogates,
+                                     row_to_record)
+from domaintune.errors import DataError
+
+Item = Record | Reject
+# Which reader `format: auto` uses for a file, by its (lower-cased) extension.
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt", ".md": "md",
+              ".markdown": "md", ".csv": "csv"}
+_BOM = b"\xef\xbb\xbf"
+# A JSON escape of a UTF-16 surrogate: valid pairs are fine, lone ones cannot be written as UTF-8.
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def detect_format(path: Path, fmt: str) -> str | None:
+    """The reader to use for `path`; None if `format: auto` does not know the extension."""
+    return EXTENSIONS.get(path.suffix.lower()) if fmt == "auto" else fmt
+
+
+def read_file(path: Path, ctx: SourceContext) -> Iterator[Item]:
+    """Read one file of a source with the reader its format (or extension) selects."""
+    fmt = detect_format(path, ctx.fmt)
+    if fmt is None:
+        known = ", ".join(sorted(EXTENSIONS))
+        yield Reject("unsupported_format",
+                     f"no reader for extension '{path.suffix}' (known: {known}); set format in "
+                     f"{ctx.key} or remove the file from the source", str(path), None, ctx.name)
+        return
+    try:
+        yield from READERS[fmt](path, ctx)
+    except OSError as exc:
+        raise DataError(f"cannot read {path} ({ctx.key}.path): {exc}") from exc
+
+
+def _invalid_utf8(path: Path, ctx: SourceContext, line: int | None, data: bytes,
+                  exc: UnicodeDecodeError) -> Reject:
+    where = f"byte {exc.start} of the line" if line is not None else f"byte {exc.start}"
+    detail = (f"{where} (0x{data[exc.start]:02x}) is not valid UTF-8; re-encode the file as UTF-8 "
+              "(e.g. iconv -f LATIN1 -t UTF-8)")
+    return Reject("invalid_utf8", detail, str(path), line, ctx.name,
+                  excerpt(data.decode("utf-8", "replace").strip()))
+
+
+def read_jsonl(path: Path, ctx: SourceContext) -> Iterator[Item]:
+    """One JSON object per line; blank lines are layout, not records, and are skipped."""
+    with path.open("rb") as fh:
+        for lineno, data in enumerate(fh, start=1):
+            if lineno == 1 and data.startswith(_BOM):
+                data = data[len(_BOM):]
+            if not data.strip():
+                continue
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield _invalid_utf8(path, ctx, lineno, data, exc)
+                continue
+            yield _parse_json_line(line, path, ctx, lineno)
+
+
+def _parse_json_line(line: str, path: Path, ctx: SourceContext, lineno: int) -> Item:
+    def reject(reason: str, detail: str) -> Reject:
+        return Reject(reason, detail, str(path), lineno, ctx.name, excerpt(line.strip()))
+
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        truncated = exc.pos >= len(line.rstrip()) or exc.msg.startswith("Unterminated")
+        hint = "; the line looks truncated" if truncated else ""
+        return reject("bad_json", f"{exc.msg} at column {exc.colno}{hint}")
+    except RecursionError:
+        return reject("bad_json", "nested too deeply to parse")
+    if _ESCAPED_SURROGATE.search(line) and has_surrogates(json.dumps(row, ensure_ascii=False)):
+        return reject("invalid_utf8", "a \\uD800-\\uDFFF escape is not part of a surrogate pair, "
+                                      "so the text cannot be written as UTF-8; fix the producer")
+    return row_to_record(row, ctx, path, lineno, line)
+
+
+def read_document(path: Path, ctx: SourceContext) -> Iterator[Item]:
+    """txt / md: the whole file is one document (line is None in its lineage)."""
+    data = path.read_bytes()
+    if data.startswith(_BOM):
+        data = data[len(_BOM):]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad_line = data.count(b"\n", 0, exc.start) + 1
+        rej = _invalid_utf8(path, ctx, None, data, exc)
+        rej.detail = f"line {bad_line}, " + rej.detail
+        yield rej
+        return
+    yield Record(ctx.derived_id(path, None), text, ctx.stream, ctx.name, str(path), None)
+
+
+def read_csv(path: Path, ctx: SourceContext) -> Iterator[Item]:
+    """A header row names the columns; text_field / id_field pick the text and id columns."""
+    # Long documents in one cell exceed csv's default 128 KiB field limit.
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+    # surrogateescape keeps undecodable bytes so that only the rows holding them are rejected.
+    with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        reader = csv.reader(fh)
+        header: list[str] | None = None
+        end = 0
+        while True:
+            start = end + 1
+            try:
+                cells = next(reader, None)
+            except csv.Error as exc:
+                yield Reject("bad_csv", f"{exc}; the rest of the file was not read", str(path),
+                             start, ctx.name)
+                return
+            end = reader.line_num
+            if cells is None:
+                return
+            if not cells:
+                continue  # blank line
+            if header is None:
+                header = cells
+                continue
+            yield _csv_row(header, cells, path, ctx, start)
+
+
+def _csv_row(header: list[str], cells: list[str], path: Path, ctx: SourceContext,
+             line: int) -> Item:
+    raw = ",".join(cells)
+    if any(has_surrogates(c) for c in cells):
+        return Reject("invalid_utf8", "the row holds bytes that are not valid UTF-8; re-encode the "
+                      "file as UTF-8", str(path), line, ctx.name, excerpt(raw))
+    if len(cells) != len(header):
+        return Reject("bad_csv", f"row has {len(cells)} fields but the header has {len(header)}; "
+                      "quote fields that contain commas", str(path), line, ctx.name, excerpt(raw))
+    return row_to_record(dict(zip(header, cells)), ctx, path, line, raw)
+
+
+READERS: dict[str, Callable[[Path, SourceContext], Iterator[Item]]] = {
+    "jsonl": read_jsonl,
+    "txt": read_document,
+    "md": read_document,
+    "csv": read_csv,
+}

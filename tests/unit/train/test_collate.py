@@ -1,0 +1,22 @@
+import torch
+
+from domaintune.train.collate import IGNORE, collate_packed, stream_sums, token_losses
+
+
+def test_collate_restarts_positions_and_masks_boundaries():
+    rows = [{"input_ids": [1, 2, 3, 4, 5], "segment_lengths": [3, 2], "segment_streams": [0, 1]},
+            {"input_ids": [6, 7], "segment_lengths": [2], "segment_streams": [1]}]
+    b = collate_packed(rows, pad_id=0)
+    assert b["position_ids"].tolist() == [[0, 1, 2, 0, 1], [0, 1, 0, 1, 2]]
+    assert b["labels"].tolist() == [[IGNORE, 2, 3, IGNORE, 5], [IGNORE, 7, IGNORE, IGNORE, IGNORE]]
+    assert b["streams"].tolist() == [[0, 0, 0, 1, 1], [1, 1, -1, -1, -1]]
+
+
+def test_stream_sums_attribute_every_target_to_its_stream():
+    rows = [{"input_ids": [1, 2, 3, 4, 5], "segment_lengths": [3, 2], "segment_streams": [0, 1]}]
+    b = collate_packed(rows, pad_id=0)
+    logits = torch.randn(1, 5, 8)
+    losses = token_losses(logits, b["labels"])
+    sums, counts = stream_sums(losses, b["labels"], b["streams"], 2)
+    assert counts.tolist() == [2.0, 1.0]
+    assert torch.isclose(sums.sum().float(), losses.sum())
