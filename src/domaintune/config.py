@@ -58,7 +58,8 @@ class ModelConfig(Section):
 # --------------------------------------------------------------------------- data
 class SourceConfig(Section):
     path: str = Field(description="A file, a folder (read recursively) or a glob.")
-    stream: str = Field(description="Stream the documents belong to, e.g. english, chinese, finance.")
+    stream: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+                        description="Stream the documents belong to, e.g. english, chinese, finance.")
     name: str | None = Field(None, description="Source name for lineage; defaults to the path.")
     format: Literal["auto", "jsonl", "txt", "md", "csv"] = "auto"
     text_field: str = Field("text", description="Field holding the text in jsonl/csv rows.")
@@ -69,7 +70,8 @@ class NormalizeConfig(Section):
     unicode: Literal["NFKC", "NFC", "none"] = Field(
         "NFKC", description="NFKC folds full-width ASCII and compatibility forms."
     )
-    whitespace: bool = Field(True, description="Collapse runs of spaces/tabs, trim lines, max 1 blank line.")
+    whitespace: bool = Field(True, description="Collapse runs of spaces/tabs inside lines (indentation kept), strip "
+                                   "trailing spaces, at most one blank line.")
 
 
 class SplitConfig(Section):

@@ -186,8 +186,8 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, verify: bool = True,
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kw)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelError(f"cannot read GGUF {gguf_path}: {exc}") from exc
+    except Exception as exc:  # a corrupt file fails in many ways: struct.error, OverflowError, bare Exception
+        raise ModelError(f"cannot read GGUF {gguf_path}: {type(exc).__name__}: {exc}") from exc
     _strip_gguf_quantizer(model)
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Per-format readers: each yields a `Record` or a `Reject` per row and never raises for bad content.
+"""Per-format readers: each yields a `Record` or a `Reject` per row, never raising for bad content.
 
 Bad bytes, broken JSON and odd rows become rejects with a reason, so one bad line never costs
 a whole corpus. Only an unreadable file (permissions, I/O) is an error, because no amount of
@@ -80,7 +80,7 @@ def _parse_json_line(line: str, path: Path, ctx: SourceContext, lineno: int) -> 
     except json.JSONDecodeError as exc:
         truncated = exc.pos >= len(line.rstrip()) or exc.msg.startswith("Unterminated")
         hint = "; the line looks truncated" if truncated else ""
-        return reject("bad_json", f"{exc.msg} at column {exc.colno}{hint}")
+        return reject("bad_json", f"{exc.msg} (column {exc.colno}){hint}")
     except RecursionError:
         return reject("bad_json", "nested too deeply to parse")
     if _ESCAPED_SURROGATE.search(line) and has_surrogates(json.dumps(row, ensure_ascii=False)):

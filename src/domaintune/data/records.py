@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ class SourceContext:
     stream: str
     fmt: str
     root: Path  # derived ids use file paths relative to this folder
+    path: str = ""  # the configured path (file, folder or glob)
     text_field: str = "text"
     id_field: str | None = None
 
@@ -41,8 +43,14 @@ class SourceContext:
         return f"data.sources[{self.index}]"
 
     def derived_id(self, path: Path, line: int | None) -> str:
-        rel = path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else path.name
+        rel = _relative(path, self.root)
         return f"{self.label}:{rel}" if line is None else f"{self.label}:{rel}:{line}"
+
+
+@lru_cache(maxsize=4096)
+def _relative(path: Path, root: Path) -> str:
+    # Cached: called once per row, and pathlib arithmetic costs more than the rest of the row.
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
 
 
 @dataclass
@@ -109,7 +117,8 @@ def row_to_record(row: Any, ctx: SourceContext, path: Path, line: int | None,
                                        f"with a '{ctx.text_field}' field")
     text = row.get(ctx.text_field)
     if not isinstance(text, str):
-        what = "is missing" if ctx.text_field not in row else f"is {type(text).__name__}, not a string"
+        what = ("is missing" if ctx.text_field not in row
+                else f"is {type(text).__name__}, not a string")
         keys = ", ".join(sorted(row)[:10]) or "none"
         return reject("missing_text_field",
                       f"field '{ctx.text_field}' {what} (row fields: {keys}); set text_field in "

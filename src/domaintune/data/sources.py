@@ -57,7 +57,8 @@ def expand_path(path: str, exclude: Path | None = None) -> tuple[Path, list[Path
 def _context(src: SourceConfig, index: int, root: Path) -> SourceContext:
     label = src.name or root.name or f"source{index}"
     return SourceContext(index=index, name=src.name or src.path, label=label, stream=src.stream,
-                         fmt=src.format, root=root, text_field=src.text_field, id_field=src.id_field)
+                         fmt=src.format, root=root, path=src.path, text_field=src.text_field,
+                         id_field=src.id_field)
 
 
 def _stream_problem(src: SourceConfig, index: int) -> str | None:

@@ -61,7 +61,8 @@ class StageStats:
 
     def to_json(self, docs: dict[str, dict[str, int]]) -> dict[str, Any]:
         """`docs` is stream -> split -> number of documents."""
-        sources = [{"index": ctx.index, "name": ctx.name, "stream": ctx.stream, "files": n_files,
+        sources = [{"index": ctx.index, "name": ctx.name, "path": ctx.path, "stream": ctx.stream,
+                    "files": n_files,
                     **tally.to_json()} for ctx, n_files, tally in self.sources]
         streams = {name: {**tally.to_json(), "docs": docs.get(name, {})}
                    for name, tally in self.streams.items()}
