@@ -498,12 +498,14 @@ def build_domain(seed: int, small: bool) -> list[dict]:
         # One RNG per language, so editing Chinese tables never changes English output.
         rng = random.Random(f"{seed}-{lang}")
         r = Renderer(facts, load_table(f"templates_{lang}.yaml"), lang, rng)
-        lang_docs = []
+        lang_docs, seen = [], set()
         for doc_type, n in counts[lang].items():
             for text, meta in gens[doc_type](r, n):
                 text = add_related(r, text, meta, plan)
                 check_length(text, meta, plan)
-                lang_docs.append({"text": text, "lang": lang, "meta": meta})
+                if text not in seen:  # chance collisions; planned duplicates come later
+                    seen.add(text)
+                    lang_docs.append({"text": text, "lang": lang, "meta": meta})
         rng.shuffle(lang_docs)
         for i, doc in enumerate(lang_docs, 1):
             doc["id"] = f"bank-{lang}-{i:04d}"
