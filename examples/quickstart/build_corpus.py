@@ -294,10 +294,10 @@ def fill_until(r: Renderer, head: list, items: list, render_item, tail: list, li
     document past `limit` characters."""
     body: list = []
     for item in items:
-        candidate = join_parts(*head, *body, render_item(item, len(body) + 1), *tail)
-        if len(candidate) > limit and body:
+        rendered = render_item(item, len(body) + 1)
+        if body and len(join_parts(*head, *body, rendered, *tail)) > limit:
             break
-        body.append(render_item(item, len(body) + 1))
+        body.append(rendered)
     return join_parts(*head, *body, *tail)
 
 

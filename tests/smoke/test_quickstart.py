@@ -1,0 +1,88 @@
+"""The quickstart pipeline end to end on a tiny random model: data -> mix -> train -> eval -> export,
+then an unchanged re-run that skips everything, and a changed setting that re-runs downstream."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from domaintune.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+QUICKSTART = REPO / "examples" / "quickstart"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A copy of the quickstart config next to a small corpus built by the real builder."""
+    work = tmp_path_factory.mktemp("quickstart")
+    subprocess.run([sys.executable, str(QUICKSTART / "build_corpus.py"), "--small", "--out", str(work / "data")],
+                   check=True, capture_output=True)
+    shutil.copy(QUICKSTART / "domaintune.yaml", work / "domaintune.yaml")
+    return work
+
+
+def _overrides(tiny_model_dir: Path) -> list[str]:
+    return [f"model.base={tiny_model_dir}", "mix.tokens=6k", "mix.seq_len=128", "train.max_steps=3",
+            "train.batch_size=2", "eval.max_docs=4", "eval.window=64", "eval.stride=32",
+            "export.max_new_tokens=8", "runtime.threads=1"]
+
+
+def _invoke(*args: str):
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def test_validate_quickstart(workdir, tiny_model_dir):
+    out = _invoke("validate", str(workdir / "domaintune.yaml"), *_overrides(tiny_model_dir)).output
+    assert "ok" in out
+
+
+def test_pipeline_end_to_end_then_skip_then_rerun(workdir, tiny_model_dir):
+    cfg = str(workdir / "domaintune.yaml")
+    t0 = time.perf_counter()
+    _invoke("run", cfg, *_overrides(tiny_model_dir))
+    assert time.perf_counter() - t0 < 120
+    run = workdir / "runs" / "quickstart"
+    for stage in ("data", "mix", "train", "eval", "export"):
+        assert (run / stage / "manifest.json").is_file(), stage
+    results = json.loads((run / "eval" / "eval.json").read_text())["streams"]
+    assert set(results) == {"domain", "english", "chinese"}
+    assert all("base" in r and r["tuned"]["ppl"] > 0 for r in results.values())
+    export = run / "export" / "model"
+    assert (export / "model.safetensors").is_file() and not (export / "adapter_config.json").exists()
+    assert (run / "train" / "loss_curves.png").is_file() and (run / "eval" / "perplexity.png").is_file()
+    mix = json.loads((run / "mix" / "mix.json").read_text())
+    for s in mix["per_stream"].values():  # realized token shares follow the declared ratio
+        assert abs(s["share"] - s["declared_share"]) < 0.01
+
+    t0 = time.perf_counter()
+    out = _invoke("run", cfg, *_overrides(tiny_model_dir)).output
+    assert time.perf_counter() - t0 < 10
+    assert out.count("skipped") >= 5
+
+    out = _invoke("run", cfg, *_overrides(tiny_model_dir), "train.lr=5e-4").output
+    statuses = {line.split()[1]: line.split()[3] for line in out.splitlines()
+                if len(line.split()) > 3 and line.split()[1] in ("data", "mix", "train", "eval", "export")}
+    assert statuses == {"data": "skipped", "mix": "skipped", "train": "ran", "eval": "ran", "export": "ran"}
+
+
+def test_chat_one_shot_on_exported_model(workdir, tiny_model_dir):
+    export = workdir / "runs" / "quickstart" / "export" / "model"
+    if not export.exists():
+        pytest.skip("pipeline test did not run")
+    _invoke("chat", str(export), "--prompt", "What is the wire fee?", "--max-new-tokens", "5")
+
+
+def test_validate_misspelled_key_exits_nonzero(tmp_path):
+    bad = (QUICKSTART / "domaintune.yaml").read_text().replace("max_docs:", "max_doc:")
+    (tmp_path / "bad.yaml").write_text(bad)
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "bad.yaml")])
+    assert result.exit_code == 2
+    assert "eval.max_doc: unknown key (did you mean 'max_docs'?)" in " ".join(result.output.split())
