@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import random
 import re
@@ -52,7 +51,9 @@ def load_table(name: str):
 # Template rendering.  Syntax is documented at the top of templates_en.yaml.
 # --------------------------------------------------------------------------
 
-PLACEHOLDER = re.compile(r"\{([~?*#]?)([\w.$]+)(?:\|(\w+))?\}")
+PLACEHOLDER = re.compile(r"\{([~?*#]?)([\w.]+)(?:\|(\w+))?\}")
+MONTHS = ("January", "February", "March", "April", "May", "June", "July",
+          "August", "September", "October", "November", "December")
 
 
 class Renderer:
@@ -89,8 +90,6 @@ class Renderer:
         roots = {"d": self.d, "p": self.p, "t": self.t}
         node = roots[parts[0]] if parts[0] in roots else self.facts[parts[0]]
         for part in parts[1:]:
-            if part.startswith("$"):  # indirection through a document variable
-                part = str(self.d[part[1:]])
             node = node[int(part)] if isinstance(node, list) else node[part]
         return self.localise(node)
 
@@ -133,7 +132,7 @@ class Renderer:
     def date(self, day: date) -> str:
         if self.lang == "zh":
             return f"{day.year}年{day.month}月{day.day}日"
-        return f"{day.day} {day:%B} {day.year}"
+        return f"{day.day} {MONTHS[day.month - 1]} {day.year}"  # not %B: locale-free
 
 
 def doc_vars(r: Renderer) -> dict:
@@ -201,8 +200,14 @@ def render_table(r: Renderer, columns: list, rows: list, style: str) -> str:
     )
 
 
-def section_heading(name: str, style: str, r: Renderer) -> str:
-    return {"markdown": f"### {name}", "fixed": f"[{name}]"}.get(style, name + r.t["colon"].strip())
+def table_sections(r: Renderer, columns: list, sections: list, style: str) -> list[str]:
+    """One headed table per section, heading styled to match the table."""
+    blocks = []
+    for section in sections:
+        name = r.render(section["name"])
+        heading = {"markdown": f"### {name}", "fixed": f"[{name}]"}.get(style, name + r.t["colon"].strip())
+        blocks.append(heading + "\n" + render_table(r, columns, section["rows"], style))
+    return blocks
 
 
 def gen_fee_schedule(r: Renderer, n: int):
@@ -210,12 +215,12 @@ def gen_fee_schedule(r: Renderer, n: int):
     for _ in range(n):
         r.start_doc(doc_vars(r))
         style = r.rng.choice(["markdown", "fixed", "list"])
-        k = r.rng.randint(3, len(spec["sections"]))
-        sections = [spec["sections"][i] for i in sorted(r.rng.sample(range(len(spec["sections"])), k))]
-        blocks = [section_heading(r.render(s["name"]), style, r) + "\n" + render_table(r, spec["columns"], s["rows"], style)
-                  for s in sections]
+        # Keep the `always` sections plus a random, order-preserving selection of the rest.
+        keep = r.rng.sample(range(len(spec["sections"])), r.rng.randint(3, len(spec["sections"])))
+        sections = [s for i, s in enumerate(spec["sections"]) if s.get("always") or i in keep]
         text = join_parts(r.render(r.rng.choice(spec["titles"])), r.render(r.rng.choice(spec["intros"])),
-                          *blocks, r.render(r.rng.choice(spec["outros"])))
+                          *table_sections(r, spec["columns"], sections, style),
+                          r.render(r.rng.choice(spec["outros"])))
         yield text, {"doc_type": "fee_schedule", "table_style": style}
 
 
@@ -235,10 +240,9 @@ def gen_rate_notice(r: Renderer, n: int):
     for _ in range(n):
         r.start_doc(doc_vars(r))
         style = r.rng.choice(["markdown", "fixed", "list"])
-        blocks = [section_heading(r.render(s["name"]), style, r) + "\n" + render_table(r, spec["columns"], s["rows"], style)
-                  for s in spec["sections"] if r.rng.random() < 0.8]
+        sections = [s for s in spec["sections"] if r.rng.random() < 0.8] or spec["sections"][:1]
         text = join_parts(r.render(r.rng.choice(spec["titles"])), r.render(r.rng.choice(spec["intros"])),
-                          *(blocks or [render_table(r, spec["columns"], spec["sections"][0]["rows"], style)]),
+                          *table_sections(r, spec["columns"], sections, style),
                           r.render(r.rng.choice(spec["outros"])))
         yield text, {"doc_type": "rate_notice", "table_style": style}
 
@@ -275,11 +279,16 @@ def gen_templated(doc_type: str, section: str):
     return generate
 
 
-def pick_faq_items(r: Renderer, k_range: tuple[int, int], topic_share: float):
-    """Either several questions on one topic or a mix across topics."""
+def faq_by_topic(r: Renderer) -> dict:
     by_topic: dict = {}
     for item in r.t["faq"]:
         by_topic.setdefault(item["topic"], []).append(item)
+    return by_topic
+
+
+def pick_faq_items(r: Renderer, k_range: tuple[int, int], topic_share: float):
+    """Either several questions on one topic or a mix across topics."""
+    by_topic = faq_by_topic(r)
     rich = [t for t, items in by_topic.items() if len(items) >= 3]
     if r.rng.random() < topic_share:
         topic = r.rng.choice(rich)
@@ -289,7 +298,7 @@ def pick_faq_items(r: Renderer, k_range: tuple[int, int], topic_share: float):
     return None, r.rng.sample(r.t["faq"], r.rng.randint(*k_range))
 
 
-def fill_until(r: Renderer, head: list, items: list, render_item, tail: list, limit: int) -> str:
+def fill_until(head: list, items: list, render_item, tail: list, limit: int) -> str:
     """Join head + rendered items + tail, dropping items that would push the
     document past `limit` characters."""
     body: list = []
@@ -312,7 +321,7 @@ def gen_faq(r: Renderer, n: int, limit: int):
             r.d.update(q=r.rng.choice(item["q"]), a=r.rng.choice(item["a"]))
             return r.render(style)
         tail = [r.render("{~contact_line}")] if r.rng.random() < 0.5 else []
-        yield fill_until(r, [r.render(title)], items, one, tail, limit), {"doc_type": "faq", "topic": topic or "mixed"}
+        yield fill_until([r.render(title)], items, one, tail, limit), {"doc_type": "faq", "topic": topic or "mixed"}
 
 
 def gen_quiz(r: Renderer, n: int, limit: int):
@@ -327,7 +336,7 @@ def gen_quiz(r: Renderer, n: int, limit: int):
             return r.render(style.replace("#", str(number)))
         titles = spec["titles"] if topic else spec["mixed_titles"]
         head = [r.render(r.rng.choice(titles)), r.render(r.rng.choice(spec["intros"]))]
-        yield fill_until(r, head, items, one, [], limit), {"doc_type": "knowledge_check", "topic": topic or "mixed"}
+        yield fill_until(head, items, one, [], limit), {"doc_type": "knowledge_check", "topic": topic or "mixed"}
 
 
 def casual(text: str, lang: str, rng: random.Random) -> str:
@@ -355,10 +364,7 @@ def chat_turns(r: Renderer, topic: str, items: list, cust: str, agent: str) -> l
 
 
 def gen_chat(r: Renderer, n: int, min_chars: int, max_chars: int):
-    spec = r.t["chat"]
-    by_topic: dict = {}
-    for item in r.t["faq"]:
-        by_topic.setdefault(item["topic"], []).append(item)
+    spec, by_topic = r.t["chat"], faq_by_topic(r)
     for topic in cycle_pick(r.rng, list(by_topic), n):
         r.start_doc(doc_vars(r))
         cust, agent = (r.render(x) for x in r.rng.choice(spec["labels"]))
@@ -585,7 +591,8 @@ def add_noise(docs: list[dict], rng: random.Random, plan: dict, small: bool) -> 
                 text = mess_whitespace(text, rng)
         next_num[src["lang"]] += 1
         meta = {**src["meta"], "variant": variant, "source_id": src["id"]}
-        extra = {"id": f"bank-{src['lang']}-{next_num[src['lang']]:04d}", "text": text, "lang": src["lang"], "meta": meta}
+        new_id = f"bank-{src['lang']}-{next_num[src['lang']]:04d}"
+        extra = {"id": new_id, "text": text, "lang": src["lang"], "meta": meta}
         extras.append((rng.randrange(src_index + 1, len(docs) + 1), extra))
     for position, extra in sorted(extras, key=lambda pair: -pair[0]):  # insert back to front
         docs.insert(position, extra)

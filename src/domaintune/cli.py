@@ -27,6 +27,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 models_app = typer.Typer(no_args_is_help=True, help="Model utilities (GGUF import).")
 app.add_typer(models_app, name="models")
 
+
+
+@app.callback()
+def _setup() -> None:
+    from domaintune.console import quiet_third_party
+
+    quiet_third_party()
+
+
 ConfigArg = typer.Argument(..., exists=False, help="The run's domaintune.yaml.")
 OverridesArg = typer.Argument(None, help="Overrides like train.lr=1e-4 mix.tokens=2M.")
 

@@ -148,6 +148,8 @@ class EvalConfig(Section):
     split: Literal["val", "test"] = "test"
     streams: list[str] | None = Field(None, description="Streams to score; default: all data streams.")
     max_docs: int | None = Field(200, ge=1, description="Documents per stream (deterministic subset).")
+    max_tokens: Count | None = Field(
+        None, description="Token budget per stream: whole documents are added until it is reached.")
     window: int = Field(1024, ge=16, description="Tokens per scoring window.")
     stride: int = Field(512, ge=1, description="Window step for documents longer than `window`.")
     batch_size: int = Field(4, ge=1)

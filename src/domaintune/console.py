@@ -22,3 +22,22 @@ def progress(transient: bool = False) -> Progress:
         console=console,
         transient=transient,
     )
+
+
+def quiet_third_party() -> None:
+    """Silence library progress bars and known-harmless warnings: our rich progress replaces them,
+    and interleaved tqdm bars make the output unreadable."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    try:
+        import datasets
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        datasets.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass

@@ -24,15 +24,29 @@ def inputs(cfg: Config) -> list[str]:
     return models.model_inputs(cfg.model)
 
 
-def _held_out(cfg: Config, run_dir: RunDir) -> dict[str, list[str]]:
-    """Texts per stream from the configured split; a seeded subset of at most `max_docs`."""
+def _within_budget(docs: list[str], tokenizer, budget: int | None) -> list[str]:
+    """Whole documents, in order, until `budget` tokens are reached (the last one may cross it)."""
+    if budget is None:
+        return docs
+    kept, total = [], 0
+    for doc, ids in zip(docs, tokenizer(docs, add_special_tokens=False)["input_ids"]):
+        if total >= budget:
+            break
+        kept.append(doc)
+        total += len(ids)
+    return kept
+
+
+def _held_out(cfg: Config, run_dir: RunDir, tokenizer) -> dict[str, list[str]]:
+    """Texts per stream from the configured split: a seeded subset within max_docs / max_tokens."""
     index = json.loads(run_dir.output("data", "streams", by=STAGE).read_text(encoding="utf-8"))
     texts = {}
     for stream in cfg.eval.streams or sorted(index):
         with (run_dir.root / "data" / index[stream][cfg.eval.split]).open(encoding="utf-8") as fh:
             docs = [json.loads(line)["text"] for line in fh]
         random.Random(f"{cfg.seed}:{stream}").shuffle(docs)
-        texts[stream] = docs[: cfg.eval.max_docs] if cfg.eval.max_docs else docs
+        docs = docs[: cfg.eval.max_docs] if cfg.eval.max_docs else docs
+        texts[stream] = _within_budget(docs, tokenizer, cfg.eval.max_tokens)
     return texts
 
 
@@ -79,7 +93,7 @@ def _compare(base: dict | None, tuned: dict) -> dict:
 def run(cfg: Config, run_dir: RunDir) -> StageResult:
     out_dir = run_dir.stage_dir(STAGE)
     device = models.resolve_device(cfg.runtime.device)
-    texts = _held_out(cfg, run_dir)
+    texts = _held_out(cfg, run_dir, models.load_tokenizer(cfg.model))
     base = _base_scores(cfg, run_dir, texts, device) if cfg.eval.compare_base else None
     trained_dir = run_dir.output("train", "model", by=STAGE)
     tuned_model = models.load_trained(cfg.model, trained_dir, device=device)

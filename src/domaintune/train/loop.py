@@ -114,8 +114,9 @@ def train_loop(model, dataset, s: LoopSettings, accelerator,
 def _step_metrics(step, sums, counts, s: LoopSettings, grad_norm, lr, dt, real_tokens, device):
     rec = {"step": step, "train/loss": float(sums.sum() / counts.sum().clamp(min=1)),
            "grad_norm": grad_norm, "lr": lr, "step_time_s": dt, "tokens_per_s": real_tokens / dt,
-           "tokens": real_tokens, "peak_memory_mb": peak_memory_mb(device)}
+           "tokens": real_tokens, "targets": int(counts.sum()), "peak_memory_mb": peak_memory_mb(device)}
     for i, name in enumerate(s.stream_names):
         if counts[i] > 0:
             rec[f"train/loss/{name}"] = float(sums[i] / counts[i])
+            rec[f"train/targets/{name}"] = int(counts[i])
     return rec

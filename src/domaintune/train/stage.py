@@ -41,6 +41,21 @@ def _build_model(cfg: Config, device: str):
     return model, tokenizer, trainable
 
 
+def _window_summary(records: list[dict], streams: tuple[str, ...]) -> str:
+    """Token-weighted mean losses since the last print: one step's per-stream loss is too noisy."""
+    def mean(key: str, weight_key: str) -> float | None:
+        pairs = [(r[key], r[weight_key]) for r in records if key in r]
+        total = sum(w for _, w in pairs)
+        return sum(v * w for v, w in pairs) / total if total else None
+
+    parts = [f"loss {mean('train/loss', 'targets'):.4f}"]
+    for name in streams:
+        value = mean(f"train/loss/{name}", f"train/targets/{name}")
+        if value is not None:
+            parts.append(f"{name}={value:.3f}")
+    return "  ".join(parts)
+
+
 def run(cfg: Config, run_dir: RunDir) -> StageResult:
     from accelerate import Accelerator
     from datasets import load_from_disk
@@ -56,13 +71,15 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     with progress() as bar:
         task = bar.add_task("train", total=s.total_steps, info="")
 
+        window: list[dict] = []
+
         def on_step(rec):
             log.log(rec)
+            window.append(rec)
             bar.update(task, advance=1, info=f"loss {rec['train/loss']:.3f} · {rec['tokens_per_s']:.0f} tok/s")
             if rec["step"] % s.log_every == 0 or rec["step"] == s.total_steps:
-                streams = " ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in rec.items()
-                                   if k.startswith("train/loss/"))
-                bar.console.print(f"  step {rec['step']:>4}  loss {rec['train/loss']:.4f}  {streams}")
+                bar.console.print(f"  step {rec['step']:>4}  " + _window_summary(window, s.stream_names))
+                window.clear()
 
         summary = train_loop(model, dataset, s, accelerator, on_step)
     log.close()
