@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from domaintune.config import Config
+from domaintune.trackers import missing_packages
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -59,6 +60,7 @@ def check_machine(cfg: Config) -> list[str]:
                             "pip install 'domaintune[gpu]'")
     if cfg.train.precision == "fp16" and not gpu:
         problems.append("train.precision: 'fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on CPU")
+    problems += missing_packages(cfg.train.report_to)
     if cfg.runtime.device == "cuda" and not gpu:
         problems.append("runtime.device: 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'")
     return problems
@@ -68,8 +70,12 @@ def check_consistency(cfg: Config) -> list[str]:
     problems = []
     if cfg.eval.stride > cfg.eval.window:
         problems.append(f"eval.stride ({cfg.eval.stride}) must be <= eval.window ({cfg.eval.window})")
-    if cfg.mix.tokens < cfg.mix.seq_len:
-        problems.append(f"mix.tokens ({cfg.mix.tokens}) is smaller than one row (mix.seq_len={cfg.mix.seq_len})")
+    if cfg.mix.tokens < min(cfg.mix.bucket_lengths):
+        problems.append(f"mix.tokens ({cfg.mix.tokens}) is smaller than one row "
+                        f"(smallest bucket {min(cfg.mix.bucket_lengths)})")
+    if cfg.train.batch_tokens and cfg.train.batch_tokens < max(cfg.mix.bucket_lengths):
+        problems.append(f"train.batch_tokens ({cfg.train.batch_tokens}) is smaller than the largest bucket "
+                        f"({max(cfg.mix.bucket_lengths)}): such rows would still be batched one at a time")
     if cfg.train.method == "full" and cfg.export.merge is False:
         problems.append("export.merge: false only makes sense with an adapter (train.method lora/qlora)")
     return problems

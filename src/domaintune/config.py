@@ -104,7 +104,10 @@ class MixConfig(Section):
         description="Stream -> relative weight, in tokens (e.g. {english: 3, chinese: 6, domain: 1})."
     )
     tokens: Count = Field(description="Training token budget, e.g. 200k or 50M.")
-    seq_len: int = Field(1024, ge=16, description="Row length for packing; longer documents are split.")
+    seq_len: int = Field(1024, ge=16, description="Row length when `buckets` is not set.")
+    buckets: list[int] | None = Field(
+        None, description="Row lengths, e.g. [2048, 4096, 8192, 32768]: each document goes to the smallest "
+                          "that fits; longer ones are split at paragraph/sentence boundaries.")
     max_repeats: int = Field(
         4, ge=1, description="A stream that runs out is repeated at most this many epochs (then a warning)."
     )
@@ -114,7 +117,14 @@ class MixConfig(Section):
         bad = [k for k, w in self.mixture.items() if w <= 0]
         if bad or not self.mixture:
             raise ValueError(f"mixture weights must be > 0 and non-empty (bad: {bad})")
+        if self.buckets is not None and (not self.buckets or min(self.buckets) < 16
+                                         or sorted(set(self.buckets)) != self.buckets):
+            raise ValueError(f"buckets must be increasing, unique and >= 16 (got {self.buckets})")
         return self
+
+    @property
+    def bucket_lengths(self) -> list[int]:
+        return self.buckets or [self.seq_len]
 
 
 # --------------------------------------------------------------------------- train
@@ -130,7 +140,10 @@ class TrainConfig(Section):
         "lora", description="qlora needs a CUDA GPU and bitsandbytes."
     )
     adapter: AdapterConfig = AdapterConfig()
-    batch_size: int = Field(8, ge=1, description="Packed rows per micro-batch.")
+    batch_size: int = Field(8, ge=1, description="Packed rows per micro-batch (when batch_tokens is unset).")
+    batch_tokens: Count | None = Field(
+        None, description="Token budget per micro-batch: a batch of bucket L holds batch_tokens // L rows, "
+                          "so memory stays flat across buckets.")
     grad_accum: int = Field(1, ge=1)
     epochs: int = Field(1, ge=1, description="Passes over the mixed data (ignored if max_steps is set).")
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
@@ -141,6 +154,14 @@ class TrainConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp16 needs a CUDA GPU.")
     log_every: int = Field(5, ge=1)
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="Metric backends besides the always-on metrics.jsonl; wandb/mlflow are opt-in.")
+    train_embeddings: bool = Field(
+        False, description="Also train input embeddings and lm_head (needed when adding new tokens).")
+    new_tokens: list[str] = Field(
+        default_factory=list, description="Domain tokens to add to the vocabulary; new rows start as the "
+                                          "mean of the embeddings of the sub-tokens they replace.")
 
 
 # --------------------------------------------------------------------------- eval

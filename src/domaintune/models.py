@@ -114,17 +114,46 @@ def build_peft_config(adapter: AdapterConfig):
                       lora_dropout=adapter.dropout, target_modules=adapter.target_modules)
 
 
-def prepare_for_training(model, method: str, adapter: AdapterConfig):
-    """Attach a LoRA adapter (lora/qlora) or make every weight trainable (full)."""
+def prepare_for_training(model, method: str, adapter: AdapterConfig, train_embeddings: bool = False):
+    """Attach a LoRA adapter (lora/qlora) or make every weight trainable (full).
+
+    `train_embeddings` (train.train_embeddings) also trains the input embeddings and lm_head in
+    full next to the adapter, as peft `modules_to_save`: needed for new tokens (train.new_tokens),
+    whose rows LoRA cannot reach. `full` trains them anyway.
+    """
     if method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
         return model
+    from dataclasses import replace
+
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return get_peft_model(model, build_peft_config(adapter))
+    peft_config = build_peft_config(adapter)
+    if train_embeddings:
+        # Tied embeddings (one matrix for input and lm_head): with ensure_weight_tying, peft keeps ONE
+        # trainable copy of the embedding and points lm_head at it, so the model stays tied through
+        # training, save, reload and merge (checked with peft 0.21). Without it (or on a peft too old
+        # to have the option) peft warns and trains two separate copies, silently untying them.
+        # peft spots the pair by the names embed_tokens/lm_head; other names get the same fallback:
+        # two copies, which still save and reload exactly (only a merge back into a
+        # tie_word_embeddings=True model would then lose the lm_head copy).
+        names, tied = _embedding_module_names(model)
+        extra = {"ensure_weight_tying": True} if tied and hasattr(peft_config, "ensure_weight_tying") else {}
+        peft_config = replace(peft_config, modules_to_save=names, **extra)
+    return get_peft_model(model, peft_config)
+
+
+def _embedding_module_names(model) -> tuple[list[str], bool]:
+    """Full module names of the input and output embeddings (found by identity, so any
+    architecture's naming works), and whether the two share one weight."""
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    wanted = [m for m in (inp, out) if m is not None]
+    names = [next(name for name, mod in model.named_modules() if mod is m) for m in wanted]
+    tied = out is not None and out.weight is inp.weight
+    return list(dict.fromkeys(names)), tied
 
 
 def trainable_parameters(model) -> tuple[int, int]:
@@ -146,13 +175,20 @@ def is_adapter_dir(path: Path) -> bool:
 
 def load_trained(base_cfg: ModelConfig, trained_dir: Path, device: str = "cpu"):
     """Load what a training stage saved: base + adapter, or a full model folder."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     trained_dir = Path(trained_dir)
     if is_adapter_dir(trained_dir):
         from peft import PeftModel
 
         base = load_model(base_cfg, device=device)
+        # Trained with new domain tokens (train.new_tokens), the adapter holds embedding rows the
+        # base lacks: grow the base to the saved tokenizer first or the weights cannot fit. The new
+        # rows' values come from the adapter file, so the base's init for them does not matter.
+        if (trained_dir / "tokenizer_config.json").is_file():
+            vocab = len(AutoTokenizer.from_pretrained(trained_dir))
+            if vocab > base.get_input_embeddings().num_embeddings:
+                base.resize_token_embeddings(vocab, mean_resizing=False)
         return PeftModel.from_pretrained(base, trained_dir).to(device)
     return AutoModelForCausalLM.from_pretrained(trained_dir, use_safetensors=True).to(device)
 

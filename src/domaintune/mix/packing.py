@@ -1,4 +1,4 @@
-"""Best-fit-decreasing packing of segments into rows of at most `seq_len` tokens.
+"""Best-fit-decreasing packing of segments into rows whose lengths are the configured buckets.
 
 Rows carry segment boundaries, so training can restart position ids per segment and keep
 every token's attention inside its own document (exact packing, no cross-document leakage).
@@ -15,28 +15,38 @@ from domaintune.mix.sampling import Segment
 
 @dataclass
 class Row:
+    capacity: int  # the length bucket this row belongs to
     segments: list[Segment] = field(default_factory=list)
     used: int = 0
 
 
-def pack(segments: list[Segment], seq_len: int, seed: int) -> list[Row]:
-    """Place each segment (longest first) into the fullest row it still fits in.
+def bucket_for(n: int, buckets: list[int]) -> int:
+    """The smallest bucket that fits `n` tokens."""
+    pos = bisect.bisect_left(buckets, n)
+    if pos == len(buckets):
+        raise ValueError(f"segment of {n} tokens exceeds the largest bucket {buckets[-1]}; split it first")
+    return buckets[pos]
 
-    Best-fit decreasing stays within a few percent of optimal fill; rows are shuffled afterwards
-    so batch order does not correlate with segment length (and hence with stream).
+
+def pack(segments: list[Segment], buckets: list[int], seed: int) -> list[Row]:
+    """Best-fit decreasing over length buckets.
+
+    Segments go longest first; each goes into the fullest existing row it still fits in (of any
+    bucket), else opens a row of the smallest bucket that fits it. Long documents thus live in
+    long rows, short ones fill the gaps, and rows end up nearly full. Rows are shuffled
+    afterwards so row order does not correlate with length (and hence with stream).
     """
+    buckets = sorted(buckets)
     rows: list[Row] = []
     free: list[tuple[int, int]] = []  # sorted (free space, row index)
     for seg in sorted(segments, key=lambda s: len(s.ids), reverse=True):
         n = len(seg.ids)
-        if n > seq_len:
-            raise ValueError(f"segment of {n} tokens exceeds seq_len {seq_len}; chunk it first")
         pos = bisect.bisect_left(free, (n, -1))
         if pos < len(free):
             space, idx = free.pop(pos)
         else:
-            rows.append(Row())
-            space, idx = seq_len, len(rows) - 1
+            rows.append(Row(bucket_for(n, buckets)))
+            space, idx = rows[-1].capacity, len(rows) - 1
         rows[idx].segments.append(seg)
         rows[idx].used += n
         if space - n > 0:
@@ -45,8 +55,8 @@ def pack(segments: list[Segment], seq_len: int, seed: int) -> list[Row]:
     return rows
 
 
-def padding_fraction(rows: list[Row], seq_len: int) -> float:
-    """Share of a fixed-length batch that would be padding (0 for perfectly full rows)."""
+def padding_fraction(rows: list[Row]) -> float:
+    """Share of the rows' bucket lengths left empty (an upper bound on batch padding)."""
     if not rows:
         return 0.0
-    return 1.0 - sum(r.used for r in rows) / (len(rows) * seq_len)
+    return 1.0 - sum(r.used for r in rows) / sum(r.capacity for r in rows)

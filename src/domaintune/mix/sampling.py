@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from domaintune.mix.boundaries import split_pieces
+
 
 @dataclass
 class Segment:
@@ -17,6 +19,15 @@ class Segment:
     ids: list[int]
     stream: int
     doc_id: str
+    piece: int = 0  # index of this piece within its document (0 if the document was not split)
+    cut: str = "end"  # where the piece ends: end | paragraph | sentence | hard
+
+
+@dataclass(frozen=True)
+class Doc:
+    doc_id: str
+    ids: list[int]
+    boundaries: dict[int, str] = field(default_factory=dict)  # token index -> boundary kind
 
 
 @dataclass
@@ -38,12 +49,7 @@ def token_targets(weights: dict[str, float], budget: int) -> dict[str, int]:
     return targets
 
 
-def chunk(ids: list[int], max_len: int) -> list[list[int]]:
-    """Split an over-long document into consecutive pieces of at most `max_len` tokens."""
-    return [ids[i:i + max_len] for i in range(0, len(ids), max_len)]
-
-
-def draw_stream(docs: list[tuple[str, list[int]]], stream: int, target: int, max_len: int,
+def draw_stream(docs: list[Doc], stream: int, target: int, max_len: int,
                 max_repeats: int, seed: int, min_piece: int = 8) -> StreamDraw:
     """Take documents (shuffled per epoch by `seed`) until `target` tokens; the last piece is
     trimmed so the stream's share is exact."""
@@ -56,12 +62,13 @@ def draw_stream(docs: list[tuple[str, list[int]]], stream: int, target: int, max
         random.Random(f"{seed}:{stream}:{draw.epochs}").shuffle(order)
         draw.epochs += 1
         for i in order:
-            doc_id, ids = docs[i]
-            for piece in chunk(ids, max_len):
+            doc = docs[i]
+            for k, p in enumerate(split_pieces(len(doc.ids), doc.boundaries, max_len)):
                 room = target - draw.tokens
                 if room < min_piece:  # too small to be worth a segment; stop here
                     return draw
-                piece = piece[:room]
-                draw.segments.append(Segment(piece, stream, doc_id))
-                draw.tokens += len(piece)
+                ids = doc.ids[p.start:min(p.end, p.start + room)]
+                draw.segments.append(Segment(ids, stream, doc.doc_id, k, p.cut if len(ids) == p.end - p.start
+                                             else "budget"))
+                draw.tokens += len(ids)
     return draw

@@ -12,7 +12,8 @@ from domaintune.config import Config
 from domaintune.console import console, progress
 from domaintune.errors import DataError
 from domaintune.mix.packing import pack, padding_fraction
-from domaintune.mix.sampling import draw_stream, token_targets
+from domaintune.mix.boundaries import boundary_tokens
+from domaintune.mix.sampling import Doc, draw_stream, token_targets
 
 STAGE = "mix"
 
@@ -31,12 +32,19 @@ def _read_train_docs(run_dir: RunDir, stream: str) -> list[tuple[str, str]]:
         return [(r["id"], r["text"]) for r in map(json.loads, fh)]
 
 
-def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
-    """Document tokens framed as [bos] + text + [eos] (bos only if the tokenizer has one)."""
-    enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
+def _tokenize(tokenizer, docs: list[tuple[str, str]]) -> list[Doc]:
+    """Documents framed as [bos] + text + [eos] (bos only if the tokenizer has one), with the
+    token positions where an over-long document may be split cleanly."""
+    texts = [t for _, t in docs]
+    fast = getattr(tokenizer, "is_fast", False)  # offsets (for clean splits) need a fast tokenizer
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=fast)
     head = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     tail = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    return [head + ids + tail for ids in enc]
+    out = []
+    for i, (doc_id, text) in enumerate(docs):
+        cuts = boundary_tokens(text, enc["offset_mapping"][i]) if fast else {}
+        out.append(Doc(doc_id, head + enc["input_ids"][i] + tail, {k + len(head): v for k, v in cuts.items()}))
+    return out
 
 
 def _save_rows(rows, out: Path) -> None:
@@ -47,7 +55,18 @@ def _save_rows(rows, out: Path) -> None:
         "segment_lengths": [[len(s.ids) for s in r.segments] for r in rows],
         "segment_streams": [[s.stream for s in r.segments] for r in rows],
         "segment_doc_ids": [[s.doc_id for s in r.segments] for r in rows],
+        "segment_pieces": [[s.piece for s in r.segments] for r in rows],
+        "bucket": [r.capacity for r in rows],
     }).save_to_disk(str(out))
+
+
+def _cut_counts(segments) -> dict[str, int]:
+    """How documents were split: pieces ending at a paragraph, a sentence, a hard cut, ..."""
+    counts: dict[str, int] = {}
+    for s in segments:
+        if s.piece > 0 or s.cut != "end":
+            counts[s.cut] = counts.get(s.cut, 0) + 1
+    return counts
 
 
 def run(cfg: Config, run_dir: RunDir) -> StageResult:
@@ -56,40 +75,43 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     tokenizer = models.load_tokenizer(cfg.model)
     streams = list(mcfg.mixture)
     targets = token_targets(mcfg.mixture, mcfg.tokens)
+    buckets = mcfg.bucket_lengths
     segments, per_stream = [], {}
     with progress() as bar:
         task = bar.add_task("tokenize + sample", total=len(streams), info="")
         for idx, name in enumerate(streams):
             bar.update(task, info=name)
             docs = _read_train_docs(run_dir, name)
-            tokenized = list(zip([d for d, _ in docs], _tokenize(tokenizer, [t for _, t in docs])))
-            draw = draw_stream(tokenized, idx, targets[name], mcfg.seq_len, mcfg.max_repeats, cfg.seed)
+            draw = draw_stream(_tokenize(tokenizer, docs), idx, targets[name], max(buckets),
+                               mcfg.max_repeats, cfg.seed)
             if draw.exhausted:
                 console.print(f"  [yellow]warning:[/] stream '{name}' ran out after {mcfg.max_repeats} "
                               f"epochs: {draw.tokens:,} of {targets[name]:,} target tokens")
             segments += draw.segments
             per_stream[name] = {"target_tokens": targets[name], "tokens": draw.tokens,
                                 "segments": len(draw.segments), "epochs": draw.epochs,
-                                "source_docs": len(docs), "exhausted": draw.exhausted}
+                                "source_docs": len(docs), "exhausted": draw.exhausted,
+                                "splits": _cut_counts(draw.segments)}
             bar.advance(task)
     if not segments:
         raise DataError("the mixture produced no tokens; check mix.tokens and the data stage output")
-    rows = pack(segments, mcfg.seq_len, cfg.seed)
+    rows = pack(segments, buckets, cfg.seed)
     _save_rows(rows, out_dir / "packed")
     total = sum(s["tokens"] for s in per_stream.values())
     weight_sum = sum(mcfg.mixture.values())
     for name, s in per_stream.items():
         s["share"] = s["tokens"] / total
         s["declared_share"] = mcfg.mixture[name] / weight_sum
-    info = {"streams": streams, "seq_len": mcfg.seq_len, "rows": len(rows), "tokens": total,
-            "padding_fraction": padding_fraction(rows, mcfg.seq_len), "per_stream": per_stream}
+    info = {"streams": streams, "buckets": buckets, "rows": len(rows), "tokens": total,
+            "rows_per_bucket": {b: sum(r.capacity == b for r in rows) for b in buckets},
+            "padding_fraction": padding_fraction(rows), "per_stream": per_stream}
     atomic_write_json(out_dir / "mix.json", info)
     _print_table(info)
     return StageResult(
         outputs={"packed": "packed", "info": "mix.json"},
         metrics={k: info[k] for k in ("rows", "tokens", "padding_fraction")} | {
             f"share/{n}": round(s["share"], 4) for n, s in per_stream.items()},
-        summary=f"{total:,} tokens in {len(rows):,} rows of ≤{mcfg.seq_len}, "
+        summary=f"{total:,} tokens in {len(rows):,} rows (buckets {buckets}), "
                 f"padding {info['padding_fraction']:.1%}",
     )
 

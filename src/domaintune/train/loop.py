@@ -22,6 +22,7 @@ from domaintune.train.collate import IGNORE, collate_packed, stream_sums, token_
 @dataclass(frozen=True)
 class LoopSettings:
     batch_size: int
+    batch_tokens: int | None
     grad_accum: int
     total_steps: int
     lr: float
@@ -35,22 +36,40 @@ class LoopSettings:
     pad_id: int
 
 
-def steps_per_epoch(n_rows: int, batch_size: int, grad_accum: int) -> int:
-    return max(1, math.ceil(n_rows / (batch_size * grad_accum)))
+def rows_per_batch(bucket: int, batch_size: int, batch_tokens: int | None) -> int:
+    """A fixed token budget per micro-batch keeps memory flat across length buckets."""
+    return max(1, batch_tokens // bucket) if batch_tokens else batch_size
 
 
-def micro_batches(n_rows: int, batch_size: int, seed: int) -> Iterator[list[int]]:
-    """Row indices per micro-batch, epoch after epoch, each epoch a seeded permutation.
+def epoch_batches(buckets: list[int], batch_size: int, batch_tokens: int | None, seed: int,
+                  epoch: int) -> list[list[int]]:
+    """One epoch of micro-batches (row indices): rows of one bucket per batch, batch order shuffled.
 
-    The sequence depends only on (n_rows, batch_size, seed), so step k always sees the same
-    rows: the basis for exact resume and reproducible runs.
+    Depends only on its arguments, so step k always sees the same rows: the basis for
+    reproducible runs and exact resume.
     """
+    gen = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(len(buckets), generator=gen).tolist()
+    by_bucket: dict[int, list[int]] = {}
+    for i in order:
+        by_bucket.setdefault(buckets[i], []).append(i)
+    batches = []
+    for bucket in sorted(by_bucket):
+        rows, size = by_bucket[bucket], rows_per_batch(bucket, batch_size, batch_tokens)
+        batches += [rows[i:i + size] for i in range(0, len(rows), size)]
+    shuffled = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[i] for i in shuffled]
+
+
+def steps_per_epoch(buckets: list[int], batch_size: int, batch_tokens: int | None, grad_accum: int) -> int:
+    return max(1, math.ceil(len(epoch_batches(buckets, batch_size, batch_tokens, 0, 0)) / grad_accum))
+
+
+def micro_batches(buckets: list[int], batch_size: int, batch_tokens: int | None, seed: int) -> Iterator[list[int]]:
+    """Micro-batches epoch after epoch (each epoch reshuffled)."""
     epoch = 0
     while True:
-        gen = torch.Generator().manual_seed(seed + epoch)
-        order = torch.randperm(n_rows, generator=gen).tolist()
-        for i in range(0, n_rows, batch_size):
-            yield order[i:i + batch_size]
+        yield from epoch_batches(buckets, batch_size, batch_tokens, seed, epoch)
         epoch += 1
 
 
@@ -77,9 +96,9 @@ def train_loop(model, dataset, s: LoopSettings, accelerator,
                               num_training_steps=s.total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     model.train()
-    batches = micro_batches(len(dataset), s.batch_size, s.seed)
+    batches = micro_batches(list(dataset["bucket"]), s.batch_size, s.batch_tokens, s.seed)
     n_streams = len(s.stream_names)
-    totals = {"tokens": 0, "time": 0.0}
+    totals = {"tokens": 0, "time": 0.0, "padded": 0}
     for step in range(1, s.total_steps + 1):
         t0 = time.perf_counter()
         micro = [collate_packed(_rows(dataset, next(batches)), s.pad_id) for _ in range(s.grad_accum)]
@@ -103,11 +122,13 @@ def train_loop(model, dataset, s: LoopSettings, accelerator,
         dt = time.perf_counter() - t0
         real_tokens = sum(int((b["streams"] >= 0).sum()) for b in micro)
         totals["tokens"] += real_tokens
+        totals["padded"] += sum(b["input_ids"].numel() for b in micro)
         totals["time"] += dt
         on_step(_step_metrics(step, sums, counts, s, float(grad_norm), scheduler.get_last_lr()[0],
                               dt, real_tokens, accelerator.device))
     return {"tokens": totals["tokens"], "train_time_s": totals["time"],
             "tokens_per_s": totals["tokens"] / max(totals["time"], 1e-9),
+            "batch_padding_fraction": 1 - totals["tokens"] / max(totals["padded"], 1),
             "peak_memory_mb": peak_memory_mb(accelerator.device)}
 
 

@@ -10,6 +10,7 @@ from domaintune import models
 from domaintune.artifacts import RunDir, StageResult
 from domaintune.config import Config
 from domaintune.console import console, progress
+from domaintune.trackers import TrackerGroup, build_trackers
 from domaintune.train.loop import LoopSettings, steps_per_epoch, train_loop
 from domaintune.train.metrics_log import MetricsLog, plot_loss_curves
 
@@ -21,10 +22,11 @@ def inputs(cfg: Config) -> list[str]:
     return models.model_inputs(cfg.model)
 
 
-def _settings(cfg: Config, n_rows: int, stream_names: list[str], pad_id: int) -> LoopSettings:
+def _settings(cfg: Config, buckets: list[int], stream_names: list[str], pad_id: int) -> LoopSettings:
     t = cfg.train
-    total = t.max_steps or t.epochs * steps_per_epoch(n_rows, t.batch_size, t.grad_accum)
-    return LoopSettings(batch_size=t.batch_size, grad_accum=t.grad_accum, total_steps=total, lr=t.lr,
+    total = t.max_steps or t.epochs * steps_per_epoch(buckets, t.batch_size, t.batch_tokens, t.grad_accum)
+    return LoopSettings(batch_size=t.batch_size, batch_tokens=t.batch_tokens, grad_accum=t.grad_accum,
+                        total_steps=total, lr=t.lr,
                         weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, scheduler=t.scheduler,
                         max_grad_norm=t.max_grad_norm, log_every=t.log_every, seed=cfg.seed,
                         stream_names=tuple(stream_names), pad_id=pad_id)
@@ -66,15 +68,18 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     device = models.resolve_device(cfg.runtime.device)
     accelerator = Accelerator(mixed_precision=PRECISION[cfg.train.precision], cpu=device == "cpu")
     model, tokenizer, trainable = _build_model(cfg, device)
-    s = _settings(cfg, len(dataset), info["streams"], tokenizer.pad_token_id)
+    s = _settings(cfg, list(dataset["bucket"]), info["streams"], tokenizer.pad_token_id)
     log = MetricsLog(out_dir / "metrics.jsonl")
-    with progress() as bar:
+    trackers = TrackerGroup(build_trackers(cfg.train.report_to, out_dir, cfg.name))
+    trackers.log_config(cfg.model_dump(mode="json"))
+    with trackers, progress() as bar:
         task = bar.add_task("train", total=s.total_steps, info="")
 
         window: list[dict] = []
 
         def on_step(rec):
             log.log(rec)
+            trackers.log(rec, rec["step"])
             window.append(rec)
             bar.update(task, advance=1, info=f"loss {rec['train/loss']:.3f} · {rec['tokens_per_s']:.0f} tok/s")
             if rec["step"] % s.log_every == 0 or rec["step"] == s.total_steps:

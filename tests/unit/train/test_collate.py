@@ -20,3 +20,16 @@ def test_stream_sums_attribute_every_target_to_its_stream():
     sums, counts = stream_sums(losses, b["labels"], b["streams"], 2)
     assert counts.tolist() == [2.0, 1.0]
     assert torch.isclose(sums.sum().float(), losses.sum())
+
+
+def test_epoch_batches_group_by_bucket_with_flat_token_budget():
+    from domaintune.train.loop import epoch_batches
+
+    buckets = [128] * 10 + [512] * 4
+    batches = epoch_batches(buckets, batch_size=8, batch_tokens=512, seed=0, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(14))  # each row exactly once
+    for b in batches:
+        kinds = {buckets[i] for i in b}
+        assert len(kinds) == 1 and len(b) <= 512 // kinds.pop()
+    assert batches == epoch_batches(buckets, 8, 512, seed=0, epoch=0)
+    assert batches != epoch_batches(buckets, 8, 512, seed=0, epoch=1)
