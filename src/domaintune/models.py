@@ -114,7 +114,8 @@ def build_peft_config(adapter: AdapterConfig):
                       lora_dropout=adapter.dropout, target_modules=adapter.target_modules)
 
 
-def prepare_for_training(model, method: str, adapter: AdapterConfig, train_embeddings: bool = False):
+def prepare_for_training(model, method: str, adapter: AdapterConfig,
+                         train_embeddings: bool = False):
     """Attach a LoRA adapter (lora/qlora) or make every weight trainable (full).
 
     `train_embeddings` (train.train_embeddings) also trains the input embeddings and lm_head in
@@ -133,15 +134,16 @@ def prepare_for_training(model, method: str, adapter: AdapterConfig, train_embed
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     peft_config = build_peft_config(adapter)
     if train_embeddings:
-        # Tied embeddings (one matrix for input and lm_head): with ensure_weight_tying, peft keeps ONE
-        # trainable copy of the embedding and points lm_head at it, so the model stays tied through
-        # training, save, reload and merge (checked with peft 0.21). Without it (or on a peft too old
-        # to have the option) peft warns and trains two separate copies, silently untying them.
-        # peft spots the pair by the names embed_tokens/lm_head; other names get the same fallback:
-        # two copies, which still save and reload exactly (only a merge back into a
+        # Tied embeddings (one matrix for input and lm_head): with ensure_weight_tying, peft keeps
+        # ONE trainable copy of the embedding and points lm_head at it, so the model stays tied
+        # through training, save, reload and merge (checked with peft 0.21). Without it (or on a
+        # peft too old to have the option) peft warns and trains two separate copies, silently
+        # untying them. peft spots the pair by the names embed_tokens/lm_head; other names get the
+        # same fallback: two copies, which still save and reload exactly (only a merge back into a
         # tie_word_embeddings=True model would then lose the lm_head copy).
         names, tied = _embedding_module_names(model)
-        extra = {"ensure_weight_tying": True} if tied and hasattr(peft_config, "ensure_weight_tying") else {}
+        can_tie = tied and hasattr(peft_config, "ensure_weight_tying")
+        extra = {"ensure_weight_tying": True} if can_tie else {}
         peft_config = replace(peft_config, modules_to_save=names, **extra)
     return get_peft_model(model, peft_config)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any
 
@@ -62,7 +63,16 @@ def fingerprint_details(spec: StageSpec, cfg: Config, run_dir: RunDir, module: A
         "upstream": upstream,
         "inputs": inputs,
         "domaintune": __version__,
+        "code": _code_fingerprint(module),
     }
+
+
+def _code_fingerprint(module: Any) -> str:
+    """Hash of the stage package's source: editing a stage's code re-runs it (and downstream)."""
+    path = Path(getattr(module, "__file__", "") or "")
+    if path.name == "__init__.py":
+        return fingerprint_path(path.parent)
+    return fingerprint_path(path) if path.is_file() else "unknown"
 
 
 def is_done(run_dir: RunDir, stage: str, fingerprint: str) -> bool:

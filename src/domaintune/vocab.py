@@ -28,7 +28,8 @@ def validate_new_tokens(new_tokens: list[str]) -> None:
         if not isinstance(token, str) or not token.strip():
             problems.append(f"{KEY}[{i}] is empty or only whitespace ({token!r}); remove it")
         elif token in first_seen:
-            problems.append(f"{KEY}[{i}] {token!r} repeats {KEY}[{first_seen[token]}]; list each token once")
+            problems.append(f"{KEY}[{i}] {token!r} repeats {KEY}[{first_seen[token]}]; "
+                            f"list each token once")
         else:
             first_seen[token] = i
     if problems:

@@ -55,8 +55,8 @@ def pack(segments: list[Segment], buckets: list[int], seed: int) -> list[Row]:
     return rows
 
 
-def padding_fraction(rows: list[Row]) -> float:
-    """Share of the rows' bucket lengths left empty (an upper bound on batch padding)."""
+def unfilled_fraction(rows: list[Row]) -> float:
+    """Share of the rows' bucket lengths left empty (batches pad only to their longest row)."""
     if not rows:
         return 0.0
     return 1.0 - sum(r.used for r in rows) / sum(r.capacity for r in rows)

@@ -11,7 +11,7 @@ from domaintune.artifacts import RunDir, StageResult, atomic_write_json
 from domaintune.config import Config
 from domaintune.console import console, progress
 from domaintune.errors import DataError
-from domaintune.mix.packing import pack, padding_fraction
+from domaintune.mix.packing import pack, unfilled_fraction
 from domaintune.mix.boundaries import boundary_tokens
 from domaintune.mix.sampling import Doc, draw_stream, token_targets
 
@@ -57,6 +57,7 @@ def _save_rows(rows, out: Path) -> None:
         "segment_doc_ids": [[s.doc_id for s in r.segments] for r in rows],
         "segment_pieces": [[s.piece for s in r.segments] for r in rows],
         "bucket": [r.capacity for r in rows],
+        "length": [r.used for r in rows],
     }).save_to_disk(str(out))
 
 
@@ -104,15 +105,15 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
         s["declared_share"] = mcfg.mixture[name] / weight_sum
     info = {"streams": streams, "buckets": buckets, "rows": len(rows), "tokens": total,
             "rows_per_bucket": {b: sum(r.capacity == b for r in rows) for b in buckets},
-            "padding_fraction": padding_fraction(rows), "per_stream": per_stream}
+            "unfilled_fraction": unfilled_fraction(rows), "per_stream": per_stream}
     atomic_write_json(out_dir / "mix.json", info)
     _print_table(info)
     return StageResult(
         outputs={"packed": "packed", "info": "mix.json"},
-        metrics={k: info[k] for k in ("rows", "tokens", "padding_fraction")} | {
+        metrics={k: info[k] for k in ("rows", "tokens", "unfilled_fraction")} | {
             f"share/{n}": round(s["share"], 4) for n, s in per_stream.items()},
         summary=f"{total:,} tokens in {len(rows):,} rows (buckets {buckets}), "
-                f"padding {info['padding_fraction']:.1%}",
+                f"rows {1 - info['unfilled_fraction']:.1%} full",
     )
 
 

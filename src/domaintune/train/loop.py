@@ -41,35 +41,46 @@ def rows_per_batch(bucket: int, batch_size: int, batch_tokens: int | None) -> in
     return max(1, batch_tokens // bucket) if batch_tokens else batch_size
 
 
-def epoch_batches(buckets: list[int], batch_size: int, batch_tokens: int | None, seed: int,
-                  epoch: int) -> list[list[int]]:
-    """One epoch of micro-batches (row indices): rows of one bucket per batch, batch order shuffled.
+def epoch_batches(buckets: list[int], lengths: list[int], batch_size: int, batch_tokens: int | None,
+                  seed: int, epoch: int) -> list[list[int]]:
+    """One epoch of micro-batches (row indices), order shuffled per epoch.
 
-    Depends only on its arguments, so step k always sees the same rows: the basis for
-    reproducible runs and exact resume.
+    A batch holds rows of one bucket with similar lengths (the collator pads to the longest
+    row in the batch, so grouping by length keeps padding near zero). Depends only on its
+    arguments, so step k always sees the same rows: reproducible runs and exact resume.
     """
     gen = torch.Generator().manual_seed(seed + epoch)
-    order = torch.randperm(len(buckets), generator=gen).tolist()
-    by_bucket: dict[int, list[int]] = {}
+    tiebreak = torch.randperm(len(buckets), generator=gen).tolist()
+    order = sorted(range(len(buckets)), key=lambda i: (buckets[i], lengths[i], tiebreak[i]))
+    batches: list[list[int]] = []
     for i in order:
-        by_bucket.setdefault(buckets[i], []).append(i)
-    batches = []
-    for bucket in sorted(by_bucket):
-        rows, size = by_bucket[bucket], rows_per_batch(bucket, batch_size, batch_tokens)
-        batches += [rows[i:i + size] for i in range(0, len(rows), size)]
+        size = rows_per_batch(buckets[i], batch_size, batch_tokens)
+        if batches and len(batches[-1]) < size and buckets[batches[-1][0]] == buckets[i]:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
     shuffled = torch.randperm(len(batches), generator=gen).tolist()
     return [batches[i] for i in shuffled]
 
 
-def steps_per_epoch(buckets: list[int], batch_size: int, batch_tokens: int | None, grad_accum: int) -> int:
-    return max(1, math.ceil(len(epoch_batches(buckets, batch_size, batch_tokens, 0, 0)) / grad_accum))
+def batch_padding(batches: list[list[int]], lengths: list[int]) -> float:
+    """Share of the batched tensor that is padding (each batch is padded to its longest row)."""
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    return 1 - sum(lengths) / padded if padded else 0.0
 
 
-def micro_batches(buckets: list[int], batch_size: int, batch_tokens: int | None, seed: int) -> Iterator[list[int]]:
+def steps_per_epoch(buckets: list[int], lengths: list[int], batch_size: int, batch_tokens: int | None,
+                    grad_accum: int) -> int:
+    n = len(epoch_batches(buckets, lengths, batch_size, batch_tokens, 0, 0))
+    return max(1, math.ceil(n / grad_accum))
+
+
+def micro_batches(buckets: list[int], lengths: list[int], batch_size: int, batch_tokens: int | None,
+                  seed: int) -> Iterator[list[int]]:
     """Micro-batches epoch after epoch (each epoch reshuffled)."""
     epoch = 0
     while True:
-        yield from epoch_batches(buckets, batch_size, batch_tokens, seed, epoch)
+        yield from epoch_batches(buckets, lengths, batch_size, batch_tokens, seed, epoch)
         epoch += 1
 
 
@@ -96,7 +107,8 @@ def train_loop(model, dataset, s: LoopSettings, accelerator,
                               num_training_steps=s.total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     model.train()
-    batches = micro_batches(list(dataset["bucket"]), s.batch_size, s.batch_tokens, s.seed)
+    batches = micro_batches(list(dataset["bucket"]), list(dataset["length"]), s.batch_size,
+                            s.batch_tokens, s.seed)
     n_streams = len(s.stream_names)
     totals = {"tokens": 0, "time": 0.0, "padded": 0}
     for step in range(1, s.total_steps + 1):

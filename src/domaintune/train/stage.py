@@ -22,9 +22,10 @@ def inputs(cfg: Config) -> list[str]:
     return models.model_inputs(cfg.model)
 
 
-def _settings(cfg: Config, buckets: list[int], stream_names: list[str], pad_id: int) -> LoopSettings:
+def _settings(cfg: Config, dataset, stream_names: list[str], pad_id: int) -> LoopSettings:
     t = cfg.train
-    total = t.max_steps or t.epochs * steps_per_epoch(buckets, t.batch_size, t.batch_tokens, t.grad_accum)
+    total = t.max_steps or t.epochs * steps_per_epoch(list(dataset["bucket"]), list(dataset["length"]),
+                                                      t.batch_size, t.batch_tokens, t.grad_accum)
     return LoopSettings(batch_size=t.batch_size, batch_tokens=t.batch_tokens, grad_accum=t.grad_accum,
                         total_steps=total, lr=t.lr,
                         weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, scheduler=t.scheduler,
@@ -68,7 +69,7 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     device = models.resolve_device(cfg.runtime.device)
     accelerator = Accelerator(mixed_precision=PRECISION[cfg.train.precision], cpu=device == "cpu")
     model, tokenizer, trainable = _build_model(cfg, device)
-    s = _settings(cfg, list(dataset["bucket"]), info["streams"], tokenizer.pad_token_id)
+    s = _settings(cfg, dataset, info["streams"], tokenizer.pad_token_id)
     log = MetricsLog(out_dir / "metrics.jsonl")
     trackers = TrackerGroup(build_trackers(cfg.train.report_to, out_dir, cfg.name))
     trackers.log_config(cfg.model_dump(mode="json"))
@@ -99,5 +100,5 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
         outputs={"model": "model", "metrics": "metrics.jsonl", "plot": "loss_curves.png"},
         metrics=metrics,
         summary=f"{s.total_steps} steps, loss {first['train/loss']:.3f} → {last['train/loss']:.3f}, "
-                f"{summary['tokens_per_s']:.0f} tok/s",
+                f"{summary['tokens_per_s']:.0f} tok/s, padding {summary['batch_padding_fraction']:.1%}",
     )

@@ -23,13 +23,17 @@ def test_stream_sums_attribute_every_target_to_its_stream():
 
 
 def test_epoch_batches_group_by_bucket_with_flat_token_budget():
-    from domaintune.train.loop import epoch_batches
+    from domaintune.train.loop import batch_padding, epoch_batches
 
     buckets = [128] * 10 + [512] * 4
-    batches = epoch_batches(buckets, batch_size=8, batch_tokens=512, seed=0, epoch=0)
+    lengths = [100, 128, 120, 90, 127, 128, 101, 99, 119, 91] + [500, 300, 512, 310]
+    batches = epoch_batches(buckets, lengths, batch_size=8, batch_tokens=512, seed=0, epoch=0)
     assert sorted(i for b in batches for i in b) == list(range(14))  # each row exactly once
     for b in batches:
         kinds = {buckets[i] for i in b}
         assert len(kinds) == 1 and len(b) <= 512 // kinds.pop()
-    assert batches == epoch_batches(buckets, 8, 512, seed=0, epoch=0)
-    assert batches != epoch_batches(buckets, 8, 512, seed=0, epoch=1)
+    assert batches == epoch_batches(buckets, lengths, 8, 512, seed=0, epoch=0)
+    assert batches != epoch_batches(buckets, lengths, 8, 512, seed=0, epoch=1)
+    # rows of similar length share a batch, so padding to the longest row wastes little
+    random_order = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [10], [11], [12], [13]]
+    assert batch_padding(batches, lengths) < batch_padding(random_order, lengths)
