@@ -76,6 +76,9 @@ def check_consistency(cfg: Config) -> list[str]:
     if cfg.train.batch_tokens and cfg.train.batch_tokens < max(cfg.mix.bucket_lengths):
         problems.append(f"train.batch_tokens ({cfg.train.batch_tokens}) is smaller than the largest bucket "
                         f"({max(cfg.mix.bucket_lengths)}): such rows would still be batched one at a time")
+    if cfg.model.new_tokens and cfg.train.method != "full" and not cfg.train.train_embeddings:
+        problems.append("model.new_tokens: an adapter cannot train the new embedding rows; set "
+                        "train.train_embeddings: true (or train.method: full)")
     if cfg.train.method == "full" and cfg.export.merge is False:
         problems.append("export.merge: false only makes sense with an adapter (train.method lora/qlora)")
     return problems

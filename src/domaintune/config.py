@@ -53,6 +53,9 @@ class ModelConfig(Section):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="flash_attention_2 needs a CUDA GPU and the flash-attn package."
     )
+    new_tokens: list[str] = Field(
+        default_factory=list, description="Domain tokens to add to the vocabulary; new rows start as the "
+                                          "mean of the embeddings of the sub-tokens they replace.")
 
 
 # --------------------------------------------------------------------------- data
@@ -159,9 +162,6 @@ class TrainConfig(Section):
         description="Metric backends besides the always-on metrics.jsonl; wandb/mlflow are opt-in.")
     train_embeddings: bool = Field(
         False, description="Also train input embeddings and lm_head (needed when adding new tokens).")
-    new_tokens: list[str] = Field(
-        default_factory=list, description="Domain tokens to add to the vocabulary; new rows start as the "
-                                          "mean of the embeddings of the sub-tokens they replace.")
 
 
 # --------------------------------------------------------------------------- eval

@@ -46,7 +46,9 @@ def _common_kwargs(cfg: ModelConfig) -> dict[str, Any]:
     return kw
 
 
-def load_tokenizer(cfg: ModelConfig):
+def load_tokenizer(cfg: ModelConfig, extend: bool = True):
+    """The base tokenizer, plus `cfg.new_tokens` unless `extend` is False (e.g. to score the
+    untouched base model)."""
     from transformers import AutoTokenizer
 
     base, _ = _source(cfg)
@@ -56,7 +58,21 @@ def load_tokenizer(cfg: ModelConfig):
         raise ModelError(f"cannot load the tokenizer of model.base='{cfg.base}': {exc}") from exc
     if tok.pad_token is None:  # causal LMs often ship without one; padding is always masked anyway
         tok.pad_token = tok.eos_token
+    if extend and cfg.new_tokens:
+        from domaintune.vocab import extend_tokenizer
+
+        extend_tokenizer(tok, cfg.new_tokens)
     return tok
+
+
+def _extend_vocabulary(model, cfg: ModelConfig) -> None:
+    """Grow the embeddings for `cfg.new_tokens`, each new row the mean of its old sub-tokens."""
+    from domaintune.vocab import extend_tokenizer, resize_with_mean_init
+
+    base_tok = load_tokenizer(cfg, extend=False)
+    extended = load_tokenizer(cfg, extend=False)
+    added = extend_tokenizer(extended, cfg.new_tokens)
+    resize_with_mean_init(model, extended, added, base_tok)
 
 
 def _strip_gguf_quantizer(model) -> None:
@@ -68,8 +84,9 @@ def _strip_gguf_quantizer(model) -> None:
     model.is_quantized = False
 
 
-def load_model(cfg: ModelConfig, device: str = "cpu", quantize_4bit: bool = False):
-    """Load the base causal LM described by `cfg` onto `device`."""
+def load_model(cfg: ModelConfig, device: str = "cpu", quantize_4bit: bool = False, extend: bool = True):
+    """Load the base causal LM described by `cfg` onto `device` (with `cfg.new_tokens` added
+    unless `extend` is False)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -90,6 +107,8 @@ def load_model(cfg: ModelConfig, device: str = "cpu", quantize_4bit: bool = Fals
         raise ModelError(f"cannot load model.base='{cfg.base}': {exc}.{hint}") from exc
     if gguf:
         _strip_gguf_quantizer(model)
+    if extend and cfg.new_tokens:
+        _extend_vocabulary(model, cfg)
     return model if quantize_4bit else model.to(device)
 
 
@@ -119,7 +138,7 @@ def prepare_for_training(model, method: str, adapter: AdapterConfig,
     """Attach a LoRA adapter (lora/qlora) or make every weight trainable (full).
 
     `train_embeddings` (train.train_embeddings) also trains the input embeddings and lm_head in
-    full next to the adapter, as peft `modules_to_save`: needed for new tokens (train.new_tokens),
+    full next to the adapter, as peft `modules_to_save`: needed for new tokens (model.new_tokens),
     whose rows LoRA cannot reach. `full` trains them anyway.
     """
     if method == "full":
@@ -184,7 +203,7 @@ def load_trained(base_cfg: ModelConfig, trained_dir: Path, device: str = "cpu"):
         from peft import PeftModel
 
         base = load_model(base_cfg, device=device)
-        # Trained with new domain tokens (train.new_tokens), the adapter holds embedding rows the
+        # Trained with new domain tokens (model.new_tokens), the adapter holds embedding rows the
         # base lacks: grow the base to the saved tokenizer first or the weights cannot fit. The new
         # rows' values come from the adapter file, so the base's init for them does not matter.
         if (trained_dir / "tokenizer_config.json").is_file():

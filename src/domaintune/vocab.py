@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from domaintune.errors import ConfigError, ModelError
 
-KEY = "train.new_tokens"
+KEY = "model.new_tokens"
 
 
 def validate_new_tokens(new_tokens: list[str]) -> None:
-    """Every problem at once (DESIGN: report all), each naming `train.new_tokens[i]`."""
+    """Every problem at once (DESIGN: report all), each naming `model.new_tokens[i]`."""
     problems: list[str] = []
     first_seen: dict[str, int] = {}
     for i, token in enumerate(new_tokens):

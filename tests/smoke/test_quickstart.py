@@ -86,3 +86,25 @@ def test_validate_misspelled_key_exits_nonzero(tmp_path):
     result = CliRunner().invoke(app, ["validate", str(tmp_path / "bad.yaml")])
     assert result.exit_code == 2
     assert "eval.max_doc: unknown key (did you mean 'max_docs'?)" in " ".join(result.output.split())
+
+
+def test_pipeline_with_new_domain_tokens(workdir, tiny_model_dir, tmp_path):
+    """Vocabulary extension flows through every stage: mix tokenizes with the new tokens, train
+    grows and trains the embeddings, export ships the larger vocabulary."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = str(workdir / "domaintune.yaml")
+    _invoke("run", cfg, *_overrides(tiny_model_dir), f"runs_dir={tmp_path}", "train.train_embeddings=true",
+            "model.new_tokens=[Harborview, 海港银行]", "eval.compare_base=false")
+    export = tmp_path / "quickstart" / "export" / "model"
+    tok = AutoTokenizer.from_pretrained(export)
+    assert len(tok("Harborview", add_special_tokens=False).input_ids) == 1
+    base_vocab = len(AutoTokenizer.from_pretrained(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(export)
+    assert model.get_input_embeddings().num_embeddings == base_vocab + 2
+
+
+def test_validate_flags_new_tokens_without_trainable_embeddings(workdir, tiny_model_dir):
+    result = CliRunner().invoke(app, ["validate", str(workdir / "domaintune.yaml"), *_overrides(tiny_model_dir),
+                                      "model.new_tokens=[Harborview]"])
+    assert result.exit_code == 2 and "train.train_embeddings" in result.output

@@ -105,10 +105,10 @@ def test_extension_is_deterministic(tiny_model_dir):
 
 
 @pytest.mark.parametrize(("tokens", "expected"), [
-    (["EBITDA", ""], ["train.new_tokens[1]"]),
-    (["  \t", "EBITDA"], ["train.new_tokens[0]"]),
-    (["EBITDA", "haircut", "EBITDA"], ["train.new_tokens[2]", "repeats train.new_tokens[0]"]),
-    (["", "x", "x", " "], ["train.new_tokens[0]", "train.new_tokens[2]", "train.new_tokens[3]"]),
+    (["EBITDA", ""], ["model.new_tokens[1]"]),
+    (["  \t", "EBITDA"], ["model.new_tokens[0]"]),
+    (["EBITDA", "haircut", "EBITDA"], ["model.new_tokens[2]", "repeats model.new_tokens[0]"]),
+    (["", "x", "x", " "], ["model.new_tokens[0]", "model.new_tokens[2]", "model.new_tokens[3]"]),
 ], ids=["empty", "whitespace", "duplicate", "all-problems-at-once"])
 def test_bad_new_tokens_raise_config_error_naming_the_key(tiny_model_dir, tokens, expected):
     tok = load_tokenizer(ModelConfig(base=str(tiny_model_dir)))
@@ -116,7 +116,7 @@ def test_bad_new_tokens_raise_config_error_naming_the_key(tiny_model_dir, tokens
     with pytest.raises(ConfigError) as err:
         extend_tokenizer(tok, tokens)
     assert all(e in str(err.value) for e in expected), str(err.value)
-    assert len(err.value.problems) == len([e for e in expected if e.startswith("train.")])
+    assert len(err.value.problems) == len([e for e in expected if e.startswith("model.")])
     assert len(tok) == size  # nothing half-added
 
 

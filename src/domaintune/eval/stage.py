@@ -72,8 +72,9 @@ def _base_scores(cfg: Config, run_dir: RunDir, texts, device: str) -> dict:
     if cache.is_file():
         console.print(f"  base model scores reused from cache ({cache.name})")
         return json.loads(cache.read_text(encoding="utf-8"))
-    model = models.load_model(cfg.model, device=device)
-    scores = _score_model("base", model, models.load_tokenizer(cfg.model), texts, cfg)
+    # the base model as published: without any new domain tokens
+    model = models.load_model(cfg.model, device=device, extend=False)
+    scores = _score_model("base", model, models.load_tokenizer(cfg.model, extend=False), texts, cfg)
     atomic_write_json(cache, scores)
     return scores
 

@@ -37,7 +37,8 @@ def _build_model(cfg: Config, device: str):
     tokenizer = models.load_tokenizer(cfg.model)
     model = models.load_model(cfg.model, device=device, quantize_4bit=cfg.train.method == "qlora")
     torch.manual_seed(cfg.seed)  # adapter initialisation is random
-    model = models.prepare_for_training(model, cfg.train.method, cfg.train.adapter)
+    model = models.prepare_for_training(model, cfg.train.method, cfg.train.adapter,
+                                        train_embeddings=cfg.train.train_embeddings)
     trainable, total = models.trainable_parameters(model)
     console.print(f"  {cfg.train.method}: training {trainable:,} of {total:,} parameters "
                   f"({trainable / total:.2%}) on {device}")
