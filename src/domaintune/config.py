@@ -32,6 +32,7 @@ def _parse_count(value: Any) -> Any:
 
 
 Count = Annotated[int, BeforeValidator(_parse_count), Field(gt=0)]
+CountOrZero = Annotated[int, BeforeValidator(_parse_count), Field(ge=0)]
 
 
 class Section(BaseModel):
@@ -114,6 +115,9 @@ class MixConfig(Section):
     max_repeats: int = Field(
         4, ge=1, description="A stream that runs out is repeated at most this many epochs (then a warning)."
     )
+    heldout_tokens: CountOrZero = Field(
+        8192, description="Tokens per stream packed from the val split for held-out loss during training "
+                          "(0: none).")
 
     @model_validator(mode="after")
     def _positive_weights(self) -> "MixConfig":
@@ -157,6 +161,8 @@ class TrainConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp16 needs a CUDA GPU.")
     log_every: int = Field(5, ge=1)
+    eval_every: int | None = Field(
+        None, ge=1, description="Steps between held-out loss evaluations per stream (also run at the end).")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["tensorboard"],
         description="Metric backends besides the always-on metrics.jsonl; wandb/mlflow are opt-in.")

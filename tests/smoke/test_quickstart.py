@@ -28,8 +28,9 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def _overrides(tiny_model_dir: Path) -> list[str]:
-    return [f"model.base={tiny_model_dir}", "mix.tokens=6k", "mix.seq_len=128", "train.max_steps=3",
-            "train.batch_size=2", "eval.max_docs=4", "eval.window=64", "eval.stride=32",
+    return [f"model.base={tiny_model_dir}", "mix.tokens=6k", "mix.buckets=[64,128]", "train.max_steps=3",
+            "train.batch_tokens=256", "train.eval_every=2", "mix.heldout_tokens=1k",
+            "eval.max_docs=4", "eval.window=64", "eval.stride=32",
             "export.max_new_tokens=8", "runtime.threads=1"]
 
 
@@ -58,6 +59,9 @@ def test_pipeline_end_to_end_then_skip_then_rerun(workdir, tiny_model_dir):
     export = run / "export" / "model"
     assert (export / "model.safetensors").is_file() and not (export / "adapter_config.json").exists()
     assert (run / "train" / "loss_curves.png").is_file() and (run / "eval" / "perplexity.png").is_file()
+    last = json.loads((run / "train" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"val/loss/domain", "val/loss/english", "val/loss/chinese", "train/loss"} <= set(last)
+    assert list((run / "train" / "tensorboard").glob("events.out.tfevents.*"))
     mix = json.loads((run / "mix" / "mix.json").read_text())
     for s in mix["per_stream"].values():  # realized token shares follow the declared ratio
         assert abs(s["share"] - s["declared_share"]) < 0.01

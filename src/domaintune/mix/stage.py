@@ -22,12 +22,12 @@ def inputs(cfg: Config) -> list[str]:
     return models.model_inputs(cfg.model)  # the tokenizer decides the token counts
 
 
-def _read_train_docs(run_dir: RunDir, stream: str) -> list[tuple[str, str]]:
+def _read_docs(run_dir: RunDir, stream: str, split: str = "train") -> list[tuple[str, str]]:
     index = json.loads(run_dir.output("data", "streams", by=STAGE).read_text(encoding="utf-8"))
     if stream not in index:
         raise DataError(f"mix.mixture names stream '{stream}', but the data stage produced only "
                         f"{sorted(index)}; add a data source with stream: {stream}")
-    path = run_dir.root / "data" / index[stream]["train"]
+    path = run_dir.root / "data" / index[stream][split]
     with path.open(encoding="utf-8") as fh:
         return [(r["id"], r["text"]) for r in map(json.loads, fh)]
 
@@ -61,6 +61,18 @@ def _save_rows(rows, out: Path) -> None:
     }).save_to_disk(str(out))
 
 
+def _heldout_rows(cfg: Config, run_dir: RunDir, tokenizer, streams: list[str], buckets: list[int]):
+    """Up to `heldout_tokens` per stream from the val split, packed like the training data, so
+    training can report held-out loss per stream at each eval interval."""
+    segments = []
+    for idx, name in enumerate(streams):
+        docs = _read_docs(run_dir, name, "val")
+        if cfg.mix.heldout_tokens and docs:
+            segments += draw_stream(_tokenize(tokenizer, docs), idx, cfg.mix.heldout_tokens, max(buckets),
+                                    max_repeats=1, seed=cfg.seed).segments
+    return pack(segments, buckets, cfg.seed)
+
+
 def _cut_counts(segments) -> dict[str, int]:
     """How documents were split: pieces ending at a paragraph, a sentence, a hard cut, ..."""
     counts: dict[str, int] = {}
@@ -82,7 +94,7 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
         task = bar.add_task("tokenize + sample", total=len(streams), info="")
         for idx, name in enumerate(streams):
             bar.update(task, info=name)
-            docs = _read_train_docs(run_dir, name)
+            docs = _read_docs(run_dir, name)
             draw = draw_stream(_tokenize(tokenizer, docs), idx, targets[name], max(buckets),
                                mcfg.max_repeats, cfg.seed)
             if draw.exhausted:
@@ -98,6 +110,8 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
         raise DataError("the mixture produced no tokens; check mix.tokens and the data stage output")
     rows = pack(segments, buckets, cfg.seed)
     _save_rows(rows, out_dir / "packed")
+    heldout = _heldout_rows(cfg, run_dir, tokenizer, streams, buckets)
+    _save_rows(heldout, out_dir / "heldout")
     total = sum(s["tokens"] for s in per_stream.values())
     weight_sum = sum(mcfg.mixture.values())
     for name, s in per_stream.items():
@@ -109,7 +123,7 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     atomic_write_json(out_dir / "mix.json", info)
     _print_table(info)
     return StageResult(
-        outputs={"packed": "packed", "info": "mix.json"},
+        outputs={"packed": "packed", "heldout": "heldout", "info": "mix.json"},
         metrics={k: info[k] for k in ("rows", "tokens", "unfilled_fraction")} | {
             f"share/{n}": round(s["share"], 4) for n, s in per_stream.items()},
         summary=f"{total:,} tokens in {len(rows):,} rows (buckets {buckets}), "

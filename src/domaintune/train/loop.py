@@ -31,6 +31,7 @@ class LoopSettings:
     scheduler: str
     max_grad_norm: float
     log_every: int
+    eval_every: int | None
     seed: int
     stream_names: tuple[str, ...]
     pad_id: int
@@ -96,9 +97,12 @@ def _rows(dataset, indices: list[int]) -> list[dict[str, Any]]:
             for i in range(len(indices))]
 
 
-def train_loop(model, dataset, s: LoopSettings, accelerator,
-               on_step: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """Run `s.total_steps` optimizer steps; `on_step` receives each step's metrics."""
+def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[dict[str, Any]], None],
+               heldout=None) -> dict[str, Any]:
+    """Run `s.total_steps` optimizer steps; `on_step` receives each step's metrics (with held-out
+    losses per stream every `s.eval_every` steps and at the end, when `heldout` rows exist)."""
+    from domaintune.train.heldout import heldout_losses
+
     from transformers import get_scheduler
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -136,8 +140,14 @@ def train_loop(model, dataset, s: LoopSettings, accelerator,
         totals["tokens"] += real_tokens
         totals["padded"] += sum(b["input_ids"].numel() for b in micro)
         totals["time"] += dt
-        on_step(_step_metrics(step, sums, counts, s, float(grad_norm), scheduler.get_last_lr()[0],
-                              dt, real_tokens, accelerator.device))
+        rec = _step_metrics(step, sums, counts, s, float(grad_norm), scheduler.get_last_lr()[0],
+                            dt, real_tokens, accelerator.device)
+        if heldout is not None and len(heldout) and (step == s.total_steps or
+                                                     (s.eval_every and step % s.eval_every == 0)):
+            plan = epoch_batches(list(heldout["bucket"]), list(heldout["length"]), s.batch_size,
+                                 s.batch_tokens, s.seed, 0)
+            rec |= heldout_losses(model, heldout, plan, s.stream_names, s.pad_id, accelerator.device)
+        on_step(rec)
     return {"tokens": totals["tokens"], "train_time_s": totals["time"],
             "tokens_per_s": totals["tokens"] / max(totals["time"], 1e-9),
             "batch_padding_fraction": 1 - totals["tokens"] / max(totals["padded"], 1),

@@ -35,9 +35,16 @@ def plot_loss_curves(records: list[dict[str, Any]], out: Path, title: str) -> Pa
     steps = [r["step"] for r in records]
     ax.plot(steps, [r["train/loss"] for r in records], label="overall", linewidth=2, color="black")
     keys = sorted({k for r in records for k in r if k.startswith("train/loss/")})
+    colors = {}
     for key in keys:
         pts = [(r["step"], r[key]) for r in records if key in r]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=key.split("/")[-1], alpha=0.8)
+        line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], label=key.split("/")[-1], alpha=0.6)
+        colors[key.split("/")[-1]] = line.get_color()
+    for key in sorted({k for r in records for k in r if k.startswith("val/loss/")}):
+        stream = key.split("/")[-1]
+        pts = [(r["step"], r[key]) for r in records if key in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o--", color=colors.get(stream),
+                label=f"{stream} (held-out)", linewidth=2)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title(title)

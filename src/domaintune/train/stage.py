@@ -29,7 +29,8 @@ def _settings(cfg: Config, dataset, stream_names: list[str], pad_id: int) -> Loo
     return LoopSettings(batch_size=t.batch_size, batch_tokens=t.batch_tokens, grad_accum=t.grad_accum,
                         total_steps=total, lr=t.lr,
                         weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, scheduler=t.scheduler,
-                        max_grad_norm=t.max_grad_norm, log_every=t.log_every, seed=cfg.seed,
+                        max_grad_norm=t.max_grad_norm, log_every=t.log_every, eval_every=t.eval_every,
+                        seed=cfg.seed,
                         stream_names=tuple(stream_names), pad_id=pad_id)
 
 
@@ -67,6 +68,7 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     out_dir = run_dir.stage_dir(STAGE)
     info = json.loads(run_dir.output("mix", "info", by=STAGE).read_text(encoding="utf-8"))
     dataset = load_from_disk(str(run_dir.output("mix", "packed", by=STAGE)))
+    heldout = load_from_disk(str(run_dir.output("mix", "heldout", by=STAGE)))
     device = models.resolve_device(cfg.runtime.device)
     accelerator = Accelerator(mixed_precision=PRECISION[cfg.train.precision], cpu=device == "cpu")
     model, tokenizer, trainable = _build_model(cfg, device)
@@ -87,8 +89,11 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
             if rec["step"] % s.log_every == 0 or rec["step"] == s.total_steps:
                 bar.console.print(f"  step {rec['step']:>4}  " + _window_summary(window, s.stream_names))
                 window.clear()
+            if "val/loss" in rec:
+                held = "  ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in rec.items() if k.startswith("val/loss/"))
+                bar.console.print(f"  step {rec['step']:>4}  [cyan]held-out[/] loss {rec['val/loss']:.4f}  {held}")
 
-        summary = train_loop(model, dataset, s, accelerator, on_step)
+        summary = train_loop(model, dataset, s, accelerator, on_step, heldout=heldout)
     log.close()
     model = accelerator.unwrap_model(model)
     models.save_trained(model, tokenizer, out_dir / "model")
@@ -97,6 +102,7 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     metrics = {"steps": s.total_steps, "trainable_params": trainable, "first_loss": first["train/loss"],
                "final_loss": last["train/loss"], **{k: round(v, 3) for k, v in summary.items()}}
     metrics |= {k.replace("train/", "final_"): v for k, v in last.items() if k.startswith("train/loss/")}
+    metrics |= {k: v for k, v in last.items() if k.startswith("val/loss")}
     return StageResult(
         outputs={"model": "model", "metrics": "metrics.jsonl", "plot": "loss_curves.png"},
         metrics=metrics,

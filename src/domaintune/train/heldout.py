@@ -1,0 +1,33 @@
+"""Held-out loss per stream during training, on packed rows from the val split."""
+
+from __future__ import annotations
+
+import torch
+
+from domaintune.train.collate import collate_packed, stream_sums, token_losses
+
+
+@torch.no_grad()
+def heldout_losses(model, dataset, batches: list[list[int]], stream_names: tuple[str, ...], pad_id: int,
+                   device) -> dict[str, float]:
+    """Token-weighted loss per stream (`val/loss/<stream>`) and overall (`val/loss`)."""
+    was_training = model.training
+    model.eval()
+    n = len(stream_names)
+    sums = torch.zeros(n, dtype=torch.float64)
+    counts = torch.zeros(n, dtype=torch.float64)
+    for indices in batches:
+        cols = dataset[indices]
+        rows = [{k: cols[k][i] for k in ("input_ids", "segment_lengths", "segment_streams")}
+                for i in range(len(indices))]
+        b = {k: v.to(device) for k, v in collate_packed(rows, pad_id).items()}
+        # use_cache=False: with a cache object transformers stops isolating packed documents
+        logits = model(input_ids=b["input_ids"], position_ids=b["position_ids"], use_cache=False).logits
+        ss, cc = stream_sums(token_losses(logits, b["labels"]).cpu(), b["labels"].cpu(), b["streams"].cpu(), n)
+        sums += ss
+        counts += cc
+    model.train(was_training)
+    out = {f"val/loss/{name}": float(sums[i] / counts[i]) for i, name in enumerate(stream_names) if counts[i]}
+    if counts.sum() > 0:
+        out["val/loss"] = float(sums.sum() / counts.sum())
+    return out
