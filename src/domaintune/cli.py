@@ -17,7 +17,8 @@ from domaintune.pipeline import StageSpec
 STAGES: list[StageSpec] = [
     StageSpec("data", "domaintune.data", ("data", "seed"), (), "read, normalize, dedup, split"),
     StageSpec("mix", "domaintune.mix", ("mix", "model", "seed"), ("data",), "token mixture + packing"),
-    StageSpec("train", "domaintune.train", ("train", "model", "seed"), ("mix",), "continual pre-training"),
+    StageSpec("train", "domaintune.train", ("train", "model", "seed"), ("mix",), "continual pre-training",
+              distributed=True),
     StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", "train"), "perplexity per stream"),
     StageSpec("export", "domaintune.export", ("export", "model"), ("train",), "merged model + samples"),
 ]

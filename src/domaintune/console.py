@@ -9,7 +9,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 console = Console(stderr=False, highlight=False)
 
 
-def progress(transient: bool = False) -> Progress:
+def progress(transient: bool = False, disable: bool = False) -> Progress:
     """A progress bar with count, elapsed time and ETA; use as a context manager."""
     return Progress(
         TextColumn("  [bold blue]{task.description}"),
@@ -21,6 +21,7 @@ def progress(transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=transient,
+        disable=disable,
     )
 
 

@@ -8,6 +8,7 @@ fingerprints, everything downstream of it.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,10 @@ class StageSpec:
     sections: tuple[str, ...]  # config keys whose values change the stage's result
     upstream: tuple[str, ...] = ()
     help: str = ""
+    distributed: bool = False  # may run under torchrun / accelerate launch on several processes
+
+
+DISTRIBUTED = ("train",)
 
 
 @dataclass
@@ -83,6 +88,16 @@ def is_done(run_dir: RunDir, stage: str, fingerprint: str) -> bool:
     return all((stage_path / rel).exists() for rel in m.get("outputs", {}).values())
 
 
+def world_size() -> int:
+    """Processes in this launch: torchrun / accelerate launch set WORLD_SIZE and RANK (the
+    launcher's protocol, not configuration)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _apply_runtime(cfg: Config) -> None:
     if cfg.runtime.threads:
         import torch
@@ -91,13 +106,17 @@ def _apply_runtime(cfg: Config) -> None:
 
 
 def run_stage(spec: StageSpec, cfg: Config, run_dir: RunDir, force: bool = False) -> StageOutcome:
+    if world_size() > 1 and not spec.distributed:
+        raise StageError(f"stage '{spec.name}' runs in one process; run it without torchrun/accelerate "
+                         f"launch first (only {', '.join(DISTRIBUTED)} can be launched on several processes)")
     module = import_target(spec.target)
     details = fingerprint_details(spec, cfg, run_dir, module)
     fp = stable_hash(details)
     if not force and is_done(run_dir, spec.name, fp):
         m = run_dir.manifest(spec.name) or {}
         return StageOutcome(spec.name, "skipped", 0.0, m.get("summary", ""))
-    run_dir.invalidate(spec.name)  # a half-finished re-run must never look done
+    if is_main_process():
+        run_dir.invalidate(spec.name)  # a half-finished re-run must never look done
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     _apply_runtime(cfg)
@@ -118,7 +137,8 @@ def run_stage(spec: StageSpec, cfg: Config, run_dir: RunDir, force: bool = False
         "started_at": started.isoformat(),
         "wall_time_s": round(wall, 3),
     }
-    run_dir.write_manifest(spec.name, manifest)  # last: its presence means "done"
+    if is_main_process():
+        run_dir.write_manifest(spec.name, manifest)  # last: its presence means "done"
     return StageOutcome(spec.name, "ran", wall, result.summary)
 
 

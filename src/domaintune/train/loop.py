@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import resource
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
 
-from domaintune.train.collate import IGNORE, collate_packed, stream_sums, token_losses
+from domaintune.train.collate import collate_packed, stream_sums, token_losses
 
 
 @dataclass(frozen=True)
@@ -97,61 +98,96 @@ def _rows(dataset, indices: list[int]) -> list[dict[str, Any]]:
             for i in range(len(indices))]
 
 
+def _targets(dataset, indices: list[int]) -> int:
+    """Predicted tokens in these rows: a segment of length L has L-1 targets."""
+    return sum(sum(n - 1 for n in lengths) for lengths in dataset[indices]["segment_lengths"])
+
+
+def _train_step(model, dataset, plan: list[list[int]], s: LoopSettings, accelerator) -> dict[str, Any]:
+    """Forward/backward over this rank's share of one optimizer step's micro-batches.
+
+    `plan` holds the micro-batches of ALL ranks; rank r takes every W-th one, so ranks read
+    disjoint, deterministic shards. The loss is normalized by the target count of the whole
+    plan (times W, since DDP averages gradients over ranks), so any (W, grad_accum) split gives
+    the gradient of one big batch.
+    """
+    world, rank = accelerator.num_processes, accelerator.process_index
+    n_targets = sum(_targets(dataset, indices) for indices in plan)
+    n_streams = len(s.stream_names)
+    sums, counts = torch.zeros(n_streams, dtype=torch.float64), torch.zeros(n_streams, dtype=torch.float64)
+    mine = plan[rank::world]
+    tokens = padded = 0
+    for i, indices in enumerate(mine):
+        b = {k: v.to(accelerator.device) for k, v in collate_packed(_rows(dataset, indices), s.pad_id).items()}
+        sync = accelerator.no_sync(model) if i < len(mine) - 1 else nullcontext()
+        with sync, accelerator.autocast():
+            logits = model(input_ids=b["input_ids"], position_ids=b["position_ids"], use_cache=False).logits
+            losses = token_losses(logits, b["labels"])
+            accelerator.backward(losses.sum() * world / n_targets)
+        ss, cc = stream_sums(losses.detach().cpu(), b["labels"].cpu(), b["streams"].cpu(), n_streams)
+        sums, counts = sums + ss, counts + cc
+        tokens += int((b["streams"] >= 0).sum())
+        padded += b["input_ids"].numel()
+    totals = torch.tensor([tokens, padded], dtype=torch.float64)
+    if world > 1:  # metrics of the whole step, not just this rank's share
+        sums, counts, totals = (accelerator.reduce(t.to(accelerator.device), "sum").cpu()
+                                for t in (sums, counts, totals))
+    return {"sums": sums, "counts": counts, "tokens": int(totals[0]), "padded": int(totals[1])}
+
+
 def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[dict[str, Any]], None],
                heldout=None) -> dict[str, Any]:
     """Run `s.total_steps` optimizer steps; `on_step` receives each step's metrics (with held-out
     losses per stream every `s.eval_every` steps and at the end, when `heldout` rows exist)."""
-    from domaintune.train.heldout import heldout_losses
-
     from transformers import get_scheduler
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
     scheduler = get_scheduler(s.scheduler, optimizer, num_warmup_steps=int(s.warmup_ratio * s.total_steps),
                               num_training_steps=s.total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler stays outside accelerate: its wrapper steps once per process per call (it assumes
+    # each rank sees a slice of an epoch), which would run the schedule W times too fast here.
+    model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     batches = micro_batches(list(dataset["bucket"]), list(dataset["length"]), s.batch_size,
                             s.batch_tokens, s.seed)
-    n_streams = len(s.stream_names)
     totals = {"tokens": 0, "time": 0.0, "padded": 0}
     for step in range(1, s.total_steps + 1):
         t0 = time.perf_counter()
-        micro = [collate_packed(_rows(dataset, next(batches)), s.pad_id) for _ in range(s.grad_accum)]
-        # Normalize by the whole step's target count so accumulation equals one big batch.
-        n_targets = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
-        sums = torch.zeros(n_streams, dtype=torch.float64)
-        counts = torch.zeros(n_streams, dtype=torch.float64)
-        for b in micro:
-            b = {k: v.to(accelerator.device) for k, v in b.items()}
-            with accelerator.autocast():
-                logits = model(input_ids=b["input_ids"], position_ids=b["position_ids"], use_cache=False).logits
-            losses = token_losses(logits, b["labels"])
-            accelerator.backward(losses.sum() / n_targets)
-            ss, cc = stream_sums(losses.detach().cpu(), b["labels"].cpu(), b["streams"].cpu(), n_streams)
-            sums += ss
-            counts += cc
+        plan = [next(batches) for _ in range(s.grad_accum * accelerator.num_processes)]
+        out = _train_step(model, dataset, plan, s, accelerator)
         grad_norm = accelerator.clip_grad_norm_(params, s.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
-        real_tokens = sum(int((b["streams"] >= 0).sum()) for b in micro)
-        totals["tokens"] += real_tokens
-        totals["padded"] += sum(b["input_ids"].numel() for b in micro)
+        for key in ("tokens", "padded"):
+            totals[key] += out[key]
         totals["time"] += dt
-        rec = _step_metrics(step, sums, counts, s, float(grad_norm), scheduler.get_last_lr()[0],
-                            dt, real_tokens, accelerator.device)
-        if heldout is not None and len(heldout) and (step == s.total_steps or
-                                                     (s.eval_every and step % s.eval_every == 0)):
-            plan = epoch_batches(list(heldout["bucket"]), list(heldout["length"]), s.batch_size,
-                                 s.batch_tokens, s.seed, 0)
-            rec |= heldout_losses(model, heldout, plan, s.stream_names, s.pad_id, accelerator.device)
+        rec = _step_metrics(step, out["sums"], out["counts"], s, float(grad_norm), scheduler.get_last_lr()[0],
+                            dt, out["tokens"], accelerator.device)
+        if _eval_due(step, s, heldout):
+            rec |= _heldout(accelerator.unwrap_model(model), heldout, s, accelerator.device)
         on_step(rec)
     return {"tokens": totals["tokens"], "train_time_s": totals["time"],
             "tokens_per_s": totals["tokens"] / max(totals["time"], 1e-9),
+            "tokens_per_s_per_device": totals["tokens"] / max(totals["time"], 1e-9) / accelerator.num_processes,
             "batch_padding_fraction": 1 - totals["tokens"] / max(totals["padded"], 1),
             "peak_memory_mb": peak_memory_mb(accelerator.device)}
+
+
+def _eval_due(step: int, s: LoopSettings, heldout) -> bool:
+    if heldout is None or not len(heldout):
+        return False
+    return step == s.total_steps or bool(s.eval_every and step % s.eval_every == 0)
+
+
+def _heldout(model, heldout, s: LoopSettings, device) -> dict[str, float]:
+    """Every rank scores all held-out rows with the unwrapped model (no collectives involved)."""
+    from domaintune.train.heldout import heldout_losses
+
+    plan = epoch_batches(list(heldout["bucket"]), list(heldout["length"]), s.batch_size, s.batch_tokens, s.seed, 0)
+    return heldout_losses(model, heldout, plan, s.stream_names, s.pad_id, device)
 
 
 def _step_metrics(step, sums, counts, s: LoopSettings, grad_norm, lr, dt, real_tokens, device):

@@ -9,10 +9,10 @@ import torch
 from domaintune import models
 from domaintune.artifacts import RunDir, StageResult
 from domaintune.config import Config
-from domaintune.console import console, progress
-from domaintune.trackers import TrackerGroup, build_trackers
+from domaintune.console import console
 from domaintune.train.loop import LoopSettings, steps_per_epoch, train_loop
-from domaintune.train.metrics_log import MetricsLog, plot_loss_curves
+from domaintune.train.metrics_log import plot_loss_curves
+from domaintune.train.reporting import StepReporter
 
 STAGE = "train"
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -46,21 +46,6 @@ def _build_model(cfg: Config, device: str):
     return model, tokenizer, trainable
 
 
-def _window_summary(records: list[dict], streams: tuple[str, ...]) -> str:
-    """Token-weighted mean losses since the last print: one step's per-stream loss is too noisy."""
-    def mean(key: str, weight_key: str) -> float | None:
-        pairs = [(r[key], r[weight_key]) for r in records if key in r]
-        total = sum(w for _, w in pairs)
-        return sum(v * w for v, w in pairs) / total if total else None
-
-    parts = [f"loss {mean('train/loss', 'targets'):.4f}"]
-    for name in streams:
-        value = mean(f"train/loss/{name}", f"train/targets/{name}")
-        if value is not None:
-            parts.append(f"{name}={value:.3f}")
-    return "  ".join(parts)
-
-
 def run(cfg: Config, run_dir: RunDir) -> StageResult:
     from accelerate import Accelerator
     from datasets import load_from_disk
@@ -73,32 +58,16 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     accelerator = Accelerator(mixed_precision=PRECISION[cfg.train.precision], cpu=device == "cpu")
     model, tokenizer, trainable = _build_model(cfg, device)
     s = _settings(cfg, dataset, info["streams"], tokenizer.pad_token_id)
-    log = MetricsLog(out_dir / "metrics.jsonl")
-    trackers = TrackerGroup(build_trackers(cfg.train.report_to, out_dir, cfg.name))
-    trackers.log_config(cfg.model_dump(mode="json"))
-    with trackers, progress() as bar:
-        task = bar.add_task("train", total=s.total_steps, info="")
-
-        window: list[dict] = []
-
-        def on_step(rec):
-            log.log(rec)
-            trackers.log(rec, rec["step"])
-            window.append(rec)
-            bar.update(task, advance=1, info=f"loss {rec['train/loss']:.3f} · {rec['tokens_per_s']:.0f} tok/s")
-            if rec["step"] % s.log_every == 0 or rec["step"] == s.total_steps:
-                bar.console.print(f"  step {rec['step']:>4}  " + _window_summary(window, s.stream_names))
-                window.clear()
-            if "val/loss" in rec:
-                held = "  ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in rec.items() if k.startswith("val/loss/"))
-                bar.console.print(f"  step {rec['step']:>4}  [cyan]held-out[/] loss {rec['val/loss']:.4f}  {held}")
-
-        summary = train_loop(model, dataset, s, accelerator, on_step, heldout=heldout)
-    log.close()
-    model = accelerator.unwrap_model(model)
-    models.save_trained(model, tokenizer, out_dir / "model")
-    plot_loss_curves(log.records, out_dir / "loss_curves.png", f"{cfg.name}: training loss per stream")
-    first, last = log.records[0], log.records[-1]
+    reporter = StepReporter(out_dir, cfg.train.report_to, cfg.name, cfg.model_dump(mode="json"), s.total_steps,
+                            s.log_every, s.stream_names, main=accelerator.is_main_process)
+    with reporter:
+        summary = train_loop(model, dataset, s, accelerator, reporter, heldout=heldout)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        models.save_trained(accelerator.unwrap_model(model), tokenizer, out_dir / "model")
+        plot_loss_curves(reporter.records, out_dir / "loss_curves.png", f"{cfg.name}: training loss per stream")
+    accelerator.wait_for_everyone()
+    first, last = reporter.records[0], reporter.records[-1]
     metrics = {"steps": s.total_steps, "trainable_params": trainable, "first_loss": first["train/loss"],
                "final_loss": last["train/loss"], **{k: round(v, 3) for k, v in summary.items()}}
     metrics |= {k.replace("train/", "final_"): v for k, v in last.items() if k.startswith("train/loss/")}

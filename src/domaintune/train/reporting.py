@@ -1,0 +1,66 @@
+"""What a training run shows and records each step: progress bar, console lines, metrics.jsonl
+and the configured trackers. Only the main process reports; other ranks stay silent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from domaintune.console import progress
+from domaintune.trackers import TrackerGroup, build_trackers
+from domaintune.train.metrics_log import MetricsLog
+
+
+def window_summary(records: list[dict], streams: tuple[str, ...]) -> str:
+    """Token-weighted mean losses since the last print: one step's per-stream loss is too noisy."""
+    def mean(key: str, weight_key: str) -> float | None:
+        pairs = [(r[key], r[weight_key]) for r in records if key in r]
+        total = sum(w for _, w in pairs)
+        return sum(v * w for v, w in pairs) / total if total else None
+
+    parts = [f"loss {mean('train/loss', 'targets'):.4f}"]
+    for name in streams:
+        value = mean(f"train/loss/{name}", f"train/targets/{name}")
+        if value is not None:
+            parts.append(f"{name}={value:.3f}")
+    return "  ".join(parts)
+
+
+class StepReporter:
+    def __init__(self, out_dir: Path, report_to: list[str], run_name: str, config: dict[str, Any],
+                 total_steps: int, log_every: int, streams: tuple[str, ...], main: bool = True):
+        self.main, self.log_every, self.streams = main, log_every, streams
+        self.records: list[dict[str, Any]] = []
+        self._window: list[dict[str, Any]] = []
+        self._log = MetricsLog(out_dir / "metrics.jsonl") if main else None
+        self._trackers = TrackerGroup(build_trackers(report_to, out_dir, run_name) if main else [])
+        self._trackers.log_config(config)
+        self._bar = progress(disable=not main)
+        self._task = self._bar.add_task("train", total=total_steps, info="")
+        self.total_steps = total_steps
+
+    def __enter__(self) -> "StepReporter":
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bar.__exit__(*exc)
+        self._trackers.close()
+        if self._log:
+            self._log.close()
+
+    def __call__(self, rec: dict[str, Any]) -> None:
+        self.records.append(rec)
+        if not self.main:
+            return
+        self._log.log(rec)
+        self._trackers.log(rec, rec["step"])
+        self._window.append(rec)
+        self._bar.update(self._task, advance=1,
+                         info=f"loss {rec['train/loss']:.3f} · {rec['tokens_per_s']:.0f} tok/s")
+        if rec["step"] % self.log_every == 0 or rec["step"] == self.total_steps:
+            self._bar.console.print(f"  step {rec['step']:>4}  " + window_summary(self._window, self.streams))
+            self._window.clear()
+        if "val/loss" in rec:
+            held = "  ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in rec.items() if k.startswith("val/loss/"))
+            self._bar.console.print(f"  step {rec['step']:>4}  [cyan]held-out[/] loss {rec['val/loss']:.4f}  {held}")

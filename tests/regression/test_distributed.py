@@ -1,0 +1,70 @@
+"""Two processes (torchrun, gloo on CPU) train exactly like one process with the same global
+batch: ranks read disjoint shards of each step's micro-batches and the loss normalization makes
+(2 ranks x accum 1) equal (1 rank x accum 2)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[2]
+QUICKSTART = REPO / "examples" / "quickstart"
+
+
+def _overrides(tiny_model_dir, name):
+    return [f"name={name}", f"model.base={tiny_model_dir}", "mix.tokens=4k", "mix.buckets=[64,128]",
+            "mix.heldout_tokens=512", "train.max_steps=3", "train.batch_tokens=256", "train.adapter.dropout=0",
+            "train.report_to=[]", "runtime.threads=1"]
+
+
+def _cli(*args, launcher=()):
+    cmd = [*launcher, "-m", "domaintune", *args] if launcher else [sys.executable, "-m", "domaintune", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_two_ranks_equal_one_rank_with_accumulation(tmp_path, tiny_model_dir):
+    subprocess.run([sys.executable, str(QUICKSTART / "build_corpus.py"), "--small", "--out", str(tmp_path / "data")],
+                   check=True, capture_output=True)
+    shutil.copy(QUICKSTART / "domaintune.yaml", tmp_path / "domaintune.yaml")
+    cfg = str(tmp_path / "domaintune.yaml")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    for name in ("single", "dist"):
+        _cli("run", cfg, *_overrides(tiny_model_dir, name), "--stages", "data,mix")
+    _cli("train", cfg, *_overrides(tiny_model_dir, "single"), "train.grad_accum=2")
+    _cli("train", cfg, *_overrides(tiny_model_dir, "dist"), "train.grad_accum=1", launcher=torchrun)
+
+    runs = tmp_path / "runs"
+    single, dist = ([json.loads(x) for x in (runs / n / "train" / "metrics.jsonl").read_text().splitlines()]
+                    for n in ("single", "dist"))
+    assert [r["step"] for r in dist] == [1, 2, 3]
+    for a, b in zip(single, dist):
+        assert abs(a["train/loss"] - b["train/loss"]) < 1e-4
+        assert a["tokens"] == b["tokens"]  # both ranks' tokens are counted
+    wa, wb = (load_file(runs / n / "train" / "model" / "adapter_model.safetensors") for n in ("single", "dist"))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.allclose(wa[key], wb[key], atol=1e-5), key
+    assert json.loads((runs / "dist" / "train" / "manifest.json").read_text())["stage"] == "train"
+
+
+def test_single_process_stages_refuse_a_multi_process_launch(monkeypatch, tmp_path):
+    from domaintune.config import load_config
+    from domaintune.errors import StageError
+    from domaintune.pipeline import StageSpec, run_stage
+    from domaintune.artifacts import RunDir
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "c.yaml").write_text("name: t\nmodel: {base: org/m}\ndata: {sources: [{path: d, stream: s}]}\n"
+                                     "mix: {mixture: {s: 1}, tokens: 1000}\n")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = load_config(tmp_path / "c.yaml")
+    with pytest.raises(StageError, match="stage 'data' runs in one process"):
+        run_stage(StageSpec("data", "domaintune.data", ("data",)), cfg, RunDir(cfg.run_path))
