@@ -12,7 +12,7 @@ import resource
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -251,7 +251,7 @@ def _train_with_trainer(setup: Setup, build):
 
 # --- ours ---------------------------------------------------------------------------------------
 
-def _packed_dataset(setup: Setup, corpus: Corpus, out: Path):
+def packed_dataset(setup: Setup, corpus: Corpus, out: Path):
     """What the mix stage would write: sampled segments, bucketed best-fit packing, saved rows."""
     from datasets import load_from_disk
 
@@ -266,8 +266,8 @@ def _packed_dataset(setup: Setup, corpus: Corpus, out: Path):
 
 
 def loop_settings(setup: Setup, dataset):
-    """LoopSettings for one epoch; built by field name so fields added to it later (with a
-    neutral value here) do not break the benchmark."""
+    """LoopSettings for one epoch; built by field name, so optional fields added to it later keep
+    their defaults (the loop's own logging/eval extras stay off)."""
     from domaintune.train.loop import LoopSettings, steps_per_epoch
 
     steps = steps_per_epoch(list(dataset["bucket"]), list(dataset["length"]), 1, setup.batch_tokens, 1)
@@ -275,10 +275,11 @@ def loop_settings(setup: Setup, dataset):
                   weight_decay=0.0, warmup_ratio=setup.warmup_ratio, scheduler="linear", max_grad_norm=1.0,
                   log_every=10**9, eval_every=0, seed=setup.seed, stream_names=("bench",),
                   pad_id=setup.tokenizer.pad_token_id)
-    missing = [f.name for f in fields(LoopSettings) if f.name not in values]
+    required = [f.name for f in fields(LoopSettings) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in values]
     if missing:
-        raise RuntimeError(f"bench/_variants.py: LoopSettings has new fields {missing}; add values for them")
-    return LoopSettings(**{f.name: values[f.name] for f in fields(LoopSettings)})
+        raise RuntimeError(f"bench/_variants.py: LoopSettings has new required fields {missing}; add values")
+    return LoopSettings(**{f.name: values[f.name] for f in fields(LoopSettings) if f.name in values})
 
 
 def _run_ours(setup: Setup, corpus: Corpus):
@@ -289,7 +290,7 @@ def _run_ours(setup: Setup, corpus: Corpus):
     model = fresh_model(setup)
     with tempfile.TemporaryDirectory(dir=setup.workdir) as out:
         t0 = time.perf_counter()
-        dataset = _packed_dataset(setup, corpus, Path(out) / "packed")
+        dataset = packed_dataset(setup, corpus, Path(out) / "packed")
         settings = loop_settings(setup, dataset)
         accelerator = Accelerator(cpu=True)
         prep = time.perf_counter() - t0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -84,5 +85,18 @@ def check_consistency(cfg: Config) -> list[str]:
     return problems
 
 
+def check_model_context(cfg: Config) -> list[str]:
+    """Rows longer than the model's context would fail (or silently extrapolate) mid-run."""
+    config_file = Path(cfg.model.base) / "config.json"
+    if not config_file.is_file():
+        return []  # hub ids are checked when they load; offline we cannot read their config
+    limit = json.loads(config_file.read_text(encoding="utf-8")).get("max_position_embeddings")
+    longest = max(cfg.mix.bucket_lengths)
+    if limit and longest > limit:
+        return [f"mix.buckets: the longest row ({longest}) exceeds the model's context "
+                f"(max_position_embeddings={limit} in {config_file}); drop the larger buckets"]
+    return []
+
+
 def validate(cfg: Config) -> list[str]:
-    return check_files(cfg) + check_machine(cfg) + check_consistency(cfg)
+    return check_files(cfg) + check_machine(cfg) + check_consistency(cfg) + check_model_context(cfg)

@@ -108,6 +108,12 @@ def test_pipeline_with_new_domain_tokens(workdir, tiny_model_dir, tmp_path):
     assert model.get_input_embeddings().num_embeddings == base_vocab + 2
 
 
+def test_validate_flags_buckets_longer_than_the_model_context(workdir, tiny_model_dir):
+    result = CliRunner().invoke(app, ["validate", str(workdir / "domaintune.yaml"), *_overrides(tiny_model_dir),
+                                      "mix.buckets=[128,4096]", "train.batch_tokens=4096"])
+    assert result.exit_code == 2 and "exceeds the model's context" in " ".join(result.output.split())
+
+
 def test_validate_flags_new_tokens_without_trainable_embeddings(workdir, tiny_model_dir):
     result = CliRunner().invoke(app, ["validate", str(workdir / "domaintune.yaml"), *_overrides(tiny_model_dir),
                                       "model.new_tokens=[Harborview]"])

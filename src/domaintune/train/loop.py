@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from domaintune.train.collate import collate_packed, stream_sums, token_losses
+from domaintune.train.throughput import device_peak_flops, mfu
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class LoopSettings:
     seed: int
     stream_names: tuple[str, ...]
     pad_id: int
+    n_params: int = 0  # for the MFU estimate
 
 
 def rows_per_batch(bucket: int, batch_size: int, batch_tokens: int | None) -> int:
@@ -152,6 +154,7 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
     batches = micro_batches(list(dataset["bucket"]), list(dataset["length"]), s.batch_size,
                             s.batch_tokens, s.seed)
     totals = {"tokens": 0, "time": 0.0, "padded": 0}
+    peak = device_peak_flops(accelerator.device)
     for step in range(1, s.total_steps + 1):
         t0 = time.perf_counter()
         plan = [next(batches) for _ in range(s.grad_accum * accelerator.num_processes)]
@@ -166,6 +169,9 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
         totals["time"] += dt
         rec = _step_metrics(step, out["sums"], out["counts"], s, float(grad_norm), scheduler.get_last_lr()[0],
                             dt, out["tokens"], accelerator.device)
+        step_mfu = mfu(s.n_params, out["tokens"] / dt / accelerator.num_processes, peak)
+        if step_mfu is not None:
+            rec["mfu"] = step_mfu
         if _eval_due(step, s, heldout):
             rec |= _heldout(accelerator.unwrap_model(model), heldout, s, accelerator.device)
         on_step(rec)
@@ -173,7 +179,9 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
             "tokens_per_s": totals["tokens"] / max(totals["time"], 1e-9),
             "tokens_per_s_per_device": totals["tokens"] / max(totals["time"], 1e-9) / accelerator.num_processes,
             "batch_padding_fraction": 1 - totals["tokens"] / max(totals["padded"], 1),
-            "peak_memory_mb": peak_memory_mb(accelerator.device)}
+            "peak_memory_mb": peak_memory_mb(accelerator.device),
+            **({"mfu": mfu(s.n_params, totals["tokens"] / max(totals["time"], 1e-9) / accelerator.num_processes,
+                           peak)} if peak else {})}
 
 
 def _eval_due(step: int, s: LoopSettings, heldout) -> bool:

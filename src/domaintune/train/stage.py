@@ -22,7 +22,7 @@ def inputs(cfg: Config) -> list[str]:
     return models.model_inputs(cfg.model)
 
 
-def _settings(cfg: Config, dataset, stream_names: list[str], pad_id: int) -> LoopSettings:
+def _settings(cfg: Config, dataset, stream_names: list[str], pad_id: int, n_params: int) -> LoopSettings:
     t = cfg.train
     total = t.max_steps or t.epochs * steps_per_epoch(list(dataset["bucket"]), list(dataset["length"]),
                                                       t.batch_size, t.batch_tokens, t.grad_accum)
@@ -31,7 +31,7 @@ def _settings(cfg: Config, dataset, stream_names: list[str], pad_id: int) -> Loo
                         weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, scheduler=t.scheduler,
                         max_grad_norm=t.max_grad_norm, log_every=t.log_every, eval_every=t.eval_every,
                         seed=cfg.seed,
-                        stream_names=tuple(stream_names), pad_id=pad_id)
+                        stream_names=tuple(stream_names), pad_id=pad_id, n_params=n_params)
 
 
 def _build_model(cfg: Config, device: str):
@@ -57,7 +57,7 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     device = models.resolve_device(cfg.runtime.device)
     accelerator = Accelerator(mixed_precision=PRECISION[cfg.train.precision], cpu=device == "cpu")
     model, tokenizer, trainable = _build_model(cfg, device)
-    s = _settings(cfg, dataset, info["streams"], tokenizer.pad_token_id)
+    s = _settings(cfg, dataset, info["streams"], tokenizer.pad_token_id, models.trainable_parameters(model)[1])
     reporter = StepReporter(out_dir, cfg.train.report_to, cfg.name, cfg.model_dump(mode="json"), s.total_steps,
                             s.log_every, s.stream_names, main=accelerator.is_main_process)
     with reporter:
