@@ -7,6 +7,7 @@ packing and trainer construction are reported separately as `prep_s`).
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import resource
 import tempfile
@@ -20,11 +21,11 @@ import torch
 from _corpus import Corpus
 
 NAMES = {
-    "a": "(a) HF Trainer, pad-to-longest",
-    "b": "(b) HF Trainer + DataCollatorWithFlattening",
-    "c": "(c) HF Trainer, group_by_length",
-    "d": "(d) TRL SFTTrainer packing=True",
-    "f": "(f) domaintune pack + train_loop",
+    "a": "(a) Trainer pad-to-longest",
+    "b": "(b) Trainer + flattening",
+    "c": "(c) Trainer group_by_length",
+    "d": "(d) TRL SFTTrainer packing",
+    "f": "(f) ours: pack + train_loop",
 }
 
 
@@ -115,6 +116,7 @@ class RssSampler:
 
     def __enter__(self):
         gc.collect()
+        _release_free_heap()
         if self._proc:
             self.base = self.peak = self._proc.memory_info().rss
             self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -134,6 +136,15 @@ class RssSampler:
     @property
     def delta_mb(self) -> float | None:
         return (self.peak - self.base) / 2**20 if self._proc else None
+
+
+def _release_free_heap() -> None:
+    """Hand freed heap back to the OS (glibc keeps it otherwise), so the next variant's RSS
+    delta measures its own allocations instead of reusing the previous variant's pages."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def maxrss_mb() -> float:

@@ -36,7 +36,7 @@ from _checks import cross_document_check, heldout_loss  # noqa: E402
 from _corpus import Corpus, build_corpora, load_tokenizer, source_records  # noqa: E402
 from _variants import NAMES, make_setup, packed_dataset, run_variant, trl_available  # noqa: E402
 
-console = Console()
+console = Console(width=max(120, Console().width))
 NOT_MEASURED_E = ("(e) LLaMA-Factory neat_packing: not measured in this run - it needs its own venv "
                   "(transformers 4.57.1, trl 0.24.0, peft 0.18.1 and a torchaudio stub), "
                   "which cannot share this process with transformers 5.")
@@ -98,7 +98,7 @@ def measure_profile(setup, corpus: Corpus, variants: list[str], repeats: int) ->
         for key in order:
             run, model = run_variant(key, setup, corpus)
             runs[key].append(run)
-            console.print(f"  [dim]repeat {r + 1}/{repeats}[/] {NAMES[key]:<46} {run.tokens_per_s:7.0f} tok/s "
+            console.print(f"  [dim]repeat {r + 1}/{repeats}[/] {NAMES[key]:<28} {run.tokens_per_s:7.0f} tok/s "
                           f"{run.steps:3d} steps  {run.wall_s:6.1f} s  padding {run.padding:6.1%}")
             if r == 0:
                 losses[key] = heldout_loss(model, corpus.heldout)

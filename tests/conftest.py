@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # make `fixtures` importable
 
-from fixtures.tiny_model import build_tiny_model_dir  # noqa: E402
+from fixtures.tiny_model import build_tiny_model_dir
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -46,14 +45,14 @@ def _fail(err: DomainTuneError) -> None:
     raise typer.Exit(err.exit_code)
 
 
-def _load(config: Path, overrides: Optional[list[str]]):
+def _load(config: Path, overrides: list[str] | None):
     from domaintune.config import load_config
 
     return load_config(config, overrides or [])
 
 
 @app.command()
-def validate(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+def validate(config: Path = ConfigArg, overrides: list[str] | None = OverridesArg) -> None:
     """Check the config, its files, optional packages and GPU-only options; report all problems."""
     from domaintune.checks import validate as run_checks
     from domaintune.errors import ConfigError
@@ -70,7 +69,7 @@ def validate(config: Path = ConfigArg, overrides: Optional[list[str]] = Override
                   f"{len(cfg.data.sources)} source(s); mixture {streams}; method {cfg.train.method}")
 
 
-def _run(config: Path, overrides, stages: Optional[str], force: bool) -> None:
+def _run(config: Path, overrides, stages: str | None, force: bool) -> None:
     from domaintune.pipeline import run_pipeline
 
     t0 = time.perf_counter()
@@ -97,15 +96,15 @@ def _summary(outcomes, total_s: float, run_path: Path) -> None:
 
 
 @app.command()
-def run(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg,
-        stages: Optional[str] = typer.Option(None, help="Comma-separated subset, e.g. train,eval."),
+def run(config: Path = ConfigArg, overrides: list[str] | None = OverridesArg,
+        stages: str | None = typer.Option(None, help="Comma-separated subset, e.g. train,eval."),
         force: bool = typer.Option(False, help="Re-run the selected stages even if unchanged.")) -> None:
     """Run the pipeline; stages whose inputs and settings are unchanged are skipped."""
     _run(config, overrides, stages, force)
 
 
 def _stage_command(name: str, help_text: str):
-    def command(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg,
+    def command(config: Path = ConfigArg, overrides: list[str] | None = OverridesArg,
                 force: bool = typer.Option(False, help="Re-run even if unchanged.")) -> None:
         _run(config, overrides, name, force)
 
@@ -136,8 +135,8 @@ def import_gguf(gguf: Path = typer.Argument(..., help="The .gguf file."),
 
 @app.command()
 def chat(model_dir: Path = typer.Argument(..., help="A model folder (e.g. runs/<name>/export/model)."),
-         prompt: Optional[str] = typer.Option(None, help="Answer one prompt and exit."),
-         system: Optional[str] = typer.Option(None, help="System message."),
+         prompt: str | None = typer.Option(None, help="Answer one prompt and exit."),
+         system: str | None = typer.Option(None, help="System message."),
          max_new_tokens: int = typer.Option(256), temperature: float = typer.Option(0.0),
          device: str = typer.Option("auto")) -> None:
     """Chat with a model using its own chat template (interactive, or one-shot with --prompt)."""

@@ -84,7 +84,7 @@ class SplitConfig(Section):
     test: float = Field(0.1, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _sums_to_one(self) -> "SplitConfig":
+    def _sums_to_one(self) -> SplitConfig:
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"train+val+test must sum to 1.0, got {total:g}")
@@ -120,7 +120,7 @@ class MixConfig(Section):
                           "(0: none).")
 
     @model_validator(mode="after")
-    def _positive_weights(self) -> "MixConfig":
+    def _positive_weights(self) -> MixConfig:
         bad = [k for k, w in self.mixture.items() if w <= 0]
         if bad or not self.mixture:
             raise ValueError(f"mixture weights must be > 0 and non-empty (bad: {bad})")
@@ -209,7 +209,7 @@ class Config(Section):
     runtime: RuntimeConfig = RuntimeConfig()
 
     @model_validator(mode="after")
-    def _streams_exist(self) -> "Config":
+    def _streams_exist(self) -> Config:
         streams = {s.stream for s in self.data.sources}
         problems = [f"mix.mixture.{k}: no data source has stream '{k}'{suggest(k, streams)}"
                     for k in self.mix.mixture if k not in streams]
@@ -310,7 +310,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError([f"{where}invalid YAML: {getattr(exc, 'problem', exc)}"], source=str(path))
+        raise ConfigError([f"{where}invalid YAML: {getattr(exc, 'problem', exc)}"], source=str(path)) from None
     if not isinstance(raw, dict):
         raise ConfigError(["the top level must be a mapping of sections"], source=str(path))
     raw = apply_overrides(raw, overrides or [])

@@ -11,13 +11,19 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from domaintune import __version__
-from domaintune.artifacts import (RunDir, StageResult, fingerprint_path, git_sha, package_versions,
-                                  stable_hash)
+from domaintune.artifacts import (
+    RunDir,
+    StageResult,
+    fingerprint_path,
+    git_sha,
+    package_versions,
+    stable_hash,
+)
 from domaintune.config import Config
 from domaintune.console import console
 from domaintune.errors import StageError

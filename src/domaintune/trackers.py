@@ -9,14 +9,16 @@ kill a long training run, and metrics.jsonl still has every step.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
 import json
 import numbers
 import re
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from rich.markup import escape
 
@@ -46,9 +48,7 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float | int]:
     for key, value in metrics.items():
         if key == "step" or value is None:
             continue
-        if isinstance(value, bool):
-            out[key] = int(value)
-        elif isinstance(value, numbers.Integral):
+        if isinstance(value, (bool, numbers.Integral)):
             out[key] = int(value)
         elif isinstance(value, numbers.Real):  # float, numpy floats
             out[key] = float(value)
@@ -236,10 +236,9 @@ def build_trackers(report_to: list[str], out_dir: Path, run_name: str,
 
 
 def _close_quietly(tracker: Tracker) -> None:
-    try:
+    # already failing: the first error is the one to report
+    with contextlib.suppress(Exception):
         tracker.close()
-    except Exception:  # noqa: BLE001 - already failing; the first error is the one to report
-        pass
 
 
 # ---------------------------------------------------------------------------------- fan-out

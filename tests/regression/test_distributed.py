@@ -56,10 +56,10 @@ def test_two_ranks_equal_one_rank_with_accumulation(tmp_path, tiny_model_dir):
 
 
 def test_single_process_stages_refuse_a_multi_process_launch(monkeypatch, tmp_path):
+    from domaintune.artifacts import RunDir
     from domaintune.config import load_config
     from domaintune.errors import StageError
     from domaintune.pipeline import StageSpec, run_stage
-    from domaintune.artifacts import RunDir
 
     (tmp_path / "d").mkdir()
     (tmp_path / "c.yaml").write_text("name: t\nmodel: {base: org/m}\ndata: {sources: [{path: d, stream: s}]}\n"

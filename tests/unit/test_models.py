@@ -322,7 +322,8 @@ def test_gguf_fixture_is_a_llama_gguf(tiny_gguf, tiny_model_dir):
     assert {"token_embd.weight", "blk.0.attn_q.weight", "blk.1.ffn_down.weight", "output_norm.weight"} <= names
     assert "output.weight" not in names  # tied embeddings, as llama.cpp writes them
     assert {"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
-            "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.chat_template"} <= set(reader.fields)
+            "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+            "tokenizer.chat_template"} <= set(reader.fields)
 
 
 def test_import_gguf_report_and_files(imported, tiny_gguf, reference_logits):
@@ -399,7 +400,8 @@ def test_import_gguf_missing_file(tmp_path):
 
 
 def _random_bytes(_good: bytes) -> bytes:
-    return torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy().tobytes()
+    gen = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (4096,), generator=gen, dtype=torch.uint8).numpy().tobytes()
 
 
 @pytest.mark.parametrize("corrupt", [

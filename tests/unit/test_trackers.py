@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from domaintune.errors import ConfigError
 from domaintune import trackers as tr
+from domaintune.errors import ConfigError
 
 STEPS = [
     {"step": 1, "train/loss": 2.5, "train/loss/domain": 3.0, "lr": 1e-4, "note": "warmup",

@@ -220,7 +220,7 @@ def test_lora_with_train_embeddings_trains_both_and_round_trips(model_cfg, tmp_p
 
     with torch.no_grad():  # a step's worth of change in every trainable tensor
         generator = torch.Generator().manual_seed(2)
-        for name, param in model.named_parameters():
+        for _name, param in model.named_parameters():
             if param.requires_grad:
                 param.add_(torch.randn(param.shape, generator=generator) * 0.05)
     trained = logits_of(model, ids)

@@ -13,8 +13,14 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from domaintune.data.records import (Record, Reject, SourceContext, excerpt, has_surrogates,
-                                     row_to_record)
+from domaintune.data.records import (
+    Record,
+    Reject,
+    SourceContext,
+    excerpt,
+    has_surrogates,
+    row_to_record,
+)
 from domaintune.errors import DataError
 
 Item = Record | Reject
@@ -92,8 +98,7 @@ def _parse_json_line(line: str, path: Path, ctx: SourceContext, lineno: int) -> 
 def read_document(path: Path, ctx: SourceContext) -> Iterator[Item]:
     """txt / md: the whole file is one document (line is None in its lineage)."""
     data = path.read_bytes()
-    if data.startswith(_BOM):
-        data = data[len(_BOM):]
+    data = data.removeprefix(_BOM)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

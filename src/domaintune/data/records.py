@@ -85,7 +85,7 @@ class Reject:
     excerpt: str = ""
 
     @classmethod
-    def of(cls, rec: Record, reason: str, detail: str) -> "Reject":
+    def of(cls, rec: Record, reason: str, detail: str) -> Reject:
         """Quarantine a record that a step refused."""
         return cls(reason, detail, rec.path, rec.line, rec.source_name, excerpt(rec.text))
 

@@ -18,12 +18,13 @@ models with different tokenizers can be compared on the same text.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 
-__all__ = ["DocScore", "StreamScore", "score_documents", "aggregate", "count_requests"]
+__all__ = ["DocScore", "StreamScore", "aggregate", "count_requests", "score_documents"]
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 from domaintune import models
 from domaintune.artifacts import RunDir, StageResult, atomic_write_json, stable_hash
@@ -58,7 +57,7 @@ def _score_model(label: str, model, tokenizer, texts: dict[str, list[str]], cfg:
             n = count_requests(tokenizer, docs, e.window, e.stride)
             task = bar.add_task(f"{label}: {stream}", total=n, info="")
             scores = score_documents(model, tokenizer, docs, window=e.window, stride=e.stride,
-                                     batch_size=e.batch_size, progress=lambda k: bar.advance(task, k))
+                                     batch_size=e.batch_size, progress=lambda k, t=task: bar.advance(t, k))
             results[stream] = aggregate(scores).to_dict()
             bar.update(task, info=f"ppl {results[stream]['ppl']:.2f}")
     return results

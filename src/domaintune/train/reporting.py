@@ -39,7 +39,7 @@ class StepReporter:
         self._task = self._bar.add_task("train", total=total_steps, info="")
         self.total_steps = total_steps
 
-    def __enter__(self) -> "StepReporter":
+    def __enter__(self) -> StepReporter:
         self._bar.__enter__()
         return self
 

@@ -6,7 +6,7 @@ frozen base (LoRA) the real cost is closer to 4N, so MFU is an upper-bound-style
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -14,7 +14,7 @@ import yaml
 TABLE = Path(__file__).with_name("gpu_peak_tflops.yaml")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _table() -> dict[str, float]:
     return {str(k): float(v) for k, v in yaml.safe_load(TABLE.read_text()).items()}
 

@@ -2,8 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from domaintune.data.normalize import (NormalizeUnicode, NormalizeWhitespace, normalize_unicode,
-                                       normalize_whitespace)
+from domaintune.data.normalize import (
+    NormalizeUnicode,
+    NormalizeWhitespace,
+    normalize_unicode,
+    normalize_whitespace,
+)
 from domaintune.data.records import Record
 
 

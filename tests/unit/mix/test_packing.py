@@ -36,5 +36,6 @@ def test_bucket_for():
 
 def test_pack_is_deterministic():
     segs = [Segment([1] * n, 0, f"d{n}") for n in range(1, 40)]
-    order = lambda rows: [[s.doc_id for s in r.segments] for r in rows]  # noqa: E731
+    def order(rows):
+        return [[s.doc_id for s in r.segments] for r in rows]
     assert order(pack(segs, [50], seed=3)) == order(pack(segs, [50], seed=3))
