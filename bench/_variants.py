@@ -7,6 +7,7 @@ packing and trainer construction are reported separately as `prep_s`).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import resource
@@ -17,7 +18,6 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import torch
-
 from _corpus import Corpus
 
 NAMES = {
@@ -141,10 +141,8 @@ class RssSampler:
 def _release_free_heap() -> None:
     """Hand freed heap back to the OS (glibc keeps it otherwise), so the next variant's RSS
     delta measures its own allocations instead of reusing the previous variant's pages."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: the delta is just less tight
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def maxrss_mb() -> float:

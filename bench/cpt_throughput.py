@@ -116,36 +116,41 @@ def _check_ours(model, setup, corpus: Corpus) -> dict:
 
 
 def summarize(measured: dict) -> dict:
-    runs, out = measured["runs"], {}
-    base = runs.get("a")
-    for key, rs in runs.items():
-        tps = [r.tokens_per_s for r in rs]
-        s = {"name": NAMES[key], "tokens_per_s_median": statistics.median(tps), "tokens_per_s_min": min(tps),
-             "tokens_per_s_max": max(tps), "tokens": rs[0].tokens, "padding_fraction": rs[0].padding,
-             "steps": rs[0].steps, "prep_s_median": statistics.median(r.prep_s for r in rs),
-             "maxrss_mb": max(r.maxrss_mb for r in rs), "heldout_loss": measured["heldout"].get(key),
-             "rss_delta_mb_max": max((r.rss_delta_mb for r in rs if r.rss_delta_mb is not None), default=None),
-             "runs": [vars(r) | {"tokens_per_s": r.tokens_per_s} for r in rs]}
-        if base:
-            paired = [r.tokens_per_s / b.tokens_per_s for r, b in zip(rs, base)]
-            s |= {"ratio_vs_a": s["tokens_per_s_median"] / statistics.median(b.tokens_per_s for b in base),
-                  "paired_ratio_vs_a_min": min(paired), "paired_ratio_vs_a_max": max(paired)}
-        out[key] = s
-    return out
+    runs = measured["runs"]
+    return {key: _summarize_variant(key, rs, runs.get("a"), measured["heldout"].get(key))
+            for key, rs in runs.items()}
+
+
+def _summarize_variant(key: str, rs: list, base: list | None, heldout: dict | None) -> dict:
+    tps = [r.tokens_per_s for r in rs]
+    deltas = [r.rss_delta_mb for r in rs if r.rss_delta_mb is not None]
+    s = {"name": NAMES[key], "tokens_per_s_median": statistics.median(tps), "tokens_per_s_min": min(tps),
+         "tokens_per_s_max": max(tps), "tokens": rs[0].tokens, "padding_fraction": rs[0].padding,
+         "steps": rs[0].steps, "tokens_per_step": rs[0].tokens / rs[0].steps,
+         "prep_s_median": statistics.median(r.prep_s for r in rs), "maxrss_mb": max(r.maxrss_mb for r in rs),
+         "rss_delta_mb_max": max(deltas, default=None), "heldout_loss": heldout,
+         "runs": [vars(r) | {"tokens_per_s": r.tokens_per_s} for r in rs]}
+    if base:
+        # Repeat r of every variant ran in the same round, so per-round ratios cancel slow drifts.
+        paired = [r.tokens_per_s / b.tokens_per_s for r, b in zip(rs, base)]
+        s |= {"ratio_vs_a": s["tokens_per_s_median"] / statistics.median(b.tokens_per_s for b in base),
+              "paired_ratio_vs_a_min": min(paired), "paired_ratio_vs_a_max": max(paired)}
+    return s
 
 
 def print_table(profile: str, corpus: Corpus, summary: dict) -> None:
     table = Table(title=f"profile '{profile}': {len(corpus.train)} docs, {corpus.train_tokens:,} tokens",
                   title_justify="left")
-    for col in ("variant", "tok/s median [min-max]", "x (a) [paired range]", "padding", "steps",
+    for col in ("variant", "tok/s median [min-max]", "x (a) [paired range]", "padding", "steps (tok/step)",
                 "peak RSS MB", "dRSS MB", "held-out loss"):
         table.add_column(col, justify="left" if col == "variant" else "right")
-    for key, s in summary.items():
+    for s in summary.values():
         ratio = (f"{s['ratio_vs_a']:.2f} [{s['paired_ratio_vs_a_min']:.2f}-{s['paired_ratio_vs_a_max']:.2f}]"
                  if "ratio_vs_a" in s else "-")
         loss = s["heldout_loss"]
         table.add_row(s["name"], f"{s['tokens_per_s_median']:.0f} [{s['tokens_per_s_min']:.0f}-"
-                      f"{s['tokens_per_s_max']:.0f}]", ratio, f"{s['padding_fraction']:.1%}", str(s["steps"]),
+                      f"{s['tokens_per_s_max']:.0f}]", ratio, f"{s['padding_fraction']:.1%}",
+                      f"{s['steps']} ({s['tokens_per_step']:.0f})",
                       f"{s['maxrss_mb']:.0f}", "-" if s["rss_delta_mb_max"] is None else f"{s['rss_delta_mb_max']:.0f}",
                       f"{loss['doc_mean']:.4f}" if loss else "-")
     console.print(table)
@@ -158,8 +163,9 @@ def _print_peer_line(summary: dict) -> None:
         return
     best = max(peers, key=lambda k: peers[k]["tokens_per_s_median"])
     ours = summary["f"]["tokens_per_s_median"]
-    console.print(f"  ours vs best peer {peers[best]['name']}: {ours / peers[best]['tokens_per_s_median']:.2f}x "
-                  f"tokens/s" + (f"; vs (a): {summary['f']['ratio_vs_a']:.2f}x" if "ratio_vs_a" in summary["f"] else ""))
+    vs_a = f"; vs (a): {summary['f']['ratio_vs_a']:.2f}x" if "ratio_vs_a" in summary["f"] else ""
+    console.print(f"  ours vs best peer {peers[best]['name']}: "
+                  f"{ours / peers[best]['tokens_per_s_median']:.2f}x tokens/s{vs_a}")
 
 
 def print_check(check: dict | None) -> None:

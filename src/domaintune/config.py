@@ -163,6 +163,12 @@ class TrainConfig(Section):
     log_every: int = Field(5, ge=1)
     eval_every: int | None = Field(
         None, ge=1, description="Steps between held-out loss evaluations per stream (also run at the end).")
+    save_every: int | None = Field(None, ge=1, description="Steps between checkpoints (atomic, verified).")
+    keep_last: int = Field(2, ge=1, description="Checkpoints kept (older ones are deleted).")
+    resume: str = Field("auto", description="'auto': continue from the newest intact checkpoint; 'never'; "
+                                            "or a checkpoint folder.")
+    allow_config_change: bool = Field(
+        False, description="Resume even if seed, schedule, data or base model changed (the diff is logged).")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["tensorboard"],
         description="Metric backends besides the always-on metrics.jsonl; wandb/mlflow are opt-in.")

@@ -111,7 +111,8 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     rows = pack(segments, buckets, cfg.seed)
     _save_rows(rows, out_dir / "packed")
     heldout = _heldout_rows(cfg, run_dir, tokenizer, streams, buckets)
-    _save_rows(heldout, out_dir / "heldout")
+    if heldout:
+        _save_rows(heldout, out_dir / "heldout")
     total = sum(s["tokens"] for s in per_stream.values())
     weight_sum = sum(mcfg.mixture.values())
     for name, s in per_stream.items():
@@ -123,7 +124,7 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     atomic_write_json(out_dir / "mix.json", info)
     _print_table(info)
     return StageResult(
-        outputs={"packed": "packed", "heldout": "heldout", "info": "mix.json"},
+        outputs={"packed": "packed", "info": "mix.json"} | ({"heldout": "heldout"} if heldout else {}),
         metrics={k: info[k] for k in ("rows", "tokens", "unfilled_fraction")} | {
             f"share/{n}": round(s["share"], 4) for n, s in per_stream.items()},
         summary=f"{total:,} tokens in {len(rows):,} rows (buckets {buckets}), "

@@ -14,10 +14,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from domaintune.train.checkpoint import load_checkpoint, save_checkpoint
 from domaintune.train.collate import collate_packed, stream_sums, token_losses
 from domaintune.train.throughput import device_peak_flops, mfu
 
@@ -138,10 +140,39 @@ def _train_step(model, dataset, plan: list[list[int]], s: LoopSettings, accelera
     return {"sums": sums, "counts": counts, "tokens": int(totals[0]), "padded": int(totals[1])}
 
 
+@dataclass(frozen=True)
+class Checkpointing:
+    root: Path
+    save_every: int | None
+    keep_last: int
+    meta: dict[str, Any]  # stored in every checkpoint (resume key, config)
+    resume_from: Path | None = None
+
+
+def _restore(ckpt: Checkpointing | None, model, optimizer, scheduler, accelerator) -> int:
+    """Load the resume checkpoint (if any) and return the step it ended."""
+    if ckpt is None or ckpt.resume_from is None:
+        return 0
+    return int(load_checkpoint(ckpt.resume_from, accelerator.unwrap_model(model), optimizer, scheduler)["step"])
+
+
+def _maybe_save(ckpt: Checkpointing | None, step: int, model, optimizer, scheduler, accelerator) -> None:
+    if ckpt is None or not ckpt.save_every or step % ckpt.save_every:
+        return
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_checkpoint(ckpt.root, step, accelerator.unwrap_model(model), optimizer, scheduler, ckpt.meta,
+                        ckpt.keep_last)
+    accelerator.wait_for_everyone()
+
+
 def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[dict[str, Any]], None],
-               heldout=None) -> dict[str, Any]:
-    """Run `s.total_steps` optimizer steps; `on_step` receives each step's metrics (with held-out
-    losses per stream every `s.eval_every` steps and at the end, when `heldout` rows exist)."""
+               heldout=None, ckpt: Checkpointing | None = None) -> dict[str, Any]:
+    """Run optimizer steps up to `s.total_steps`; `on_step` receives each step's metrics (with
+    held-out losses per stream every `s.eval_every` steps and at the end, when `heldout` rows
+    exist). With `ckpt.resume_from`, training continues exactly where that checkpoint ended:
+    the batch plan is a pure function of (rows, seed, step), so skipping the consumed
+    micro-batches reproduces the uninterrupted sequence."""
     from transformers import get_scheduler
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -154,9 +185,12 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
     model.train()
     batches = micro_batches(list(dataset["bucket"]), list(dataset["length"]), s.batch_size,
                             s.batch_tokens, s.seed)
+    start = _restore(ckpt, model, optimizer, scheduler, accelerator)
+    for _ in range(start * s.grad_accum * accelerator.num_processes):
+        next(batches)  # consumed before the checkpoint
     totals = {"tokens": 0, "time": 0.0, "padded": 0}
     peak = device_peak_flops(accelerator.device)
-    for step in range(1, s.total_steps + 1):
+    for step in range(start + 1, s.total_steps + 1):
         t0 = time.perf_counter()
         plan = [next(batches) for _ in range(s.grad_accum * accelerator.num_processes)]
         out = _train_step(model, dataset, plan, s, accelerator)
@@ -170,13 +204,15 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
         totals["time"] += dt
         rec = _step_metrics(step, out["sums"], out["counts"], s, float(grad_norm), scheduler.get_last_lr()[0],
                             dt, out["tokens"], accelerator.device)
+        rec["rows"] = [i for indices in plan for i in indices]  # which packed rows this step consumed
         step_mfu = mfu(s.n_params, out["tokens"] / dt / accelerator.num_processes, peak)
         if step_mfu is not None:
             rec["mfu"] = step_mfu
         if _eval_due(step, s, heldout):
             rec |= _heldout(accelerator.unwrap_model(model), heldout, s, accelerator.device)
         on_step(rec)
-    return {"tokens": totals["tokens"], "train_time_s": totals["time"],
+        _maybe_save(ckpt, step, model, optimizer, scheduler, accelerator)
+    return {"resumed_from_step": start, "tokens": totals["tokens"], "train_time_s": totals["time"],
             "tokens_per_s": totals["tokens"] / max(totals["time"], 1e-9),
             "tokens_per_s_per_device": totals["tokens"] / max(totals["time"], 1e-9) / accelerator.num_processes,
             "batch_padding_fraction": 1 - totals["tokens"] / max(totals["padded"], 1),

@@ -28,15 +28,16 @@ def window_summary(records: list[dict], streams: tuple[str, ...]) -> str:
 
 class StepReporter:
     def __init__(self, out_dir: Path, report_to: list[str], run_name: str, config: dict[str, Any],
-                 total_steps: int, log_every: int, streams: tuple[str, ...], main: bool = True):
+                 total_steps: int, log_every: int, streams: tuple[str, ...], main: bool = True,
+                 resume_step: int = 0):
         self.main, self.log_every, self.streams = main, log_every, streams
-        self.records: list[dict[str, Any]] = []
         self._window: list[dict[str, Any]] = []
-        self._log = MetricsLog(out_dir / "metrics.jsonl") if main else None
+        self._log = MetricsLog(out_dir / "metrics.jsonl", resume_step) if main else None
+        self.records: list[dict[str, Any]] = list(self._log.records) if self._log else []
         self._trackers = TrackerGroup(build_trackers(report_to, out_dir, run_name) if main else [])
         self._trackers.log_config(config)
         self._bar = progress(disable=not main)
-        self._task = self._bar.add_task("train", total=total_steps, info="")
+        self._task = self._bar.add_task("train", total=total_steps, completed=resume_step, info="")
         self.total_steps = total_steps
 
     def __enter__(self) -> StepReporter:

@@ -10,9 +10,11 @@ from domaintune import models
 from domaintune.artifacts import RunDir, StageResult
 from domaintune.config import Config
 from domaintune.console import console
-from domaintune.train.loop import LoopSettings, steps_per_epoch, train_loop
+from domaintune.train.checkpoint import read_meta
+from domaintune.train.loop import Checkpointing, LoopSettings, steps_per_epoch, train_loop
 from domaintune.train.metrics_log import plot_loss_curves
 from domaintune.train.reporting import StepReporter
+from domaintune.train.resume import choose_checkpoint, mark_finished, mix_fingerprint, resume_config
 
 STAGE = "train"
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -46,6 +48,13 @@ def _build_model(cfg: Config, device: str):
     return model, tokenizer, trainable
 
 
+def _checkpointing(cfg: Config, run_dir: RunDir, out_dir) -> Checkpointing:
+    current = resume_config(cfg, mix_fingerprint(run_dir))
+    root = out_dir / "checkpoints"
+    resume_from = choose_checkpoint(cfg, root, current, lambda m: console.print(f"  [yellow]warning:[/] {m}"))
+    return Checkpointing(root, cfg.train.save_every, cfg.train.keep_last, {"resume_config": current}, resume_from)
+
+
 def run(cfg: Config, run_dir: RunDir) -> StageResult:
     from accelerate import Accelerator
     from datasets import load_from_disk
@@ -53,18 +62,24 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     out_dir = run_dir.stage_dir(STAGE)
     info = json.loads(run_dir.output("mix", "info", by=STAGE).read_text(encoding="utf-8"))
     dataset = load_from_disk(str(run_dir.output("mix", "packed", by=STAGE)))
-    heldout = load_from_disk(str(run_dir.output("mix", "heldout", by=STAGE)))
+    has_heldout = "heldout" in run_dir.require("mix", by=STAGE)["outputs"]
+    heldout = load_from_disk(str(run_dir.output("mix", "heldout", by=STAGE))) if has_heldout else None
     device = models.resolve_device(cfg.runtime.device)
     accelerator = Accelerator(mixed_precision=PRECISION[cfg.train.precision], cpu=device == "cpu")
     model, tokenizer, trainable = _build_model(cfg, device)
     s = _settings(cfg, dataset, info["streams"], tokenizer.pad_token_id, models.trainable_parameters(model)[1])
+    ckpt = _checkpointing(cfg, run_dir, out_dir)
+    start = int(read_meta(ckpt.resume_from)["step"]) if ckpt.resume_from else 0
+    if start:
+        console.print(f"  resuming from {ckpt.resume_from.name} (step {start} of {s.total_steps})")
     reporter = StepReporter(out_dir, cfg.train.report_to, cfg.name, cfg.model_dump(mode="json"), s.total_steps,
-                            s.log_every, s.stream_names, main=accelerator.is_main_process)
+                            s.log_every, s.stream_names, main=accelerator.is_main_process, resume_step=start)
     with reporter:
-        summary = train_loop(model, dataset, s, accelerator, reporter, heldout=heldout)
+        summary = train_loop(model, dataset, s, accelerator, reporter, heldout=heldout, ckpt=ckpt)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         models.save_trained(accelerator.unwrap_model(model), tokenizer, out_dir / "model")
+        mark_finished(ckpt.root, ckpt.meta["resume_config"])
         plot_loss_curves(reporter.records, out_dir / "loss_curves.png", f"{cfg.name}: training loss per stream")
     accelerator.wait_for_everyone()
     first, last = reporter.records[0], reporter.records[-1]

@@ -1,0 +1,38 @@
+"""Run the domaintune CLI with a fault injected: SIGKILL right after the checkpoint of a given
+step is saved ("after-save"), or in the middle of writing it ("during-save").
+
+Usage: python crashing_cli.py MODE STEP domaintune-args...
+"""
+
+import os
+import signal
+import sys
+
+from domaintune.train import checkpoint, loop
+
+mode, crash_step, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+
+if mode == "after-save":
+    original = loop._maybe_save
+
+    def _save_then_die(ckpt, step, *a, **k):
+        original(ckpt, step, *a, **k)
+        if step == crash_step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    loop._maybe_save = _save_then_die
+elif mode == "during-save":
+    original_save = checkpoint.save_file
+
+    def _die_mid_write(tensors, filename, *a, **k):
+        original_save(tensors, filename, *a, **k)
+        if f"step-{crash_step:08d}" in filename:  # weights written, optimizer/meta not yet
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoint.save_file = _die_mid_write
+else:
+    raise SystemExit(f"unknown mode {mode}")
+
+from domaintune.cli import app  # noqa: E402  (after the patches)
+
+app(args)
