@@ -68,10 +68,12 @@ def _pick_pad(tok) -> str:
     """A special token other than eos: plain text never contains it, so `ids != pad` counts
     real tokens exactly, and eos keeps being a training target under pad-and-mask collators."""
     candidates = ([tok.pad_token] if tok.pad_token else []) + list(tok.all_special_tokens)
+    candidates += [t.content for t in tok.added_tokens_decoder.values() if t.special]
     for token in candidates:
         if token != tok.eos_token:
             return token
-    raise RuntimeError("the tokenizer has no special token besides eos to pad with")
+    tok.add_special_tokens({"additional_special_tokens": ["<|bench_pad|>"]})
+    return "<|bench_pad|>"
 
 
 def source_records() -> tuple[str, list[str]]:
