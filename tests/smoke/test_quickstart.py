@@ -118,3 +118,20 @@ def test_validate_flags_new_tokens_without_trainable_embeddings(workdir, tiny_mo
     result = CliRunner().invoke(app, ["validate", str(workdir / "domaintune.yaml"), *_overrides(tiny_model_dir),
                                       "model.new_tokens=[Harborview]"])
     assert result.exit_code == 2 and "train.train_embeddings" in result.output
+
+
+def test_three_stream_cpt_example_runs(workdir, tiny_model_dir, tmp_path):
+    """The production-shaped 3:6:1 example runs end to end (scaled down to the tiny model)."""
+    example = REPO / "examples" / "cpt-3stream" / "domaintune.yaml"
+    cfg_dir = tmp_path / "cpt-3stream"
+    cfg_dir.mkdir()
+    shutil.copy(example, cfg_dir / "domaintune.yaml")
+    (tmp_path / "quickstart").mkdir()
+    (tmp_path / "quickstart" / "data").symlink_to(workdir / "data")
+    _invoke("run", str(cfg_dir / "domaintune.yaml"), f"model.base={tiny_model_dir}", "model.dtype=float32",
+            "train.precision=fp32", "mix.tokens=8k", "mix.buckets=[64,128,256]", "mix.heldout_tokens=1k",
+            "train.batch_tokens=512", "train.max_steps=3", "train.eval_every=2", "eval.max_tokens=2k",
+            "eval.window=128", "eval.stride=64", "runtime.threads=1")
+    mix = json.loads((cfg_dir / "runs" / "cpt-3stream" / "mix" / "mix.json").read_text())
+    shares = {k: round(v["share"], 2) for k, v in mix["per_stream"].items()}
+    assert shares == {"english": 0.3, "chinese": 0.6, "domain": 0.1}
