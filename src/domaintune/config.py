@@ -169,6 +169,16 @@ class TrainConfig(Section):
                                             "or a checkpoint folder.")
     allow_config_change: bool = Field(
         False, description="Resume even if seed, schedule, data or base model changed (the diff is logged).")
+    nan_policy: Literal["skip", "stop"] = Field(
+        "skip", description="Non-finite loss or gradient: 'skip' the step (weights unchanged, counted) or "
+                            "'stop' (diagnostics saved, exit non-zero, last good checkpoint kept).")
+    max_bad_steps: int = Field(5, ge=1, description="Abort after this many consecutive non-finite steps.")
+    spike_factor: float | None = Field(
+        None, gt=1, description="Warn when a step's loss exceeds this factor times the running average.")
+    max_restarts: int = Field(3, ge=0, description="--supervise: restarts of a crashed training process.")
+    restart_backoff_s: float = Field(5.0, ge=0, description="--supervise: first wait before a restart (doubles).")
+    hang_timeout_s: float | None = Field(
+        None, gt=0, description="--supervise: kill and restart when no step completes for this long.")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["tensorboard"],
         description="Metric backends besides the always-on metrics.jsonl; wandb/mlflow are opt-in.")

@@ -3,12 +3,17 @@ and the configured trackers. Only the main process reports; other ranks stay sil
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
+from domaintune.artifacts import atomic_write_json
 from domaintune.console import progress
 from domaintune.trackers import TrackerGroup, build_trackers
 from domaintune.train.metrics_log import MetricsLog
+
+HEARTBEAT = "heartbeat.json"
 
 
 def window_summary(records: list[dict], streams: tuple[str, ...]) -> str:
@@ -33,6 +38,7 @@ class StepReporter:
         self.main, self.log_every, self.streams = main, log_every, streams
         self._window: list[dict[str, Any]] = []
         self._log = MetricsLog(out_dir / "metrics.jsonl", resume_step) if main else None
+        self._heartbeat = out_dir / HEARTBEAT
         self.records: list[dict[str, Any]] = list(self._log.records) if self._log else []
         self._trackers = TrackerGroup(build_trackers(report_to, out_dir, run_name) if main else [])
         self._trackers.log_config(config)
@@ -54,6 +60,8 @@ class StepReporter:
         self.records.append(rec)
         if not self.main:
             return
+        # the supervisor's hang watchdog reads this: a step finished, at this time
+        atomic_write_json(self._heartbeat, {"step": rec["step"], "time": time.time(), "pid": os.getpid()})
         self._log.log(rec)
         self._trackers.log(rec, rec["step"])
         self._window.append(rec)

@@ -22,7 +22,7 @@ from domaintune.train.checkpoint import find_resume, read_meta, resolve_explicit
 FINISHED = "finished.json"
 # Settings that change how a run is observed or saved, not what it computes.
 NOT_RESULT_AFFECTING = {"resume", "save_every", "keep_last", "allow_config_change", "log_every", "eval_every",
-                        "report_to"}
+                        "report_to", "max_restarts", "restart_backoff_s", "hang_timeout_s", "spike_factor"}
 
 
 def resume_config(cfg: Config, mix_fingerprint: str) -> dict[str, Any]:
