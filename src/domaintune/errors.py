@@ -43,3 +43,15 @@ class GateFailed(DomainTuneError):
     """An evaluation gate failed; the pipeline must stop before export."""
 
     exit_code = 3
+
+
+class TrainingAborted(DomainTuneError):
+    """Training stopped on purpose: non-finite loss/gradients under policy 'stop' or too many bad steps."""
+
+    exit_code = 4
+
+
+class Preempted(DomainTuneError):
+    """SIGTERM/SIGINT: a checkpoint was saved at a step boundary; re-run to resume."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later

@@ -1,5 +1,6 @@
 """Run the domaintune CLI with a fault injected: SIGKILL right after the checkpoint of a given
-step is saved ("after-save"), or in the middle of writing it ("during-save").
+step is saved ("after-save"), or in the middle of writing it ("during-save"); or just slowly
+("slow") so a test can send a signal mid-run.
 
 Usage: python crashing_cli.py MODE STEP domaintune-args...
 """
@@ -30,6 +31,16 @@ elif mode == "during-save":
             os.kill(os.getpid(), signal.SIGKILL)
 
     checkpoint.save_file = _die_mid_write
+elif mode == "slow":  # STEP is ignored: every step takes 0.4 s longer, so a test can signal mid-run
+    import time
+
+    original = loop._maybe_save
+
+    def _slow(*a, **k):
+        time.sleep(0.4)
+        return original(*a, **k)
+
+    loop._maybe_save = _slow
 else:
     raise SystemExit(f"unknown mode {mode}")
 

@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -121,3 +122,22 @@ def test_resume_refuses_changed_settings_and_broken_explicit_checkpoints(workdir
     text = " ".join(res.stdout.split())
     assert res.returncode == 0 and "resuming despite changed settings" in text
     assert "resuming from step-00000005" in text
+
+
+def test_sigterm_checkpoints_at_a_step_boundary_and_exits_75(workdir, tiny_model_dir, clean):
+    train_dir = _prepare(workdir, tiny_model_dir, "preempted")
+    args = ["train", *_args(workdir, tiny_model_dir, "preempted", "train.save_every=100")]
+    proc = subprocess.Popen([sys.executable, str(CRASHING_CLI), "slow", "0", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    heartbeat = train_dir / "heartbeat.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (heartbeat.is_file() and json.loads(heartbeat.read_text())["step"] >= 3):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 75, out[-2000:]
+    saved = [p.name for p in (train_dir / "checkpoints").iterdir() if p.name.startswith("step-")]
+    assert len(saved) == 1 and int(saved[0][5:]) >= 3  # saved at the step boundary despite save_every=100
+    res = _train(workdir, tiny_model_dir, "preempted")
+    assert f"resuming from {saved[0]}" in res.stdout
+    _assert_same_run(clean, train_dir)

@@ -19,8 +19,10 @@ from typing import Any
 
 import torch
 
+from domaintune.errors import Preempted
 from domaintune.train.checkpoint import load_checkpoint, save_checkpoint
 from domaintune.train.collate import collate_packed, stream_sums, token_losses
+from domaintune.train.guards import PreemptionFlag, StepGuard
 from domaintune.train.throughput import device_peak_flops, mfu
 
 
@@ -156,8 +158,9 @@ def _restore(ckpt: Checkpointing | None, model, optimizer, scheduler, accelerato
     return int(load_checkpoint(ckpt.resume_from, accelerator.unwrap_model(model), optimizer, scheduler)["step"])
 
 
-def _maybe_save(ckpt: Checkpointing | None, step: int, model, optimizer, scheduler, accelerator) -> None:
-    if ckpt is None or not ckpt.save_every or step % ckpt.save_every:
+def _maybe_save(ckpt: Checkpointing | None, step: int, model, optimizer, scheduler, accelerator,
+                force: bool = False) -> None:
+    if ckpt is None or (not force and (not ckpt.save_every or step % ckpt.save_every)):
         return
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -166,8 +169,17 @@ def _maybe_save(ckpt: Checkpointing | None, step: int, model, optimizer, schedul
     accelerator.wait_for_everyone()
 
 
+def _preemption_requested(preempt: PreemptionFlag | None, accelerator) -> bool:
+    """Any rank signalled -> all ranks stop at this step boundary (else they would deadlock)."""
+    flag = torch.tensor([int(bool(preempt and preempt.requested))], dtype=torch.float64)
+    if accelerator.num_processes > 1:
+        flag = accelerator.reduce(flag.to(accelerator.device), "sum").cpu()
+    return bool(flag.item())
+
+
 def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[dict[str, Any]], None],
-               heldout=None, ckpt: Checkpointing | None = None) -> dict[str, Any]:
+               heldout=None, ckpt: Checkpointing | None = None, guard: StepGuard | None = None,
+               preempt: PreemptionFlag | None = None) -> dict[str, Any]:
     """Run optimizer steps up to `s.total_steps`; `on_step` receives each step's metrics (with
     held-out losses per stream every `s.eval_every` steps and at the end, when `heldout` rows
     exist). With `ckpt.resume_from`, training continues exactly where that checkpoint ended:
@@ -194,8 +206,12 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
         t0 = time.perf_counter()
         plan = [next(batches) for _ in range(s.grad_accum * accelerator.num_processes)]
         out = _train_step(model, dataset, plan, s, accelerator)
-        grad_norm = accelerator.clip_grad_norm_(params, s.max_grad_norm)
-        optimizer.step()
+        grad_norm = float(accelerator.clip_grad_norm_(params, s.max_grad_norm))
+        loss = float(out["sums"].sum() / out["counts"].sum().clamp(min=1))
+        rows = [i for indices in plan for i in indices]
+        update = guard.finite(step, loss, grad_norm, rows) if guard else True
+        if update:  # a skipped step leaves the weights untouched
+            optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
@@ -204,15 +220,24 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
         totals["time"] += dt
         rec = _step_metrics(step, out["sums"], out["counts"], s, float(grad_norm), scheduler.get_last_lr()[0],
                             dt, out["tokens"], accelerator.device)
-        rec["rows"] = [i for indices in plan for i in indices]  # which packed rows this step consumed
+        rec["rows"] = rows  # which packed rows this step consumed
+        if not update:
+            rec["skipped"] = True
+        elif guard and guard.spike(loss):
+            rec["spike"] = True
         step_mfu = mfu(s.n_params, out["tokens"] / dt / accelerator.num_processes, peak)
         if step_mfu is not None:
             rec["mfu"] = step_mfu
         if _eval_due(step, s, heldout):
             rec |= _heldout(accelerator.unwrap_model(model), heldout, s, accelerator.device)
         on_step(rec)
-        _maybe_save(ckpt, step, model, optimizer, scheduler, accelerator)
-    return {"resumed_from_step": start, "tokens": totals["tokens"], "train_time_s": totals["time"],
+        stop = _preemption_requested(preempt, accelerator)
+        _maybe_save(ckpt, step, model, optimizer, scheduler, accelerator, force=stop)
+        if stop:
+            raise Preempted(f"stopped by signal after step {step}; checkpoint saved in {ckpt.root if ckpt else '-'}. "
+                            f"Re-run the same command to resume.")
+    return {"resumed_from_step": start, "skipped_steps": guard.skipped if guard else 0,
+            "loss_spikes": guard.spikes if guard else 0, "tokens": totals["tokens"], "train_time_s": totals["time"],
             "tokens_per_s": totals["tokens"] / max(totals["time"], 1e-9),
             "tokens_per_s_per_device": totals["tokens"] / max(totals["time"], 1e-9) / accelerator.num_processes,
             "batch_padding_fraction": 1 - totals["tokens"] / max(totals["padded"], 1),

@@ -70,6 +70,12 @@ class StepReporter:
         if rec["step"] % self.log_every == 0 or rec["step"] == self.total_steps:
             self._bar.console.print(f"  step {rec['step']:>4}  " + window_summary(self._window, self.streams))
             self._window.clear()
+        if rec.get("skipped"):
+            self._bar.console.print(f"  [yellow]step {rec['step']}: non-finite loss or gradient; step skipped "
+                                    f"(weights unchanged)[/]")
+        if rec.get("spike"):
+            self._bar.console.print(f"  [yellow]step {rec['step']}: loss spike ({rec['train/loss']:.3f}, "
+                                    f"above train.spike_factor x the running average)[/]")
         if "val/loss" in rec:
             held = "  ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in rec.items() if k.startswith("val/loss/"))
             self._bar.console.print(f"  step {rec['step']:>4}  [cyan]held-out[/] loss {rec['val/loss']:.4f}  {held}")

@@ -11,6 +11,7 @@ from domaintune.artifacts import RunDir, StageResult
 from domaintune.config import Config
 from domaintune.console import console
 from domaintune.train.checkpoint import read_meta
+from domaintune.train.guards import PreemptionFlag, StepGuard
 from domaintune.train.loop import Checkpointing, LoopSettings, steps_per_epoch, train_loop
 from domaintune.train.metrics_log import plot_loss_curves
 from domaintune.train.reporting import StepReporter
@@ -74,8 +75,14 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
         console.print(f"  resuming from {ckpt.resume_from.name} (step {start} of {s.total_steps})")
     reporter = StepReporter(out_dir, cfg.train.report_to, cfg.name, cfg.model_dump(mode="json"), s.total_steps,
                             s.log_every, s.stream_names, main=accelerator.is_main_process, resume_step=start)
-    with reporter:
-        summary = train_loop(model, dataset, s, accelerator, reporter, heldout=heldout, ckpt=ckpt)
+    guard = StepGuard(cfg.train.nan_policy, cfg.train.max_bad_steps, cfg.train.spike_factor, out_dir / "diagnostics")
+    preempt = PreemptionFlag().install()
+    try:
+        with reporter:
+            summary = train_loop(model, dataset, s, accelerator, reporter, heldout=heldout, ckpt=ckpt,
+                                 guard=guard, preempt=preempt)
+    finally:
+        preempt.restore()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         models.save_trained(accelerator.unwrap_model(model), tokenizer, out_dir / "model")
