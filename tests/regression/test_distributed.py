@@ -36,22 +36,35 @@ def test_two_ranks_equal_one_rank_with_accumulation(tmp_path, tiny_model_dir):
     shutil.copy(QUICKSTART / "domaintune.yaml", tmp_path / "domaintune.yaml")
     cfg = str(tmp_path / "domaintune.yaml")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    for name in ("single", "dist"):
+    for name in ("single", "dist", "dist-killed"):
         _cli("run", cfg, *_overrides(tiny_model_dir, name), "--stages", "data,mix")
     _cli("train", cfg, *_overrides(tiny_model_dir, "single"), "train.grad_accum=2")
     _cli("train", cfg, *_overrides(tiny_model_dir, "dist"), "train.grad_accum=1", launcher=torchrun)
 
+    # both ranks SIGKILLed right after the step-2 checkpoint, then relaunched: resumes at step 3
+    crash = [*torchrun, str(Path(__file__).with_name("crashing_cli.py")),
+             "after-save", "2"]
+    killed = subprocess.run([*crash, "train", cfg, *_overrides(tiny_model_dir, "dist-killed"), "train.grad_accum=1",
+                             "train.save_every=1"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert killed.returncode != 0
+    resumed = _cli("train", cfg, *_overrides(tiny_model_dir, "dist-killed"), "train.grad_accum=1",
+                   "train.save_every=1", launcher=torchrun)
+    assert "resuming from step-00000002" in resumed.stdout
+
     runs = tmp_path / "runs"
-    single, dist = ([json.loads(x) for x in (runs / n / "train" / "metrics.jsonl").read_text().splitlines()]
-                    for n in ("single", "dist"))
-    assert [r["step"] for r in dist] == [1, 2, 3]
-    for a, b in zip(single, dist):
+    single, dist, killed = ([json.loads(x) for x in (runs / n / "train" / "metrics.jsonl").read_text().splitlines()]
+                            for n in ("single", "dist", "dist-killed"))
+    assert [r["step"] for r in dist] == [r["step"] for r in killed] == [1, 2, 3]
+    for a, b, c in zip(single, dist, killed):
         assert abs(a["train/loss"] - b["train/loss"]) < 1e-4
+        assert abs(b["train/loss"] - c["train/loss"]) < 1e-5 and b["rows"] == c["rows"]
         assert a["tokens"] == b["tokens"]  # both ranks' tokens are counted
-    wa, wb = (load_file(runs / n / "train" / "model" / "adapter_model.safetensors") for n in ("single", "dist"))
+    wa, wb, wc = (load_file(runs / n / "train" / "model" / "adapter_model.safetensors")
+                  for n in ("single", "dist", "dist-killed"))
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.allclose(wa[key], wb[key], atol=1e-5), key
+        assert torch.allclose(wb[key], wc[key], atol=1e-6), key
     assert json.loads((runs / "dist" / "train" / "manifest.json").read_text())["stage"] == "train"
 
 

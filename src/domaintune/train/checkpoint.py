@@ -102,8 +102,14 @@ def list_checkpoints(root: Path) -> list[Path]:
 
 
 def prune(root: Path, keep_last: int) -> None:
-    for old in list_checkpoints(root)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    """Keep the newest `keep_last` checkpoints plus the one with the best held-out loss."""
+    ckpts = list_checkpoints(root)
+    scored = [(read_meta(p).get("val_loss"), p) for p in ckpts if verify(p) is None]
+    scored = [(loss, p) for loss, p in scored if loss is not None]
+    best = min(scored, key=lambda t: t[0])[1] if scored else None
+    for old in ckpts[:-keep_last]:
+        if old != best:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def verify(path: Path) -> str | None:

@@ -159,13 +159,13 @@ def _restore(ckpt: Checkpointing | None, model, optimizer, scheduler, accelerato
 
 
 def _maybe_save(ckpt: Checkpointing | None, step: int, model, optimizer, scheduler, accelerator,
-                force: bool = False) -> None:
+                force: bool = False, val_loss: float | None = None) -> None:
     if ckpt is None or (not force and (not ckpt.save_every or step % ckpt.save_every)):
         return
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_checkpoint(ckpt.root, step, accelerator.unwrap_model(model), optimizer, scheduler, ckpt.meta,
-                        ckpt.keep_last)
+        save_checkpoint(ckpt.root, step, accelerator.unwrap_model(model), optimizer, scheduler,
+                        {**ckpt.meta, "val_loss": val_loss}, ckpt.keep_last)
     accelerator.wait_for_everyone()
 
 
@@ -232,7 +232,7 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
             rec |= _heldout(accelerator.unwrap_model(model), heldout, s, accelerator.device)
         on_step(rec)
         stop = _preemption_requested(preempt, accelerator)
-        _maybe_save(ckpt, step, model, optimizer, scheduler, accelerator, force=stop)
+        _maybe_save(ckpt, step, model, optimizer, scheduler, accelerator, force=stop, val_loss=rec.get("val/loss"))
         if stop:
             raise Preempted(f"stopped by signal after step {step}; checkpoint saved in {ckpt.root if ckpt else '-'}. "
                             f"Re-run the same command to resume.")

@@ -53,6 +53,13 @@ def test_retention_keeps_the_newest(tmp_path):
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000003", "step-00000004"]
 
 
+def test_retention_also_keeps_the_best_heldout_loss(tmp_path):
+    model, opt, sched = _setup()
+    for step, loss in ((1, 3.0), (2, 1.0), (3, 2.0), (4, None), (5, None)):
+        save_checkpoint(tmp_path, step, model, opt, sched, {"val_loss": loss}, keep_last=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000002", "step-00000004", "step-00000005"]
+
+
 def test_corrupt_newest_is_skipped_with_a_warning(tmp_path):
     model, opt, sched = _setup()
     save_checkpoint(tmp_path, 1, model, opt, sched, {}, keep_last=3)
