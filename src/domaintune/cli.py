@@ -69,6 +69,25 @@ def validate(config: Path = ConfigArg, overrides: list[str] | None = OverridesAr
                   f"{len(cfg.data.sources)} source(s); mixture {streams}; method {cfg.train.method}")
 
 
+SuperviseOpt = typer.Option(False, "--supervise", help="Run as a child process; restart it after crashes and "
+                            "hangs (train.max_restarts, restart_backoff_s, hang_timeout_s).")
+
+
+def _supervised(config: Path, overrides, command: list[str], force: bool) -> None:
+    """Re-invoke this same command without --supervise, as a supervised child process."""
+    from domaintune.supervise import supervise
+
+    try:
+        cfg = _load(config, overrides)
+    except DomainTuneError as err:
+        _fail(err)
+    argv = [sys.executable, "-m", "domaintune", *command, str(config), *(overrides or []),
+            *(["--force"] if force else [])]
+    code = supervise(argv, cfg, cfg.run_path)
+    if code:
+        raise typer.Exit(code)
+
+
 def _run(config: Path, overrides, stages: str | None, force: bool) -> None:
     from domaintune.pipeline import run_pipeline
 
@@ -98,14 +117,22 @@ def _summary(outcomes, total_s: float, run_path: Path) -> None:
 @app.command()
 def run(config: Path = ConfigArg, overrides: list[str] | None = OverridesArg,
         stages: str | None = typer.Option(None, help="Comma-separated subset, e.g. train,eval."),
-        force: bool = typer.Option(False, help="Re-run the selected stages even if unchanged.")) -> None:
+        force: bool = typer.Option(False, help="Re-run the selected stages even if unchanged."),
+        supervise: bool = SuperviseOpt) -> None:
     """Run the pipeline; stages whose inputs and settings are unchanged are skipped."""
+    if supervise:
+        _supervised(config, overrides, ["run", *(["--stages", stages] if stages else [])], force)
+        return
     _run(config, overrides, stages, force)
 
 
 def _stage_command(name: str, help_text: str):
     def command(config: Path = ConfigArg, overrides: list[str] | None = OverridesArg,
-                force: bool = typer.Option(False, help="Re-run even if unchanged.")) -> None:
+                force: bool = typer.Option(False, help="Re-run even if unchanged."),
+                supervise: bool = SuperviseOpt) -> None:
+        if supervise:
+            _supervised(config, overrides, [name], force)
+            return
         _run(config, overrides, name, force)
 
     command.__doc__ = f"Run only the '{name}' stage ({help_text})."

@@ -10,6 +10,7 @@ from domaintune import models
 from domaintune.artifacts import RunDir, StageResult
 from domaintune.config import Config
 from domaintune.console import console
+from domaintune.supervise import restarts_of_this_run
 from domaintune.train.checkpoint import read_meta
 from domaintune.train.guards import PreemptionFlag, StepGuard
 from domaintune.train.loop import Checkpointing, LoopSettings, steps_per_epoch, train_loop
@@ -94,6 +95,7 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
                "final_loss": last["train/loss"], **{k: round(v, 3) for k, v in summary.items()}}
     metrics |= {k.replace("train/", "final_"): v for k, v in last.items() if k.startswith("train/loss/")}
     metrics |= {k: v for k, v in last.items() if k.startswith("val/loss")}
+    metrics["restarts"] = restarts_of_this_run(out_dir)  # [] unless restarted by --supervise
     return StageResult(
         outputs={"model": "model", "metrics": "metrics.jsonl", "plot": "loss_curves.png"},
         metrics=metrics,
