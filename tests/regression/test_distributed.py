@@ -3,7 +3,6 @@ batch: ranks read disjoint shards of each step's micro-batches and the loss norm
 (2 ranks x accum 1) equal (1 rank x accum 2)."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fixtures.quickstart import make_quickstart_workdir  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
-QUICKSTART = REPO / "examples" / "quickstart"
 
 
 def _overrides(tiny_model_dir, name):
@@ -31,9 +31,7 @@ def _cli(*args, launcher=()):
 
 @pytest.mark.slow
 def test_two_ranks_equal_one_rank_with_accumulation(tmp_path, tiny_model_dir):
-    subprocess.run([sys.executable, str(QUICKSTART / "build_corpus.py"), "--small", "--out", str(tmp_path / "data")],
-                   check=True, capture_output=True)
-    shutil.copy(QUICKSTART / "domaintune.yaml", tmp_path / "domaintune.yaml")
+    make_quickstart_workdir(tmp_path)
     cfg = str(tmp_path / "domaintune.yaml")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     for name in ("single", "dist", "dist-killed"):

@@ -14,6 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fixtures.quickstart import make_quickstart_workdir  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 CRASHING_CLI = Path(__file__).with_name("crashing_cli.py")
 STEPS = 16  # ~10 steps per epoch with these settings: step 13 is mid-epoch 2
@@ -21,11 +23,7 @@ STEPS = 16  # ~10 steps per epoch with these settings: step 13 is mid-epoch 2
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, tiny_model_dir):
-    work = tmp_path_factory.mktemp("resume")
-    subprocess.run([sys.executable, str(REPO / "examples/quickstart/build_corpus.py"), "--small",
-                    "--out", str(work / "data")], check=True, capture_output=True)
-    shutil.copy(REPO / "examples/quickstart/domaintune.yaml", work / "domaintune.yaml")
-    return work
+    return make_quickstart_workdir(tmp_path_factory.mktemp("resume"))
 
 
 def _args(work, tiny, name, *extra):

@@ -21,6 +21,7 @@ from domaintune.supervise import (
     restarts_of_this_run,
     supervise,
 )
+from fixtures.quickstart import make_quickstart_workdir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CRASHING_CLI = Path(__file__).with_name("crashing_cli.py")
@@ -102,11 +103,7 @@ def test_a_hung_child_is_killed_and_recorded(tmp_path):
 # ---------------------------------------------------------------- tiny-model training
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, tiny_model_dir):
-    work = tmp_path_factory.mktemp("supervise")
-    subprocess.run([sys.executable, str(REPO / "examples/quickstart/build_corpus.py"), "--small",
-                    "--out", str(work / "data")], check=True, capture_output=True)
-    shutil.copy(REPO / "examples/quickstart/domaintune.yaml", work / "domaintune.yaml")
-    return work
+    return make_quickstart_workdir(tmp_path_factory.mktemp("supervise"))
 
 
 def _args(work, tiny, name):

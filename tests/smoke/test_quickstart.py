@@ -3,8 +3,6 @@ then an unchanged re-run that skips everything, and a changed setting that re-ru
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from domaintune.cli import app
+from fixtures.quickstart import make_quickstart_workdir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "examples" / "quickstart"
@@ -20,11 +19,7 @@ QUICKSTART = REPO / "examples" / "quickstart"
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """A copy of the quickstart config next to a small corpus built by the real builder."""
-    work = tmp_path_factory.mktemp("quickstart")
-    subprocess.run([sys.executable, str(QUICKSTART / "build_corpus.py"), "--small", "--out", str(work / "data")],
-                   check=True, capture_output=True)
-    shutil.copy(QUICKSTART / "domaintune.yaml", work / "domaintune.yaml")
-    return work
+    return make_quickstart_workdir(tmp_path_factory.mktemp("quickstart"))
 
 
 def _overrides(tiny_model_dir: Path) -> list[str]:
