@@ -16,6 +16,13 @@ import torch
 IGNORE = -100
 
 
+def packed_rows(dataset, indices: list[int]) -> list[dict[str, Any]]:
+    """The rows at `indices` of a packed dataset, in the shape `collate_packed` takes."""
+    cols = dataset[indices]
+    return [{k: cols[k][i] for k in ("input_ids", "segment_lengths", "segment_streams")}
+            for i in range(len(indices))]
+
+
 def collate_packed(rows: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
     width = max(len(r["input_ids"]) for r in rows)
     batch = len(rows)

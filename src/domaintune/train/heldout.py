@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from domaintune.train.collate import collate_packed, stream_sums, token_losses
+from domaintune.train.collate import collate_packed, packed_rows, stream_sums, token_losses
 
 
 @torch.no_grad()
@@ -17,10 +17,7 @@ def heldout_losses(model, dataset, batches: list[list[int]], stream_names: tuple
     sums = torch.zeros(n, dtype=torch.float64)
     counts = torch.zeros(n, dtype=torch.float64)
     for indices in batches:
-        cols = dataset[indices]
-        rows = [{k: cols[k][i] for k in ("input_ids", "segment_lengths", "segment_streams")}
-                for i in range(len(indices))]
-        b = {k: v.to(device) for k, v in collate_packed(rows, pad_id).items()}
+        b = {k: v.to(device) for k, v in collate_packed(packed_rows(dataset, indices), pad_id).items()}
         # use_cache=False: with a cache object transformers stops isolating packed documents
         logits = model(input_ids=b["input_ids"], position_ids=b["position_ids"], use_cache=False).logits
         ss, cc = stream_sums(token_losses(logits, b["labels"]).cpu(), b["labels"].cpu(), b["streams"].cpu(), n)

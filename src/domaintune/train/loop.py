@@ -21,7 +21,7 @@ import torch
 
 from domaintune.errors import Preempted
 from domaintune.train.checkpoint import load_checkpoint, save_checkpoint
-from domaintune.train.collate import collate_packed, stream_sums, token_losses
+from domaintune.train.collate import collate_packed, packed_rows, stream_sums, token_losses
 from domaintune.train.guards import PreemptionFlag, StepGuard
 from domaintune.train.throughput import device_peak_flops, mfu
 
@@ -99,12 +99,6 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _rows(dataset, indices: list[int]) -> list[dict[str, Any]]:
-    cols = dataset[indices]
-    return [{k: cols[k][i] for k in ("input_ids", "segment_lengths", "segment_streams")}
-            for i in range(len(indices))]
-
-
 def _targets(dataset, indices: list[int]) -> int:
     """Predicted tokens in these rows: a segment of length L has L-1 targets."""
     return sum(sum(n - 1 for n in lengths) for lengths in dataset[indices]["segment_lengths"])
@@ -125,7 +119,7 @@ def _train_step(model, dataset, plan: list[list[int]], s: LoopSettings, accelera
     mine = plan[rank::world]
     tokens = padded = 0
     for i, indices in enumerate(mine):
-        b = {k: v.to(accelerator.device) for k, v in collate_packed(_rows(dataset, indices), s.pad_id).items()}
+        b = {k: v.to(accelerator.device) for k, v in collate_packed(packed_rows(dataset, indices), s.pad_id).items()}
         sync = accelerator.no_sync(model) if i < len(mine) - 1 else nullcontext()
         with sync, accelerator.autocast():
             logits = model(input_ids=b["input_ids"], position_ids=b["position_ids"], use_cache=False).logits
