@@ -31,7 +31,7 @@ def _cuda() -> bool:
 
 def check_files(cfg: Config) -> list[str]:
     problems = []
-    for i, src in enumerate(cfg.data.sources):
+    for i, src in enumerate(cfg.data.sources if cfg.data else []):
         p = Path(src.path)
         if not (p.exists() or glob.glob(src.path, recursive=True)):
             problems.append(f"data.sources[{i}].path: nothing matches '{src.path}' "
@@ -71,10 +71,10 @@ def check_consistency(cfg: Config) -> list[str]:
     problems = []
     if cfg.eval.stride > cfg.eval.window:
         problems.append(f"eval.stride ({cfg.eval.stride}) must be <= eval.window ({cfg.eval.window})")
-    if cfg.mix.tokens < min(cfg.mix.bucket_lengths):
+    if cfg.mix and cfg.mix.tokens < min(cfg.mix.bucket_lengths):
         problems.append(f"mix.tokens ({cfg.mix.tokens}) is smaller than one row "
                         f"(smallest bucket {min(cfg.mix.bucket_lengths)})")
-    if cfg.train.batch_tokens and cfg.train.batch_tokens < max(cfg.mix.bucket_lengths):
+    if cfg.mix and cfg.train.batch_tokens and cfg.train.batch_tokens < max(cfg.mix.bucket_lengths):
         problems.append(f"train.batch_tokens ({cfg.train.batch_tokens}) is smaller than the largest bucket "
                         f"({max(cfg.mix.bucket_lengths)}): such rows would still be batched one at a time")
     if cfg.model.new_tokens and cfg.train.method != "full" and not cfg.train.train_embeddings:
@@ -88,7 +88,7 @@ def check_consistency(cfg: Config) -> list[str]:
 def check_model_context(cfg: Config) -> list[str]:
     """Rows longer than the model's context would fail (or silently extrapolate) mid-run."""
     config_file = Path(cfg.model.base) / "config.json"
-    if not config_file.is_file():
+    if cfg.mix is None or not config_file.is_file():
         return []  # hub ids are checked when they load; offline we cannot read their config
     limit = json.loads(config_file.read_text(encoding="utf-8")).get("max_position_embeddings")
     longest = max(cfg.mix.bucket_lengths)

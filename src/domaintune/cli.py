@@ -10,16 +10,30 @@ import typer
 
 from domaintune.console import console
 from domaintune.errors import DomainTuneError
-from domaintune.pipeline import StageSpec
+from domaintune.pipeline import MODEL, StageSpec
 
-# The pipeline, in order. `sections` are the config keys whose values change a stage's result.
+
+def _has_mix(cfg) -> bool:
+    return cfg.mix is not None
+
+
+def _has_model_stage(cfg) -> bool:
+    return cfg.final_model_stage is not None
+
+
+# The pipeline, in order. `sections` are the config keys whose values change a stage's result;
+# `when` says whether a config switches the stage on; MODEL is the model a stage starts from.
 STAGES: list[StageSpec] = [
-    StageSpec("data", "domaintune.data", ("data", "seed"), (), "read, normalize, dedup, split"),
-    StageSpec("mix", "domaintune.mix", ("mix", "model", "seed"), ("data",), "token mixture + packing"),
+    StageSpec("data", "domaintune.data", ("data", "seed"), (), "read, normalize, dedup, split",
+              when=lambda cfg: cfg.data is not None),
+    StageSpec("mix", "domaintune.mix", ("mix", "model", "seed"), ("data",), "token mixture + packing",
+              when=_has_mix),
     StageSpec("train", "domaintune.train", ("train", "model", "seed"), ("mix",), "continual pre-training",
-              distributed=True),
-    StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", "train"), "perplexity per stream"),
-    StageSpec("export", "domaintune.export", ("export", "model"), ("train",), "merged model + samples"),
+              distributed=True, when=_has_mix),
+    StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL), "perplexity per stream",
+              when=_has_model_stage),
+    StageSpec("export", "domaintune.export", ("export", "model"), (MODEL,), "merged model + samples",
+              when=_has_model_stage),
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -64,9 +78,11 @@ def validate(config: Path = ConfigArg, overrides: list[str] | None = OverridesAr
             raise ConfigError(problems, source=str(config))
     except DomainTuneError as err:
         _fail(err)
-    streams = ", ".join(f"{k}:{v:g}" for k, v in cfg.mix.mixture.items())
+    enabled = [s.name for s in STAGES if s.enabled(cfg)]
+    sources = f"{len(cfg.data.sources)} source(s); " if cfg.data else ""
+    mixture = "mixture " + ", ".join(f"{k}:{v:g}" for k, v in cfg.mix.mixture.items()) + "; " if cfg.mix else ""
     console.print(f"[green]ok[/] {config}: run '{cfg.name}' → {cfg.run_path}; model {cfg.model.base}; "
-                  f"{len(cfg.data.sources)} source(s); mixture {streams}; method {cfg.train.method}")
+                  f"{sources}{mixture}stages {' → '.join(enabled)}")
 
 
 SuperviseOpt = typer.Option(False, "--supervise", help="Run as a child process; restart it after crashes and "
@@ -108,7 +124,7 @@ def _summary(outcomes, total_s: float, run_path: Path) -> None:
     for col in ("stage", "status", "time", "result"):
         table.add_column(col)
     for o in outcomes:
-        status = "[green]ran[/]" if o.status == "ran" else "[dim]skipped[/]"
+        status = {"ran": "[green]ran[/]", "skipped": "[dim]skipped[/]"}.get(o.status, "[dim]off[/]")
         table.add_row(o.name, status, f"{o.wall_time_s:.1f}s", o.summary)
     console.print(table)
     console.print(f"total {total_s:.1f}s")

@@ -212,13 +212,18 @@ class RuntimeConfig(Section):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice.")
 
 
+# Stages that produce a model, in order, and the config section whose presence switches each on.
+MODEL_STAGES = {"train": "mix", "sft": "sft", "align": "align"}
+
+
 class Config(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name: outputs go to runs_dir/name.")
     runs_dir: str = "runs"
     seed: int = 0
     model: ModelConfig
-    data: DataConfig
-    mix: MixConfig
+    data: DataConfig | None = Field(None, description="Stage 1 (governed pre-training text); omit to skip.")
+    mix: MixConfig | None = Field(
+        None, description="Stage 2 (token mixture + packing); omit to skip continual pre-training (the train stage).")
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     export: ExportConfig = ExportConfig()
@@ -226,14 +231,37 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _streams_exist(self) -> Config:
+        if self.data is None:
+            needs = [k for k, v in (("mix", self.mix), ("eval.streams", self.eval.streams)) if v]
+            if needs:
+                raise ValueError(f"{' and '.join(needs)} need a data section (the streams come from data.sources)")
+            return self
         streams = {s.stream for s in self.data.sources}
         problems = [f"mix.mixture.{k}: no data source has stream '{k}'{suggest(k, streams)}"
-                    for k in self.mix.mixture if k not in streams]
+                    for k in (self.mix.mixture if self.mix else {}) if k not in streams]
         problems += [f"eval.streams: unknown stream '{k}'{suggest(k, streams)}"
                      for k in (self.eval.streams or []) if k not in streams]
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def model_stages(self) -> list[str]:
+        """The enabled stages that produce a model, in pipeline order: continual pre-training (on when
+        `mix` is set), then SFT and alignment (on when their sections are set). Each starts from the
+        previous one's model; eval and export use the last."""
+        return [stage for stage, section in MODEL_STAGES.items() if getattr(self, section, None) is not None]
+
+    @property
+    def final_model_stage(self) -> str | None:
+        stages = self.model_stages()
+        return stages[-1] if stages else None
+
+    def previous_model_stage(self, stage: str) -> str | None:
+        """The model stage whose model `stage` starts from (None: the base model). For a stage that
+        does not produce a model (eval, export), the last enabled model stage."""
+        stages = self.model_stages()
+        before = stages[: stages.index(stage)] if stage in stages else stages
+        return before[-1] if before else None
 
     def section(self, name: str) -> dict[str, Any]:
         """The resolved settings of one section, as plain JSON-able data (hashed for fingerprints)."""

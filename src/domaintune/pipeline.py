@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +41,17 @@ class StageSpec:
     upstream: tuple[str, ...] = ()
     help: str = ""
     distributed: bool = False  # may run under torchrun / accelerate launch on several processes
+    # Whether the run's config switches the stage on (None: always). A stage that is off is not run,
+    # and stages downstream of it do not depend on it.
+    when: Callable[[Config], bool] | None = None
+
+    def enabled(self, cfg: Config) -> bool:
+        return self.when is None or self.when(cfg)
+
+
+# In `upstream`, this stands for "the model this stage starts from": the previous enabled model
+# stage (train -> sft -> align), see Config.previous_model_stage.
+MODEL = "@model"
 
 
 DISTRIBUTED = ("train",)
@@ -64,9 +76,21 @@ def select_stages(specs: list[StageSpec], names: list[str] | None) -> list[Stage
     return [s for s in specs if s.name in names]
 
 
-def fingerprint_details(spec: StageSpec, cfg: Config, run_dir: RunDir, module: Any) -> dict[str, Any]:
+def resolve_upstream(spec: StageSpec, cfg: Config, enabled: set[str] | None = None) -> list[str]:
+    """The upstream stages this run actually has: `@model` resolved, switched-off stages dropped."""
+    names = []
+    for u in spec.upstream:
+        u = cfg.previous_model_stage(spec.name) if u == MODEL else u
+        if u is not None and (enabled is None or u in enabled) and u not in names:
+            names.append(u)
+    return names
+
+
+def fingerprint_details(spec: StageSpec, cfg: Config, run_dir: RunDir, module: Any,
+                        enabled: set[str] | None = None) -> dict[str, Any]:
     dumped = cfg.model_dump(mode="json")
-    upstream = {u: run_dir.require(u, by=spec.name)["fingerprint"] for u in spec.upstream}
+    upstream = {u: run_dir.require(u, by=spec.name)["fingerprint"]
+                for u in resolve_upstream(spec, cfg, enabled)}
     inputs_fn = getattr(module, "inputs", None)
     inputs = {str(p): fingerprint_path(p) for p in (inputs_fn(cfg) if inputs_fn else [])}
     return {
@@ -111,12 +135,13 @@ def _apply_runtime(cfg: Config) -> None:
         torch.set_num_threads(cfg.runtime.threads)
 
 
-def run_stage(spec: StageSpec, cfg: Config, run_dir: RunDir, force: bool = False) -> StageOutcome:
+def run_stage(spec: StageSpec, cfg: Config, run_dir: RunDir, force: bool = False,
+              enabled: set[str] | None = None) -> StageOutcome:
     if world_size() > 1 and not spec.distributed:
         raise StageError(f"stage '{spec.name}' runs in one process; run it without torchrun/accelerate "
                          f"launch first (only {', '.join(DISTRIBUTED)} can be launched on several processes)")
     module = import_target(spec.target)
-    details = fingerprint_details(spec, cfg, run_dir, module)
+    details = fingerprint_details(spec, cfg, run_dir, module, enabled)
     fp = stable_hash(details)
     if not force and is_done(run_dir, spec.name, fp):
         m = run_dir.manifest(spec.name) or {}
@@ -151,10 +176,20 @@ def run_stage(spec: StageSpec, cfg: Config, run_dir: RunDir, force: bool = False
 def run_pipeline(cfg: Config, specs: list[StageSpec], names: list[str] | None = None,
                  force: bool = False) -> list[StageOutcome]:
     run_dir = RunDir(cfg.run_path)
+    enabled = {s.name for s in specs if s.enabled(cfg)}
+    selected = select_stages(specs, names)
+    if names:
+        off = [s.name for s in selected if s.name not in enabled]
+        if off:
+            raise StageError(f"stage(s) {', '.join(off)} are switched off by this config: add the section that "
+                             "enables them (data, mix for train, sft, align; eval/export need a model stage)")
     outcomes = []
-    for spec in select_stages(specs, names):
+    for spec in selected:
+        if spec.name not in enabled:
+            outcomes.append(StageOutcome(spec.name, "off", 0.0, "not configured"))
+            continue
         console.rule(f"[bold]{spec.name}[/] — {spec.help}")
-        outcome = run_stage(spec, cfg, run_dir, force=force)
+        outcome = run_stage(spec, cfg, run_dir, force=force, enabled=enabled)
         if outcome.status == "skipped":
             console.print(f"  [dim]unchanged since last run; skipped[/] {outcome.summary}")
         outcomes.append(outcome)

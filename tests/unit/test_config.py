@@ -71,3 +71,10 @@ def test_split_ratios_must_sum_to_one(tmp_path):
 def test_yaml_syntax_error_names_line(tmp_path):
     with pytest.raises(ConfigError, match="line 2"):
         load_config(write(tmp_path, "name: t\nmodel: a: b\n"))
+
+
+def test_mix_without_data_is_an_error(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: t\nmodel: {base: org/m}\nmix: {mixture: {s: 1}, tokens: 1000}\n")
+    with pytest.raises(ConfigError, match="mix.*need a data section"):
+        load_config(p)

@@ -111,3 +111,35 @@ def test_manifest_write_is_atomic(tmp_path, monkeypatch):
         atomic_write_json(path, {"v": 2})
     assert json.loads(path.read_text()) == {"v": 1}  # old content intact
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]  # no temp file left behind
+
+
+def _model_specs():
+    CALLS.clear()
+    from domaintune.pipeline import MODEL
+
+    def stage(name, upstream, when=None):
+        spec = _fake_stage(name, None)
+        return StageSpec(spec.name, spec.target, spec.sections, upstream, when=when)
+
+    return [stage("data", ()), stage("train", ("data",), lambda c: c.mix is not None),
+            stage("eval", ("data", MODEL), lambda c: c.final_model_stage is not None)]
+
+
+def test_switched_off_stage_is_skipped_and_dropped_from_downstream(tmp_path):
+    (tmp_path / "docs").mkdir()
+    p = tmp_path / "cfg.yaml"
+    p.write_text("name: t\nmodel: {base: org/m}\ndata: {sources: [{path: docs, stream: s}]}\n")
+    cfg = load_config(p)
+    outcomes = run_pipeline(cfg, _model_specs())
+    assert [o.status for o in outcomes] == ["ran", "off", "off"]  # no model stage: nothing to evaluate
+    with pytest.raises(StageError, match="switched off"):
+        run_pipeline(cfg, _model_specs(), ["train"])
+
+
+def test_model_upstream_follows_the_last_model_stage(cfg_path):
+    cfg = load_config(cfg_path)
+    assert cfg.model_stages() == ["train"] and cfg.final_model_stage == "train"
+    assert cfg.previous_model_stage("train") is None  # CPT starts from the base model
+    assert cfg.previous_model_stage("eval") == "train"
+    run_pipeline(cfg, _model_specs())
+    assert RunDir(cfg.run_path).manifest("eval")["upstream"].keys() == {"data", "train"}

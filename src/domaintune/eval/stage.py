@@ -95,7 +95,7 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     device = models.resolve_device(cfg.runtime.device)
     texts = _held_out(cfg, run_dir, models.load_tokenizer(cfg.model))
     base = _base_scores(cfg, run_dir, texts, device) if cfg.eval.compare_base else None
-    trained_dir = run_dir.output("train", "model", by=STAGE)
+    trained_dir = run_dir.output(cfg.final_model_stage, "model", by=STAGE)
     tuned_model = models.load_trained(cfg.model, trained_dir, device=device)
     tuned = _score_model("tuned", tuned_model, models.load_tokenizer(cfg.model), texts, cfg)
     comparison = _compare(base, tuned)

@@ -22,7 +22,8 @@ def inputs(cfg: Config) -> list[str]:
 
 
 def _write_model(cfg: Config, run_dir: RunDir, out: Path, device: str) -> None:
-    trained = run_dir.output("train", "model", by=STAGE)
+    source = cfg.final_model_stage  # the last model stage: train, sft or align
+    trained = run_dir.output(source, "model", by=STAGE)
     tokenizer = models.load_tokenizer(cfg.model)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -32,8 +33,8 @@ def _write_model(cfg: Config, run_dir: RunDir, out: Path, device: str) -> None:
     else:  # adapter-only export: small, needs the base model at load time
         shutil.copytree(trained, staging)
     provenance = {"base_model": cfg.model.base, "revision": cfg.model.revision, "run": cfg.name,
-                  "method": cfg.train.method, "merged": cfg.export.merge,
-                  "train_fingerprint": run_dir.require("train", by=STAGE)["fingerprint"]}
+                  "source_stage": source, "merged": cfg.export.merge,
+                  "source_fingerprint": run_dir.require(source, by=STAGE)["fingerprint"]}
     (staging / "domaintune_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
