@@ -80,6 +80,9 @@ def check_consistency(cfg: Config) -> list[str]:
     if cfg.model.new_tokens and cfg.train.method != "full" and not cfg.train.train_embeddings:
         problems.append("model.new_tokens: an adapter cannot train the new embedding rows; set "
                         "train.train_embeddings: true (or train.method: full)")
+    if cfg.train.spike_policy == "rollback" and not (cfg.train.spike_factor and cfg.train.save_every):
+        problems.append("train.spike_policy: 'rollback' needs train.spike_factor (what a spike is) and "
+                        "train.save_every (checkpoints to roll back to)")
     if cfg.train.method == "full" and cfg.export.merge is False:
         problems.append("export.merge: false only makes sense with an adapter (train.method lora/qlora)")
     return problems

@@ -174,7 +174,11 @@ class TrainConfig(Section):
                             "'stop' (diagnostics saved, exit non-zero, last good checkpoint kept).")
     max_bad_steps: int = Field(5, ge=1, description="Abort after this many consecutive non-finite steps.")
     spike_factor: float | None = Field(
-        None, gt=1, description="Warn when a step's loss exceeds this factor times the running average.")
+        None, gt=1, description="A step whose loss exceeds this factor times the running average is a spike.")
+    spike_policy: Literal["warn", "rollback"] = Field(
+        "warn", description="On a spike: 'warn' (keep the update), or 'rollback' (restore the last checkpoint and "
+                            "skip every batch since it, the spiking one included; needs save_every).")
+    max_rollbacks: int = Field(3, ge=1, description="Spike rollbacks per run; later spikes only skip their batch.")
     max_restarts: int = Field(3, ge=0, description="--supervise: restarts of a crashed training process.")
     restart_backoff_s: float = Field(5.0, ge=0, description="--supervise: first wait before a restart (doubles).")
     hang_timeout_s: float | None = Field(

@@ -136,6 +136,18 @@ def find_resume(root: Path, warn) -> Path | None:
     return None
 
 
+def newest_intact(root: Path, before_step: int) -> Path | None:
+    """The newest intact checkpoint strictly before `before_step` (a spike rollback's target)."""
+    for path in reversed(list_checkpoints(root)):
+        if read_meta_step(path) < before_step and verify(path) is None:
+            return path
+    return None
+
+
+def read_meta_step(path: Path) -> int:
+    return int(NAME.match(path.name).group(1))
+
+
 def resolve_explicit(path: Path) -> Path:
     """A checkpoint named by the user must be intact: no silent fallback."""
     if not path.is_dir():

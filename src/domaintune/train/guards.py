@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from domaintune.console import console
 from domaintune.errors import TrainingAborted
 
 
@@ -24,7 +25,10 @@ class StepGuard:
     max_bad_steps: int
     spike_factor: float | None
     diagnostics_dir: Path
+    rollback: bool = False  # on a spike: restore the last checkpoint and skip the batches since it
+    max_rollbacks: int = 3
     skipped: int = 0
+    rollbacks: int = 0
     consecutive_bad: int = 0
     spikes: int = 0
     _avg: float | None = None
@@ -58,9 +62,19 @@ class StepGuard:
             self._seen += 1
         return is_spike
 
-    def _write_diagnostics(self, info: dict[str, Any]) -> Path:
+    def may_roll_back(self) -> bool:
+        return self.rollback and self.rollbacks < self.max_rollbacks
+
+    def rolled_back(self, step: int, restored: int) -> None:
+        self.rollbacks += 1
+        path = self._write_diagnostics({"step": step, "event": "loss spike: rolled back",
+                                        "restored_step": restored, "running_average": self._avg}, "spike_rollback")
+        console.print(f"  [yellow]warning:[/] loss spike at step {step}: rolled back to the checkpoint of step "
+                      f"{restored} and skipped the batches in between ({path.name})")
+
+    def _write_diagnostics(self, info: dict[str, Any], kind: str = "bad_step") -> Path:
         self.diagnostics_dir.mkdir(parents=True, exist_ok=True)
-        path = self.diagnostics_dir / f"bad_step_{info['step']:08d}.json"
+        path = self.diagnostics_dir / f"{kind}_{info['step']:08d}.json"
         path.write_text(json.dumps(info, indent=2, default=str) + "\n")
         return path
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from domaintune.errors import Preempted
-from domaintune.train.checkpoint import load_checkpoint, save_checkpoint
+from domaintune.train.checkpoint import load_checkpoint, newest_intact, save_checkpoint
 from domaintune.train.collate import collate_packed, packed_rows, stream_sums, token_losses
 from domaintune.train.guards import PreemptionFlag, StepGuard
 from domaintune.train.throughput import device_peak_flops, mfu
@@ -145,21 +145,33 @@ class Checkpointing:
     resume_from: Path | None = None
 
 
-def _restore(ckpt: Checkpointing | None, model, optimizer, scheduler, accelerator) -> int:
-    """Load the resume checkpoint (if any) and return the step it ended."""
+def _restore(ckpt: Checkpointing | None, model, optimizer, scheduler, accelerator) -> tuple[int, int]:
+    """Load the resume checkpoint (if any); returns (the step it ended, micro-batches it skipped)."""
     if ckpt is None or ckpt.resume_from is None:
-        return 0
-    return int(load_checkpoint(ckpt.resume_from, accelerator.unwrap_model(model), optimizer, scheduler)["step"])
+        return 0, 0
+    meta = load_checkpoint(ckpt.resume_from, accelerator.unwrap_model(model), optimizer, scheduler)
+    return int(meta["step"]), int(meta.get("batches_skipped", 0))
+
+
+def _rollback(ckpt: Checkpointing | None, step: int, model, optimizer, scheduler, accelerator) -> int | None:
+    """Restore the newest intact checkpoint before `step` (None if there is none); returns its step."""
+    if ckpt is None:
+        return None
+    path = newest_intact(ckpt.root, before_step=step)
+    if path is None:
+        return None
+    optimizer.zero_grad(set_to_none=True)
+    return int(load_checkpoint(path, accelerator.unwrap_model(model), optimizer, scheduler)["step"])
 
 
 def _maybe_save(ckpt: Checkpointing | None, step: int, model, optimizer, scheduler, accelerator,
-                force: bool = False, val_loss: float | None = None) -> None:
+                force: bool = False, val_loss: float | None = None, batches_skipped: int = 0) -> None:
     if ckpt is None or (not force and (not ckpt.save_every or step % ckpt.save_every)):
         return
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_checkpoint(ckpt.root, step, accelerator.unwrap_model(model), optimizer, scheduler,
-                        {**ckpt.meta, "val_loss": val_loss}, ckpt.keep_last)
+                        {**ckpt.meta, "val_loss": val_loss, "batches_skipped": batches_skipped}, ckpt.keep_last)
     accelerator.wait_for_everyone()
 
 
@@ -191,19 +203,35 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
     model.train()
     batches = micro_batches(list(dataset["bucket"]), list(dataset["length"]), s.batch_size,
                             s.batch_tokens, s.seed)
-    start = _restore(ckpt, model, optimizer, scheduler, accelerator)
-    for _ in range(start * s.grad_accum * accelerator.num_processes):
-        next(batches)  # consumed before the checkpoint
+    per_step = s.grad_accum * accelerator.num_processes
+    start, batches_skipped = _restore(ckpt, model, optimizer, scheduler, accelerator)
+    for _ in range(start * per_step + batches_skipped):
+        next(batches)  # consumed (or skipped by a rollback) before the checkpoint
     totals = {"tokens": 0, "time": 0.0, "padded": 0}
     peak = device_peak_flops(accelerator.device)
-    for step in range(start + 1, s.total_steps + 1):
+    step = start
+    while step < s.total_steps:
+        step += 1
         t0 = time.perf_counter()
-        plan = [next(batches) for _ in range(s.grad_accum * accelerator.num_processes)]
+        plan = [next(batches) for _ in range(per_step)]
         out = _train_step(model, dataset, plan, s, accelerator)
         grad_norm = float(accelerator.clip_grad_norm_(params, s.max_grad_norm))
         loss = float(out["sums"].sum() / out["counts"].sum().clamp(min=1))
         rows = [i for indices in plan for i in indices]
         update = guard.finite(step, loss, grad_norm, rows) if guard else True
+        spike = update and guard is not None and guard.spike(loss)
+        if spike and guard.rollback:
+            # PaLM-style: restart from the last checkpoint and skip every batch since it, this one
+            # included. The iterator already sits past them; `batches_skipped` keeps resume exact.
+            restored = _rollback(ckpt, step, model, optimizer, scheduler, accelerator) \
+                if guard.may_roll_back() else None
+            if restored is not None:
+                batches_skipped += (step - restored) * per_step
+                guard.rolled_back(step, restored)
+                on_step({"step": step, "train/loss": loss, "spike": True, "rolled_back_to": restored, "rows": rows})
+                step = restored
+                continue
+            update = False  # no checkpoint (or rollbacks used up): at least keep this batch out of the weights
         if update:  # a skipped step leaves the weights untouched
             optimizer.step()
         scheduler.step()
@@ -215,10 +243,10 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
         rec = _step_metrics(step, out["sums"], out["counts"], s, float(grad_norm), scheduler.get_last_lr()[0],
                             dt, out["tokens"], accelerator.device)
         rec["rows"] = rows  # which packed rows this step consumed
+        if spike:
+            rec["spike"] = True
         if not update:
             rec["skipped"] = True
-        elif guard and guard.spike(loss):
-            rec["spike"] = True
         step_mfu = mfu(s.n_params, out["tokens"] / dt / accelerator.num_processes, peak)
         if step_mfu is not None:
             rec["mfu"] = step_mfu
@@ -226,12 +254,14 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
             rec |= _heldout(accelerator.unwrap_model(model), heldout, s, accelerator.device)
         on_step(rec)
         stop = _preemption_requested(preempt, accelerator)
-        _maybe_save(ckpt, step, model, optimizer, scheduler, accelerator, force=stop, val_loss=rec.get("val/loss"))
+        _maybe_save(ckpt, step, model, optimizer, scheduler, accelerator, force=stop, val_loss=rec.get("val/loss"),
+                    batches_skipped=batches_skipped)
         if stop:
             raise Preempted(f"stopped by signal after step {step}; checkpoint saved in {ckpt.root if ckpt else '-'}. "
                             f"Re-run the same command to resume.")
     return {"resumed_from_step": start, "skipped_steps": guard.skipped if guard else 0,
-            "loss_spikes": guard.spikes if guard else 0, "tokens": totals["tokens"], "train_time_s": totals["time"],
+            "loss_spikes": guard.spikes if guard else 0, "rollbacks": guard.rollbacks if guard else 0,
+            "batches_skipped_by_rollback": batches_skipped, "tokens": totals["tokens"], "train_time_s": totals["time"],
             "tokens_per_s": totals["tokens"] / max(totals["time"], 1e-9),
             "tokens_per_s_per_device": totals["tokens"] / max(totals["time"], 1e-9) / accelerator.num_processes,
             "batch_padding_fraction": 1 - totals["tokens"] / max(totals["padded"], 1),

@@ -18,9 +18,19 @@ class MetricsLog:
         if resume_step and path.is_file():
             lines = path.read_text(encoding="utf-8").splitlines()
             self.records = [r for r in map(json.loads, filter(None, lines)) if r.get("step", 0) <= resume_step]
-        self._fh = path.open("w", encoding="utf-8")
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        self._fh = self.path.open("w", encoding="utf-8")
         for rec in self.records:
             self._fh.write(json.dumps(rec) + "\n")
+        self._fh.flush()
+
+    def rewind(self, step: int) -> None:
+        """Forget the records after `step` (a spike rollback undid those steps)."""
+        self._fh.close()
+        self.records = [r for r in self.records if r.get("step", 0) <= step]
+        self._rewrite()
 
     def log(self, record: dict[str, Any]) -> None:
         self.records.append(record)

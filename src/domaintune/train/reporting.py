@@ -40,6 +40,7 @@ class StepReporter:
         self._log = MetricsLog(out_dir / "metrics.jsonl", resume_step) if main else None
         self._heartbeat = out_dir / HEARTBEAT
         self.records: list[dict[str, Any]] = list(self._log.records) if self._log else []
+        self.rollbacks: list[dict[str, Any]] = []  # spike rollbacks: {step, rolled_back_to, train/loss}
         self._trackers = TrackerGroup(build_trackers(report_to, out_dir, run_name) if main else [])
         self._trackers.log_config(config)
         self._bar = progress(disable=not main)
@@ -57,6 +58,9 @@ class StepReporter:
             self._log.close()
 
     def __call__(self, rec: dict[str, Any]) -> None:
+        if "rolled_back_to" in rec:
+            self._rewind(rec)
+            return
         self.records.append(rec)
         if not self.main:
             return
@@ -79,3 +83,15 @@ class StepReporter:
         if "val/loss" in rec:
             held = "  ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in rec.items() if k.startswith("val/loss/"))
             self._bar.console.print(f"  step {rec['step']:>4}  [cyan]held-out[/] loss {rec['val/loss']:.4f}  {held}")
+
+    def _rewind(self, rec: dict[str, Any]) -> None:
+        """A spike rollback undid the steps after `rolled_back_to`: the log and the bar forget them."""
+        restored = rec["rolled_back_to"]
+        self.rollbacks.append({k: rec[k] for k in ("step", "rolled_back_to", "train/loss")})
+        self.records = [r for r in self.records if r["step"] <= restored]
+        self._window = [r for r in self._window if r["step"] <= restored]
+        if not self.main:
+            return
+        atomic_write_json(self._heartbeat, {"step": restored, "time": time.time(), "pid": os.getpid()})
+        self._log.rewind(restored)
+        self._bar.update(self._task, completed=restored)

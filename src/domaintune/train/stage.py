@@ -76,7 +76,9 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
         console.print(f"  resuming from {ckpt.resume_from.name} (step {start} of {s.total_steps})")
     reporter = StepReporter(out_dir, cfg.train.report_to, cfg.name, cfg.model_dump(mode="json"), s.total_steps,
                             s.log_every, s.stream_names, main=accelerator.is_main_process, resume_step=start)
-    guard = StepGuard(cfg.train.nan_policy, cfg.train.max_bad_steps, cfg.train.spike_factor, out_dir / "diagnostics")
+    t = cfg.train
+    guard = StepGuard(t.nan_policy, t.max_bad_steps, t.spike_factor, out_dir / "diagnostics",
+                      rollback=t.spike_policy == "rollback", max_rollbacks=t.max_rollbacks)
     preempt = PreemptionFlag().install()
     try:
         with reporter:
@@ -95,6 +97,7 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
                "final_loss": last["train/loss"], **{k: round(v, 3) for k, v in summary.items()}}
     metrics |= {k.replace("train/", "final_"): v for k, v in last.items() if k.startswith("train/loss/")}
     metrics |= {k: v for k, v in last.items() if k.startswith("val/loss")}
+    metrics["spike_rollbacks"] = reporter.rollbacks
     metrics["restarts"] = restarts_of_this_run(out_dir)  # [] unless restarted by --supervise
     return StageResult(
         outputs={"model": "model", "metrics": "metrics.jsonl", "plot": "loss_curves.png"},

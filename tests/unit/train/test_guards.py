@@ -1,5 +1,8 @@
 """NaN/inf and spike guards inside the real training loop, on a tiny model."""
 
+import json
+import shutil
+
 import pytest
 import torch
 from accelerate import Accelerator
@@ -7,8 +10,9 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM
 
 from domaintune.errors import TrainingAborted
+from domaintune.train.checkpoint import list_checkpoints, read_meta
 from domaintune.train.guards import StepGuard
-from domaintune.train.loop import LoopSettings, train_loop
+from domaintune.train.loop import Checkpointing, LoopSettings, train_loop
 
 
 class Sabotage(torch.nn.Module):
@@ -38,17 +42,17 @@ def _settings(steps=6):
                         seed=0, stream_names=("s",), pad_id=0)
 
 
-def _run(tiny_model_dir, tmp_path, calls, policy="skip", spike=None, steps=6):
+def _run(tiny_model_dir, tmp_path, calls, policy="skip", spike=None, steps=6, rollback=False, ckpt=None):
     torch.manual_seed(0)
     model = Sabotage(AutoModelForCausalLM.from_pretrained(tiny_model_dir), calls)
-    guard = StepGuard(policy, 3, spike, tmp_path / "diag")
+    guard = StepGuard(policy, 3, spike, tmp_path / "diag", rollback=rollback)
     snapshots, records = [], []
 
     def on_step(rec):
         records.append(rec)
         snapshots.append(model.model.lm_head.weight.detach().clone())
 
-    summary = train_loop(model, _data(), _settings(steps), Accelerator(cpu=True), on_step, guard=guard)
+    summary = train_loop(model, _data(), _settings(steps), Accelerator(cpu=True), on_step, guard=guard, ckpt=ckpt)
     return records, snapshots, summary
 
 
@@ -75,3 +79,38 @@ def test_loss_spike_is_flagged(tiny_model_dir, tmp_path):
     records, _, summary = _run(tiny_model_dir, tmp_path, {8: 40.0}, spike=2.0, steps=9)
     assert records[7].get("spike") and summary["loss_spikes"] == 1
     assert not any(r.get("spike") for r in records[:7])
+
+
+def test_spike_rollback_restores_the_last_checkpoint_and_skips_the_batches_since(tiny_model_dir, tmp_path):
+    ckpt = Checkpointing(tmp_path / "ckpt", save_every=2, keep_last=10, meta={})
+    records, snaps, summary = _run(tiny_model_dir, tmp_path, {8: 40.0}, spike=2.0, steps=9, rollback=True, ckpt=ckpt)
+    rollback = next(r for r in records if "rolled_back_to" in r)
+    assert rollback["step"] == 8 and rollback["rolled_back_to"] == 6
+    assert summary["rollbacks"] == 1 and summary["batches_skipped_by_rollback"] == 2
+    assert (tmp_path / "diag" / "spike_rollback_00000008.json").is_file()
+    steps = [r["step"] for r in records if "rolled_back_to" not in r]
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 7, 8, 9]  # steps 7-8 undone, then redone on later batches
+    first7, second7 = (r for r in records if r["step"] == 7 and "rolled_back_to" not in r)
+    assert first7["rows"] != second7["rows"] and rollback["rows"] != second7["rows"]
+    # equivalent to: restore the step-6 checkpoint, skip the 2 batches of steps 7-8, train on
+    ref_root = tmp_path / "ref"
+    shutil.copytree(tmp_path / "ckpt" / "step-00000006", ref_root / "step-00000006")
+    meta = json.loads((ref_root / "step-00000006" / "meta.json").read_text())
+    (ref_root / "step-00000006" / "meta.json").write_text(json.dumps({**meta, "batches_skipped": 2}))
+    ref = Checkpointing(ref_root, save_every=None, keep_last=10, meta={}, resume_from=ref_root / "step-00000006")
+    ref_records, ref_snaps, _ = _run(tiny_model_dir, tmp_path / "r0", {}, steps=9, ckpt=ref)
+    assert [r["rows"] for r in ref_records] == [r["rows"] for r in records[-3:]]
+    assert torch.allclose(ref_snaps[-1], snaps[-1], atol=1e-6)
+    # a checkpoint written after the rollback records the skipped batches, so resume stays sample-exact
+    assert read_meta(list_checkpoints(tmp_path / "ckpt")[-1])["batches_skipped"] == 2
+    resumed = Checkpointing(tmp_path / "ckpt", save_every=None, keep_last=10, meta={},
+                            resume_from=tmp_path / "ckpt" / "step-00000008")
+    again, again_snaps, _ = _run(tiny_model_dir, tmp_path / "r", {}, spike=2.0, steps=9, rollback=True, ckpt=resumed)
+    assert again[-1]["rows"] == records[-1]["rows"]
+    assert torch.allclose(again_snaps[-1], snaps[-1], atol=1e-6)
+
+
+def test_spike_rollback_without_a_checkpoint_skips_the_update(tiny_model_dir, tmp_path):
+    records, snaps, summary = _run(tiny_model_dir, tmp_path, {8: 40.0}, spike=2.0, steps=9, rollback=True)
+    assert records[7].get("spike") and records[7].get("skipped") and summary["rollbacks"] == 0
+    assert torch.equal(snaps[6], snaps[7])
