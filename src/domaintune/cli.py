@@ -21,6 +21,11 @@ def _has_model_stage(cfg) -> bool:
     return cfg.final_model_stage is not None
 
 
+# Settings of how a training run is watched and restarted, not of what it computes.
+TRAIN_RUNTIME_KEYS = tuple(f"train.{k}" for k in ("log_every", "report_to", "keep_last", "resume",
+                                                   "allow_config_change", "max_restarts", "restart_backoff_s",
+                                                   "hang_timeout_s"))
+
 # The pipeline, in order. `sections` are the config keys whose values change a stage's result;
 # `when` says whether a config switches the stage on; MODEL is the model a stage starts from.
 STAGES: list[StageSpec] = [
@@ -29,7 +34,7 @@ STAGES: list[StageSpec] = [
     StageSpec("mix", "domaintune.mix", ("mix", "model", "seed"), ("data",), "token mixture + packing",
               when=_has_mix),
     StageSpec("train", "domaintune.train", ("train", "model", "seed"), ("mix",), "continual pre-training",
-              distributed=True, when=_has_mix),
+              distributed=True, when=_has_mix, volatile=TRAIN_RUNTIME_KEYS),
     StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL), "perplexity per stream",
               when=_has_model_stage),
     StageSpec("export", "domaintune.export", ("export", "model"), (MODEL,), "merged model + samples",

@@ -44,6 +44,9 @@ class StageSpec:
     # Whether the run's config switches the stage on (None: always). A stage that is off is not run,
     # and stages downstream of it do not depend on it.
     when: Callable[[Config], bool] | None = None
+    # Dotted keys inside `sections` that cannot change the result (logging, restart policy): editing
+    # them does not re-run the stage.
+    volatile: tuple[str, ...] = ()
 
     def enabled(self, cfg: Config) -> bool:
         return self.when is None or self.when(cfg)
@@ -94,12 +97,27 @@ def fingerprint_details(spec: StageSpec, cfg: Config, run_dir: RunDir, module: A
     inputs_fn = getattr(module, "inputs", None)
     inputs = {str(p): fingerprint_path(p) for p in (inputs_fn(cfg) if inputs_fn else [])}
     return {
-        "config": {key: dumped[key] for key in spec.sections},
+        "config": _without(spec.volatile, {key: dumped[key] for key in spec.sections}),
         "upstream": upstream,
         "inputs": inputs,
         "domaintune": __version__,
         "code": _code_fingerprint(module),
     }
+
+
+def _without(keys: tuple[str, ...], config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `config` without the dotted `keys`."""
+    import copy
+
+    config = copy.deepcopy(config)
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return config
 
 
 def _code_fingerprint(module: Any) -> str:

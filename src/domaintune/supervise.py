@@ -96,6 +96,26 @@ def restarts_of_this_run(train_dir: Path) -> list[dict[str, Any]]:
     return records if ok and records[-1].get("resumed_pid") in (os.getpid(), os.getppid()) else []
 
 
+def note_elastic_restart(train_dir: Path, resumed_step: int) -> dict[str, Any] | None:
+    """Under `torchrun --max-restarts N`, torchrun (not our supervisor) restarts the whole worker
+    group after a crash; rank 0 of the new group records the restart here so the train manifest
+    lists it like a supervised one. TORCHELASTIC_RESTART_COUNT is torchrun's protocol, not config."""
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if attempt == 0:
+        return None
+    now = time.time()
+    beat = read_heartbeat(train_dir)  # written by the previous group's last finished step
+    history = load_history(train_dir) if attempt > 1 else []
+    record = {"attempt": attempt, "launcher": "torchrun", "cause": "worker group restarted by torchrun",
+              "last_step": beat["step"] if beat else None, "resumed_step": resumed_step, "resumed_at": now,
+              # the agent's pid: the same for every restart of this series, so the manifest knows it is current
+              "resumed_pid": os.getppid(),
+              "time_lost_s": round(now - float(beat["time"]), 3) if beat else None}
+    history.append(record)
+    atomic_write_json(train_dir / RESTARTS, history)
+    return record
+
+
 @dataclass
 class _Attempt:
     proc: subprocess.Popen

@@ -22,6 +22,16 @@ if mode == "after-save":
             os.kill(os.getpid(), signal.SIGKILL)
 
     loop._maybe_save = _save_then_die
+elif mode == "elastic":  # only rank 1 dies, only in torchrun's first attempt: a restart must recover
+    original = loop._maybe_save
+
+    def _rank1_dies_once(ckpt, step, *a, **k):
+        original(ckpt, step, *a, **k)
+        first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if step == crash_step and first_attempt and os.environ.get("RANK") == "1":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    loop._maybe_save = _rank1_dies_once
 elif mode == "during-save":
     original_save = checkpoint.save_file
 

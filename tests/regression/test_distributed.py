@@ -34,7 +34,7 @@ def test_two_ranks_equal_one_rank_with_accumulation(tmp_path, tiny_model_dir):
     make_quickstart_workdir(tmp_path)
     cfg = str(tmp_path / "domaintune.yaml")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    for name in ("single", "dist", "dist-killed"):
+    for name in ("single", "dist", "dist-killed", "elastic"):
         _cli("run", cfg, *_overrides(tiny_model_dir, name), "--stages", "data,mix")
     _cli("train", cfg, *_overrides(tiny_model_dir, "single"), "train.grad_accum=2")
     _cli("train", cfg, *_overrides(tiny_model_dir, "dist"), "train.grad_accum=1", launcher=torchrun)
@@ -49,21 +49,33 @@ def test_two_ranks_equal_one_rank_with_accumulation(tmp_path, tiny_model_dir):
                    "train.save_every=1", launcher=torchrun)
     assert "resuming from step-00000002" in resumed.stdout
 
+    # torchrun's elastic restart: one rank dies after the step-2 checkpoint; torchrun restarts the group
+    elastic = [*torchrun[:3], "--max-restarts", "1", *torchrun[3:], str(Path(__file__).with_name("crashing_cli.py")),
+               "elastic", "2"]
+    restarted = subprocess.run([*elastic, "train", cfg, *_overrides(tiny_model_dir, "elastic"), "train.grad_accum=1",
+                                "train.save_every=1"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert restarted.returncode == 0, restarted.stdout[-3000:] + restarted.stderr[-3000:]
+    assert "torchrun restart 1: resumed at step 2" in restarted.stdout
+
     runs = tmp_path / "runs"
-    single, dist, killed = ([json.loads(x) for x in (runs / n / "train" / "metrics.jsonl").read_text().splitlines()]
-                            for n in ("single", "dist", "dist-killed"))
-    assert [r["step"] for r in dist] == [r["step"] for r in killed] == [1, 2, 3]
-    for a, b, c in zip(single, dist, killed):
+    single, dist, killed, el = ([json.loads(x) for x in (runs / n / "train" / "metrics.jsonl").read_text().splitlines()]
+                                for n in ("single", "dist", "dist-killed", "elastic"))
+    assert [r["step"] for r in dist] == [r["step"] for r in killed] == [r["step"] for r in el] == [1, 2, 3]
+    for a, b, c, d in zip(single, dist, killed, el):
         assert abs(a["train/loss"] - b["train/loss"]) < 1e-4
         assert abs(b["train/loss"] - c["train/loss"]) < 1e-5 and b["rows"] == c["rows"]
+        assert abs(b["train/loss"] - d["train/loss"]) < 1e-5 and b["rows"] == d["rows"]
         assert a["tokens"] == b["tokens"]  # both ranks' tokens are counted
-    wa, wb, wc = (load_file(runs / n / "train" / "model" / "adapter_model.safetensors")
-                  for n in ("single", "dist", "dist-killed"))
+    wa, wb, wc, wd = (load_file(runs / n / "train" / "model" / "adapter_model.safetensors")
+                      for n in ("single", "dist", "dist-killed", "elastic"))
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.allclose(wa[key], wb[key], atol=1e-5), key
         assert torch.allclose(wb[key], wc[key], atol=1e-6), key
+        assert torch.allclose(wb[key], wd[key], atol=1e-6), key
     assert json.loads((runs / "dist" / "train" / "manifest.json").read_text())["stage"] == "train"
+    restarts = json.loads((runs / "elastic" / "train" / "manifest.json").read_text())["metrics"]["restarts"]
+    assert [(r["launcher"], r["attempt"], r["resumed_step"]) for r in restarts] == [("torchrun", 1, 2)]
 
 
 def test_single_process_stages_refuse_a_multi_process_launch(monkeypatch, tmp_path):

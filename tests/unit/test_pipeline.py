@@ -143,3 +143,12 @@ def test_model_upstream_follows_the_last_model_stage(cfg_path):
     assert cfg.previous_model_stage("eval") == "train"
     run_pipeline(cfg, _model_specs())
     assert RunDir(cfg.run_path).manifest("eval")["upstream"].keys() == {"data", "train"}
+
+
+def test_volatile_keys_do_not_rerun_a_stage(cfg_path):
+    spec = _fake_stage("train", None)
+    spec = StageSpec(spec.name, spec.target, spec.sections, volatile=("train.max_restarts", "train.log_every"))
+    run_pipeline(load_config(cfg_path), [spec])
+    assert [o.status for o in run_pipeline(load_config(cfg_path, ["train.max_restarts=9", "train.log_every=1"]),
+                                           [spec])] == ["skipped"]
+    assert [o.status for o in run_pipeline(load_config(cfg_path, ["train.lr=0.5"]), [spec])] == ["ran"]

@@ -10,7 +10,7 @@ from domaintune import models
 from domaintune.artifacts import RunDir, StageResult
 from domaintune.config import Config
 from domaintune.console import console
-from domaintune.supervise import restarts_of_this_run
+from domaintune.supervise import note_elastic_restart, restarts_of_this_run
 from domaintune.train.checkpoint import read_meta
 from domaintune.train.guards import PreemptionFlag, StepGuard
 from domaintune.train.loop import Checkpointing, LoopSettings, steps_per_epoch, train_loop
@@ -74,6 +74,9 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     start = int(read_meta(ckpt.resume_from)["step"]) if ckpt.resume_from else 0
     if start:
         console.print(f"  resuming from {ckpt.resume_from.name} (step {start} of {s.total_steps})")
+    if accelerator.is_main_process and (elastic := note_elastic_restart(out_dir, start)):
+        console.print(f"  torchrun restart {elastic['attempt']}: resumed at step {start}, "
+                      f"{elastic['time_lost_s']}s after the last finished step")
     reporter = StepReporter(out_dir, cfg.train.report_to, cfg.name, cfg.model_dump(mode="json"), s.total_steps,
                             s.log_every, s.stream_names, main=accelerator.is_main_process, resume_step=start)
     t = cfg.train
