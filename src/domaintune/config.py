@@ -137,6 +137,9 @@ class PiiConfig(Section):
         default_factory=dict, description="TYPE -> regex, e.g. {EMPLOYEE_ID: 'HB-\\d{6}'}.")
     dictionaries: dict[str, str] = Field(
         default_factory=dict, description="TYPE -> text file with one entry per line (e.g. customer names).")
+    allow: list[str] = Field(
+        default_factory=list, description="Exact values never redacted: public contacts such as a company "
+                                          "hotline or support address.")
     salt: str = Field("domaintune", description="Salt for action=hash; set a secret one so hashes of short "
                                                 "values (phone numbers) cannot be looked up.")
 

@@ -175,18 +175,21 @@ def dictionary_regex(entries: list[str]) -> re.Pattern:
 class PiiFinder:
     """Custom patterns and dictionaries first (the user's intent wins), then built-ins in priority order."""
 
-    def __init__(self, detectors: list[Detector], context_chars: int | None = None):
+    def __init__(self, detectors: list[Detector], allow: Iterable[str] = (), context_chars: int | None = None):
         self.detectors = detectors
+        self.allow = frozenset(allow)
         self.context_chars = _table()["context_chars"] if context_chars is None else context_chars
 
     @classmethod
     def from_config(cls, cfg: PiiConfig) -> PiiFinder:
-        return cls(_custom_detectors(cfg) + builtin_detectors(cfg.types))
+        return cls(_custom_detectors(cfg) + builtin_detectors(cfg.types), cfg.allow)
 
     def find(self, text: str) -> list[Finding]:
         claimed: list[Finding] = []
         for detector in self.detectors:
             for f in detector.find(text, self.context_chars):
+                if text[f.start:f.end] in self.allow:
+                    continue
                 if not any(f.start < c.end and c.start < f.end for c in claimed):
                     claimed.append(f)
         return sorted(claimed, key=lambda f: f.start)
