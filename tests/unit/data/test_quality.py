@@ -32,8 +32,8 @@ def test_measures():
     assert (symbols, digits) == (pytest.approx(1 / 5), pytest.approx(2 / 5))  # "!!" is one run
     assert char_ratios("+-----+\n| a |")[0] == pytest.approx(5 / 6)
     assert repeated_line_share("a\nb\na\na\n\n") == pytest.approx(0.5)
-    assert repeated_ngram_share("a b c a b c".split(), 3) == 1.0
-    assert repeated_ngram_share("a b c d e f".split(), 3) == 0.0
+    assert repeated_ngram_share(["a", "b", "c", "a", "b", "c"], 3) == 1.0
+    assert repeated_ngram_share(["a", "b", "c", "d", "e", "f"], 3) == 0.0
     assert boilerplate_line_share("All rights reserved.\nReal text here.\n版权所有 2024") == pytest.approx(2 / 3)
 
 
