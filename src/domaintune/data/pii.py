@@ -32,6 +32,7 @@ _ASCII_ALNUM = re.compile("[A-Za-z0-9]")
 # ---------------------------------------------------------------------------- validators
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK = "10X98765432"
+_ID_LAYOUT = re.compile(r"[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])\d{5}[0-9Xx]")
 
 
 def cn_id_check_char(first17: str) -> str:
@@ -61,10 +62,21 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _in_card_ranges(digits: str) -> bool:
+    for entry in _table()["card_prefixes"]:
+        low, _, high = entry.partition("-")
+        if low <= digits[:len(low)] <= (high or low):
+            return True
+    return False
+
+
 def valid_bank_card(value: str) -> bool:
-    """13-19 digits, a card-network first digit (2-6: Mastercard, Amex, Visa, UnionPay...) and Luhn."""
+    """13-19 digits in a card network's issuer range, passing Luhn, and not shaped like a resident
+    ID (a mistyped ID that fails its own check is not a card either)."""
     digits = re.sub(r"[ -]", "", value)
-    return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_ok(digits)
+    if not 13 <= len(digits) <= 19 or _ID_LAYOUT.fullmatch(digits):
+        return False
+    return _in_card_ranges(digits) and luhn_ok(digits)
 
 
 def valid_phone(value: str) -> bool:
