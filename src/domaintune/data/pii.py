@@ -4,7 +4,7 @@ Candidates come from the regex table in pii_patterns.yaml; the checks that regex
 live here: the GB 11643 check character and birth date of resident IDs, the Luhn digit of bank
 cards, address ranges of IPs, E.164 lengths of phone numbers. A number that fails its check is
 not reported, and words such as "order no." just before a number mark it as something else.
-Counts per type go to `rec.meta["pii"]` (never the values), which the stage stats add up.
+Counts per type go to `rec.meta["pii_redacted"]` (never the values), which the stage stats add up.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from domaintune.data.records import Record, Reject
 from domaintune.errors import ConfigError
 
 PATTERNS_FILE = Path(__file__).with_name("pii_patterns.yaml")
-META_KEY = "pii"
+META_KEY = "pii_redacted"
 _ASCII_ALNUM = re.compile("[A-Za-z0-9]")
 
 # ---------------------------------------------------------------------------- validators
@@ -180,7 +180,10 @@ def dictionary_regex(entries: list[str]) -> re.Pattern:
         after = r"(?![A-Za-z0-9])" if _ASCII_ALNUM.match(entry[-1]) else ""
         return before + re.escape(entry) + after
     ordered = sorted(set(entries), key=lambda e: (-len(e), e))
-    return re.compile("|".join(one(e) for e in ordered), re.IGNORECASE)
+    # The leading class of first characters lets most positions fail at once: re tries every
+    # alternative at every position otherwise (about 20x slower on a 40-name list).
+    firsts = "".join(sorted({c for e in ordered for c in (e[0].lower(), e[0].upper())}))
+    return re.compile(f"(?=[{re.escape(firsts)}])(?:" + "|".join(one(e) for e in ordered) + ")", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------- redaction

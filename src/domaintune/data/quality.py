@@ -74,11 +74,12 @@ def _boilerplate() -> re.Pattern:
 
 
 def boilerplate_line_share(text: str) -> float:
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = sum(1 for line in text.split("\n") if line.strip())
     if not lines:
         return 0.0
-    rx = _boilerplate()
-    return sum(1 for line in lines if rx.search(line)) / len(lines)
+    # One scan of the whole text (matches are rare); a line counts once however many match in it.
+    hit_lines = {text.rfind("\n", 0, m.start()) for m in _boilerplate().finditer(text)}
+    return len(hit_lines) / lines
 
 
 def load_scorer(target: str) -> Callable[[str], float]:

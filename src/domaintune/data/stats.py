@@ -26,7 +26,9 @@ class Tally:
         else:
             self.kept += 1
             self.chars += len(item.text)
-            self.pii.update(item.meta.get(PII_META_KEY) or {})
+            found = item.meta.get(PII_META_KEY)
+            if isinstance(found, dict):
+                self.pii.update(found)
 
     @property
     def duplicates(self) -> int:

@@ -44,8 +44,8 @@ def test_governed_stage(tmp_path, write_jsonl, make_docs, make_config):
     # NFKC (on by default) folds the full-width commas; data.normalize.width=full would restore them
     assert kept["p2"]["text"] == "客户<CUSTOMER_NAME>的身份证号<ID_CARD>,手机<PHONE>,外汇业务已办理。"
     assert kept["p2"]["steps"] == ["normalize.unicode", "rules.rewrite", "pii.redact"]
-    assert kept["p1"]["meta"]["pii"] == {"BANK_CARD": 1, "CUSTOMER_NAME": 1, "EMAIL": 1}
-    assert "pii" not in kept["p3"]["meta"]  # invalid checksums / order-number context
+    assert kept["p1"]["meta"]["pii_redacted"] == {"BANK_CARD": 1, "CUSTOMER_NAME": 1, "EMAIL": 1}
+    assert "pii_redacted" not in kept["p3"]["meta"]  # invalid checksums / order-number context
 
     stats = json.loads((out / "stats.json").read_text())
     total = stats["total"]

@@ -98,7 +98,7 @@ def test_mask_hash_and_drop():
     text = f"mail a.b@example.com or call 13812345678; id {VALID_ID}"
     masked = RedactPii(PiiConfig(enabled=True))(rec(text))
     assert masked.text == "mail <EMAIL> or call <PHONE>; id <ID_CARD>"
-    assert masked.meta["pii"] == {"EMAIL": 1, "ID_CARD": 1, "PHONE": 1}
+    assert masked.meta["pii_redacted"] == {"EMAIL": 1, "ID_CARD": 1, "PHONE": 1}
     assert masked.steps == ["pii.redact"]
 
     hashed = RedactPii(PiiConfig(enabled=True, action="hash", salt="s1"))(rec(text))
@@ -115,7 +115,7 @@ def test_mask_hash_and_drop():
 
 def test_no_findings_leaves_record_untouched():
     out = RedactPii(PiiConfig(enabled=True))(rec("nothing personal here"))
-    assert out.text == "nothing personal here" and out.steps == [] and "pii" not in out.meta
+    assert out.text == "nothing personal here" and out.steps == [] and "pii_redacted" not in out.meta
 
 
 def test_custom_patterns_dictionaries_and_allow(tmp_path):
