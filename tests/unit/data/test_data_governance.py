@@ -7,6 +7,7 @@ import json
 import yaml
 
 from domaintune.artifacts import RunDir
+from domaintune.checks import check_files
 from domaintune.data import inputs, run
 from domaintune.data.pii import cn_id_check_char
 
@@ -56,3 +57,12 @@ def test_governed_stage(tmp_path, write_jsonl, make_docs, make_config):
     everything = "".join(p.read_text(encoding="utf-8") for p in out.rglob("*") if p.is_file())
     for raw in ("alice.grant@mail.example", "Alice Grant", CARD, VALID_ID, "13812345678", "王丽"):
         assert raw not in everything
+
+
+def test_validate_reports_missing_governance_files(tmp_path, write_jsonl, make_docs, make_config):
+    write_jsonl(tmp_path / "raw" / "a.jsonl", make_docs(3))
+    cfg = make_config([{"path": "raw", "stream": "s"}], rules_file="nope.yaml",
+                      pii={"enabled": True, "dictionaries": {"NAMES": "names.txt"}})
+    problems = check_files(cfg)
+    assert any(p.startswith("data.rules_file: file not found") and "nope.yaml" in p for p in problems)
+    assert any(p.startswith("data.pii.dictionaries.NAMES: file not found") for p in problems)
