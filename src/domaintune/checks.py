@@ -38,6 +38,7 @@ def check_files(cfg: Config) -> list[str]:
                             f"(relative paths are resolved against the config file's folder)")
     governance = [("data.rules_file", cfg.data.rules_file)]
     governance += [(f"data.pii.dictionaries.{k}", v) for k, v in cfg.data.pii.dictionaries.items()]
+    governance += [("data.pii.salt_file", cfg.data.pii.salt_file)]
     problems += [f"{key}: file not found: {path}" for key, path in governance if path and not Path(path).is_file()]
     if cfg.data.normalize.chinese != "none" and not _has("opencc"):
         problems.append(f"data.normalize.chinese: '{cfg.data.normalize.chinese}' needs OpenCC: pip install opencc")

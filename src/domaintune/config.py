@@ -140,8 +140,11 @@ class PiiConfig(Section):
     allow: list[str] = Field(
         default_factory=list, description="Exact values never redacted: public contacts such as a company "
                                           "hotline or support address.")
-    salt: str = Field("domaintune", description="Salt for action=hash; set a secret one so hashes of short "
-                                                "values (phone numbers) cannot be looked up.")
+    salt: str = Field("domaintune", description="Salt for action=hash. It is recorded in run manifests: for a "
+                                                "secret salt use salt_file.")
+    salt_file: str | None = Field(
+        None, description="File holding a secret salt (overrides salt): without a secret, hashes of short values "
+                          "such as phone numbers can be looked up by trying them all.")
 
 
 class DataConfig(Section):
@@ -369,6 +372,8 @@ def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> None:
     if isinstance(data.get("rules_file"), str):
         data["rules_file"] = resolve(data["rules_file"])
     pii = data.get("pii") if isinstance(data.get("pii"), dict) else {}
+    if isinstance(pii.get("salt_file"), str):
+        pii["salt_file"] = resolve(pii["salt_file"])
     if isinstance(pii.get("dictionaries"), dict):
         pii["dictionaries"] = {k: resolve(v) if isinstance(v, str) else v for k, v in pii["dictionaries"].items()}
     if isinstance(raw.get("runs_dir", "runs"), str):

@@ -225,6 +225,16 @@ def redact(text: str, findings: list[Finding], action: str, salt: str) -> str:
     return "".join(parts) + text[pos:]
 
 
+def read_salt(cfg: PiiConfig) -> str:
+    if cfg.salt_file is None:
+        return cfg.salt
+    path = Path(cfg.salt_file)
+    salt = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+    if not salt:
+        raise ConfigError([f"data.pii.salt_file: {path} is missing or empty; write a long random string into it"])
+    return salt
+
+
 class RedactPii:
     """The data-stage step: redact in place (mask/hash) or reject the document (drop)."""
 
@@ -232,7 +242,7 @@ class RedactPii:
 
     def __init__(self, cfg: PiiConfig):
         self.finder = PiiFinder.from_config(cfg)
-        self.action, self.salt = cfg.action, cfg.salt
+        self.action, self.salt = cfg.action, read_salt(cfg)
 
     def __call__(self, rec: Record) -> Record | Reject:
         findings = self.finder.find(rec.text)

@@ -36,9 +36,9 @@ Sources = list[tuple[SourceContext, list[Path]]]
 def inputs(cfg: Config) -> list[str]:
     """Every file the stage reads, sorted, for the runner's fingerprint."""
     files = {f for _, paths in resolve_sources(cfg.data, exclude=cfg.run_path) for f in paths}
-    # The rules file and PII dictionaries change the output as much as the sources do.
-    files |= {Path(p) for p in [cfg.data.rules_file, *cfg.data.pii.dictionaries.values()]
-              if p and Path(p).is_file()}
+    # The rules file, PII dictionaries and salt change the output as much as the sources do.
+    governance = [cfg.data.rules_file, cfg.data.pii.salt_file, *cfg.data.pii.dictionaries.values()]
+    files |= {Path(p) for p in governance if p and Path(p).is_file()}
     return sorted(str(f) for f in files)
 
 

@@ -94,7 +94,7 @@ def test_id_card_claims_span_before_bank_card():
     assert [t for t, _ in find(f"ID {VALID_ID}")] == ["ID_CARD"]
 
 
-def test_mask_hash_and_drop():
+def test_mask_hash_and_drop(tmp_path):
     text = f"mail a.b@example.com or call 13812345678; id {VALID_ID}"
     masked = RedactPii(PiiConfig(enabled=True))(rec(text))
     assert masked.text == "mail <EMAIL> or call <PHONE>; id <ID_CARD>"
@@ -106,6 +106,12 @@ def test_mask_hash_and_drop():
     assert f"<EMAIL:{digest}>" in hashed.text and "<PHONE:" in hashed.text
     other_salt = RedactPii(PiiConfig(enabled=True, action="hash", salt="s2"))(rec(text))
     assert other_salt.text != hashed.text
+
+    secret = tmp_path / "salt.txt"
+    secret.write_text("s1\n", encoding="utf-8")
+    assert RedactPii(PiiConfig(action="hash", salt_file=str(secret)))(rec(text)).text == hashed.text
+    with pytest.raises(ConfigError, match="salt_file"):
+        RedactPii(PiiConfig(action="hash", salt_file=str(tmp_path / "none.txt")))
 
     dropped = RedactPii(PiiConfig(enabled=True, action="drop"))(rec(text))
     assert isinstance(dropped, Reject) and dropped.reason == "pii.drop"
