@@ -96,6 +96,12 @@ class SplitConfig(Section):
         return self
 
 
+# Codes the offline identifier (data/langid.py) can return, and the built-in PII types
+# (data/pii_patterns.yaml); tests keep both lists in step with those files.
+LanguageCode = Literal["zh", "en", "ja", "ko", "ru", "ar", "fr", "de", "es", "it", "pt", "nl", "other"]
+PiiType = Literal["EMAIL", "PHONE", "ID_CARD", "BANK_CARD", "IP", "URL_CREDENTIALS"]
+
+
 class QualityConfig(Section):
     """Document quality filters; each threshold set to null switches that filter off."""
 
@@ -112,9 +118,8 @@ class QualityConfig(Section):
     max_boilerplate_lines: float | None = Field(
         0.5, ge=0, le=1, description="Most share of lines matching the boilerplate phrases (cookie notices, "
                                      "'all rights reserved', 版权所有 ...).")
-    languages: list[str] | None = Field(
-        None, description="Keep only these languages (offline identifier: zh, en, ja, ko, ru, ar, fr, de, es, "
-                          "it, pt, nl, other); null keeps all.")
+    languages: list[LanguageCode] | None = Field(
+        None, description="Keep only these languages (identified offline); null keeps all.")
     scorer: str | None = Field(
         None, description="'module:attr' of a callable text -> score (a class is instantiated once first).")
     min_score: float | None = Field(None, description="Drop documents the scorer rates below this.")
@@ -130,7 +135,7 @@ class PiiConfig(Section):
     enabled: bool = Field(False, description="Find and redact personal data (see data.pii.types).")
     action: Literal["mask", "hash", "drop"] = Field(
         "mask", description="mask: <EMAIL>; hash: <EMAIL:3f2a9c1b> (salted sha256); drop: reject the document.")
-    types: list[str] = Field(
+    types: list[PiiType] = Field(
         default_factory=lambda: ["EMAIL", "PHONE", "ID_CARD", "BANK_CARD", "IP", "URL_CREDENTIALS"],
         description="Built-in types to look for (custom patterns and dictionaries are always used).")
     custom_patterns: dict[str, str] = Field(

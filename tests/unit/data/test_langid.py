@@ -26,3 +26,13 @@ def test_identify(text, code):
 def test_confidence_is_a_share():
     lang = identify("The cat sat on the mat and it was happy in the sun.")
     assert lang.code == "en" and 0 < lang.confidence <= 1
+
+
+def test_config_accepts_exactly_the_codes_the_identifier_returns():
+    from typing import get_args
+
+    from domaintune.config import LanguageCode
+    from domaintune.data.langid import _stopwords
+
+    scripts = {"zh", "ja", "ko", "ru", "ar", "other"}
+    assert set(get_args(LanguageCode)) == scripts | set(_stopwords()[1])

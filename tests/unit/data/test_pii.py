@@ -142,3 +142,13 @@ def test_config_errors_name_the_key(tmp_path):
         RedactPii(PiiConfig(custom_patterns={"BAD": "(unclosed"}))
     with pytest.raises(ConfigError, match="dictionaries.NAMES: file not found"):
         RedactPii(PiiConfig(dictionaries={"NAMES": str(tmp_path / "missing.txt")}))
+
+
+def test_config_types_match_the_pattern_table():
+    from typing import get_args
+
+    from domaintune.config import PiiType
+
+    assert {d.type for d in builtin_detectors()} == set(get_args(PiiType))
+    with pytest.raises(ValueError, match="data.pii.types|PASSPORT|literal"):
+        PiiConfig(types=["PASSPORT"])
