@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -245,12 +246,14 @@ class RedactPii:
         self.action, self.salt = cfg.action, read_salt(cfg)
 
     def __call__(self, rec: Record) -> Record | Reject:
-        findings = self.finder.find(rec.text)
-        if not findings:
-            return rec
-        counts = Counter(f.type for f in findings)
+        counts: Counter = Counter()
         # The drop reject shows a masked excerpt: rejects.jsonl must not carry the raw values either.
-        rec.text = redact(rec.text, findings, "mask" if self.action == "drop" else self.action, self.salt)
+        action = "mask" if self.action == "drop" else self.action
+        rec.text = self._redact(rec.text, action, counts)
+        # Fields carried over from the source row (author, contact...) reach the split files too.
+        rec.meta = self._redact_value(rec.meta, action, counts)
+        if not counts:
+            return rec
         if self.action == "drop":
             found = ", ".join(f"{k}: {n}" for k, n in sorted(counts.items()))
             return Reject.of(rec, "pii.drop", f"contains personal data ({found}) and data.pii.action=drop; "
@@ -258,3 +261,17 @@ class RedactPii:
         rec.meta[META_KEY] = dict(sorted(counts.items()))
         rec.steps.append(self.name)
         return rec
+
+    def _redact(self, text: str, action: str, counts: Counter) -> str:
+        findings = self.finder.find(text)
+        counts.update(f.type for f in findings)
+        return redact(text, findings, action, self.salt) if findings else text
+
+    def _redact_value(self, value: Any, action: str, counts: Counter) -> Any:
+        if isinstance(value, str):
+            return self._redact(value, action, counts)
+        if isinstance(value, dict):
+            return {k: self._redact_value(v, action, counts) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._redact_value(v, action, counts) for v in value]
+        return value

@@ -119,6 +119,15 @@ def test_mask_hash_and_drop(tmp_path):
     assert "<EMAIL>" in dropped.excerpt
 
 
+def test_source_fields_in_meta_are_redacted_too():
+    r = rec("a note without personal data")
+    r.meta = {"author": {"email": "x.y@example.com"}, "tags": ["call 13812345678"], "n": 3}
+    out = RedactPii(PiiConfig(enabled=True))(r)
+    assert out.meta == {"author": {"email": "<EMAIL>"}, "tags": ["call <PHONE>"], "n": 3,
+                        "pii_redacted": {"EMAIL": 1, "PHONE": 1}}
+    assert out.text == "a note without personal data"
+
+
 def test_no_findings_leaves_record_untouched():
     out = RedactPii(PiiConfig(enabled=True))(rec("nothing personal here"))
     assert out.text == "nothing personal here" and out.steps == [] and "pii_redacted" not in out.meta
