@@ -123,6 +123,8 @@ class Detector:
             for m in rx.finditer(text):
                 group = "pii" if "pii" in rx.groupindex else 0
                 start, end = m.span(group)
+                if start == end:  # a custom pattern such as 'x*' matches nothing everywhere
+                    continue
                 if self.validator and not self.validator(m.group(group)):
                     continue
                 before = text[max(0, start - context_chars):start].lower()

@@ -142,6 +142,7 @@ def test_custom_patterns_dictionaries_and_allow(tmp_path):
     assert find(text, **cfg) == [("EMPLOYEE_ID", "EMP-12345"), ("CUSTOMER", "alice grant"),
                                  ("CUSTOMER", "王丽"), ("EMAIL", "x@bank.example")]
     assert find("Alice Granted nothing", **cfg) == []  # whole words only for Latin entries
+    assert find("no matches here", custom_patterns={"EMPTY": "x*"}) == []  # empty matches are not findings
 
 
 def test_config_errors_name_the_key(tmp_path):
