@@ -19,6 +19,7 @@ Every line is {"id", "text", "lang", "meta": {"doc_type", ...}}.  The same
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -152,6 +153,21 @@ def doc_vars(r: Renderer) -> dict:
         "holiday": rng.choice(r.facts["holidays"]),
         "version": f"5.{rng.randrange(1, 10)}.{rng.randrange(0, 5)}",
     }
+
+
+def add_contact_details(d: dict) -> dict:
+    """Fictional personal data for chat transcripts (exercises PII redaction in the data stage).
+    Derived from the document's reference, not drawn from the rng, so every other document stays
+    byte-identical. Phones use ranges reserved for fiction (UK 07700 900xxx; CN 1380013xxxx)."""
+    h = int(hashlib.sha256(f"{d['ref']}|{d['customer']}".encode()).hexdigest(), 16)
+    name = re.sub(r"^(Ms|Mr|Mrs|Dr) |(女士|先生)$", "", d["customer"])
+    local = ".".join(name.lower().split()) if name.isascii() else f"user{h % 100000:05d}"
+    born = date(1960, 1, 1) + timedelta(days=h % 14000)
+    first17 = f"110105{born:%Y%m%d}{h % 1000:03d}"
+    check = "10X98765432"[sum(int(c) * w for c, w in zip(first17, (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10,
+                                                                   5, 8, 4, 2))) % 11]
+    return {**d, "cust_email": f"{local}@mail.example.com", "cust_phone": f"+44 7700 900{h % 1000:03d}",
+            "cust_mobile": f"1380013{h % 10000:04d}", "cust_id": first17 + check}
 
 
 def cycle_pick(rng: random.Random, items: list, n: int) -> list:
@@ -366,7 +382,7 @@ def chat_turns(r: Renderer, topic: str, items: list, cust: str, agent: str) -> l
 def gen_chat(r: Renderer, n: int, min_chars: int, max_chars: int):
     spec, by_topic = r.t["chat"], faq_by_topic(r)
     for topic in cycle_pick(r.rng, list(by_topic), n):
-        r.start_doc(doc_vars(r))
+        r.start_doc(add_contact_details(doc_vars(r)))
         cust, agent = (r.render(x) for x in r.rng.choice(spec["labels"]))
         header = r.render(r.rng.choice(spec["headers"]))
         items = r.rng.sample(by_topic[topic], min(len(by_topic[topic]), r.rng.randint(1, 3)))

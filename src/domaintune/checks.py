@@ -36,6 +36,12 @@ def check_files(cfg: Config) -> list[str]:
         if not (p.exists() or glob.glob(src.path, recursive=True)):
             problems.append(f"data.sources[{i}].path: nothing matches '{src.path}' "
                             f"(relative paths are resolved against the config file's folder)")
+    governance = [("data.rules_file", cfg.data.rules_file)]
+    governance += [(f"data.pii.dictionaries.{k}", v) for k, v in cfg.data.pii.dictionaries.items()]
+    governance += [("data.pii.salt_file", cfg.data.pii.salt_file)]
+    problems += [f"{key}: file not found: {path}" for key, path in governance if path and not Path(path).is_file()]
+    if cfg.data.normalize.chinese != "none" and not _has("opencc"):
+        problems.append(f"data.normalize.chinese: '{cfg.data.normalize.chinese}' needs OpenCC: pip install opencc")
     base = cfg.model.base
     if not Path(base).exists() and not HUB_ID.match(base):
         problems.append(f"model.base: '{base}' is neither an existing file/folder nor a hub id like "

@@ -76,6 +76,11 @@ class NormalizeConfig(Section):
     )
     whitespace: bool = Field(True, description="Collapse runs of spaces/tabs inside lines (indentation kept), strip "
                                    "trailing spaces, at most one blank line.")
+    width: Literal["none", "half", "full"] = Field(
+        "none", description="half: full-width ASCII forms and the ideographic space become ASCII; full: ASCII "
+                            "punctuation right after a Chinese character becomes its full-width form (，。：；！？).")
+    chinese: Literal["none", "t2s", "s2t"] = Field(
+        "none", description="Convert traditional to simplified Chinese (t2s) or back (s2t), with OpenCC.")
 
 
 class SplitConfig(Section):
@@ -91,9 +96,69 @@ class SplitConfig(Section):
         return self
 
 
+# Codes the offline identifier (data/langid.py) can return, and the built-in PII types
+# (data/pii_patterns.yaml); tests keep both lists in step with those files.
+LanguageCode = Literal["zh", "en", "ja", "ko", "ru", "ar", "fr", "de", "es", "it", "pt", "nl", "other"]
+PiiType = Literal["EMAIL", "PHONE", "ID_CARD", "BANK_CARD", "IP", "URL_CREDENTIALS"]
+
+
+class QualityConfig(Section):
+    """Document quality filters; each threshold set to null switches that filter off."""
+
+    max_chars: int | None = Field(None, ge=1, description="Drop documents longer than this.")
+    min_words: int | None = Field(3, ge=1, description="Fewest words (a Chinese character counts as one).")
+    max_symbol_ratio: float | None = Field(
+        0.5, ge=0, le=1, description="Most punctuation/symbol characters per non-space character.")
+    max_digit_ratio: float | None = Field(0.5, ge=0, le=1, description="Most digits per non-space character.")
+    max_repeated_lines: float | None = Field(
+        0.5, ge=0, le=1, description="Most share of non-blank lines that repeat an earlier line.")
+    max_repeated_ngrams: float | None = Field(
+        0.8, ge=0, le=1, description="Most share of words inside a repeated word n-gram (see ngram_size).")
+    ngram_size: int = Field(5, ge=2, description="n for max_repeated_ngrams.")
+    max_boilerplate_lines: float | None = Field(
+        0.5, ge=0, le=1, description="Most share of lines matching the boilerplate phrases (cookie notices, "
+                                     "'all rights reserved', 版权所有 ...).")
+    languages: list[LanguageCode] | None = Field(
+        None, description="Keep only these languages (identified offline); null keeps all.")
+    scorer: str | None = Field(
+        None, description="'module:attr' of a callable text -> score (a class is instantiated once first).")
+    min_score: float | None = Field(None, description="Drop documents the scorer rates below this.")
+
+    @model_validator(mode="after")
+    def _scorer_and_threshold(self) -> QualityConfig:
+        if (self.scorer is None) != (self.min_score is None):
+            raise ValueError("set both scorer and min_score, or neither")
+        return self
+
+
+class PiiConfig(Section):
+    enabled: bool = Field(False, description="Find and redact personal data (see data.pii.types).")
+    action: Literal["mask", "hash", "drop"] = Field(
+        "mask", description="mask: <EMAIL>; hash: <EMAIL:3f2a9c1b> (salted sha256); drop: reject the document.")
+    types: list[PiiType] = Field(
+        default_factory=lambda: ["EMAIL", "PHONE", "ID_CARD", "BANK_CARD", "IP", "URL_CREDENTIALS"],
+        description="Built-in types to look for (custom patterns and dictionaries are always used).")
+    custom_patterns: dict[str, str] = Field(
+        default_factory=dict, description="TYPE -> regex, e.g. {EMPLOYEE_ID: 'HB-\\d{6}'}.")
+    dictionaries: dict[str, str] = Field(
+        default_factory=dict, description="TYPE -> text file with one entry per line (e.g. customer names).")
+    allow: list[str] = Field(
+        default_factory=list, description="Exact values never redacted: public contacts such as a company "
+                                          "hotline or support address.")
+    salt: str = Field("domaintune", description="Salt for action=hash. It is recorded in run manifests: for a "
+                                                "secret salt use salt_file.")
+    salt_file: str | None = Field(
+        None, description="File holding a secret salt (overrides salt): without a secret, hashes of short values "
+                          "such as phone numbers can be looked up by trying them all.")
+
+
 class DataConfig(Section):
     sources: list[SourceConfig] = Field(min_length=1)
     normalize: NormalizeConfig = NormalizeConfig()
+    rules_file: str | None = Field(
+        None, description="YAML with rewrite rules and a protected glossary (see README, data governance).")
+    quality: QualityConfig = QualityConfig()
+    pii: PiiConfig = PiiConfig()
     exact_dedup: bool = Field(True, description="Drop documents whose normalized text was already seen.")
     min_chars: int = Field(20, ge=0, description="Drop documents shorter than this after normalization.")
     split: SplitConfig = SplitConfig()
@@ -340,6 +405,14 @@ def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> None:
     for src in (raw.get("data") or {}).get("sources") or []:
         if isinstance(src, dict) and isinstance(src.get("path"), str):
             src["path"] = resolve(src["path"])
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    if isinstance(data.get("rules_file"), str):
+        data["rules_file"] = resolve(data["rules_file"])
+    pii = data.get("pii") if isinstance(data.get("pii"), dict) else {}
+    if isinstance(pii.get("salt_file"), str):
+        pii["salt_file"] = resolve(pii["salt_file"])
+    if isinstance(pii.get("dictionaries"), dict):
+        pii["dictionaries"] = {k: resolve(v) if isinstance(v, str) else v for k, v in pii["dictionaries"].items()}
     if isinstance(raw.get("runs_dir", "runs"), str):
         raw["runs_dir"] = resolve(raw.get("runs_dir", "runs"))
     model = raw.get("model")

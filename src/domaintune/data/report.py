@@ -23,3 +23,7 @@ def print_summary(streams: dict[str, dict[str, Any]], total: dict[str, Any]) -> 
     if reasons:
         listed = ", ".join(f"{reason}: {n:,}" for reason, n in reasons.items())
         console.print(f"  [dim]quarantined[/] {listed} [dim](see rejects.jsonl)[/]")
+    found = total.get("pii_by_type")
+    if found:
+        listed = ", ".join(f"{kind}: {n:,}" for kind, n in found.items())
+        console.print(f"  [dim]PII redacted[/] {listed} [dim](counts per type in stats.json)[/]")

@@ -15,10 +15,12 @@ from domaintune.config import Config, DataConfig
 from domaintune.console import progress
 from domaintune.data.dedup import EXACT_DUPLICATE, ExactDedup, UniqueIds
 from domaintune.data.filters import MinChars
-from domaintune.data.normalize import NormalizeUnicode, NormalizeWhitespace
+from domaintune.data.pii import RedactPii
+from domaintune.data.quality import QualityFilter
 from domaintune.data.readers import read_file
 from domaintune.data.records import Record, Reject, SourceContext
 from domaintune.data.report import print_summary
+from domaintune.data.rules import text_steps
 from domaintune.data.sources import resolve_sources
 from domaintune.data.split import SPLITS, assign_splits
 from domaintune.data.stats import StageStats
@@ -34,18 +36,22 @@ Sources = list[tuple[SourceContext, list[Path]]]
 def inputs(cfg: Config) -> list[str]:
     """Every file the stage reads, sorted, for the runner's fingerprint."""
     files = {f for _, paths in resolve_sources(cfg.data, exclude=cfg.run_path) for f in paths}
+    # The rules file, PII dictionaries and salt change the output as much as the sources do.
+    governance = [cfg.data.rules_file, cfg.data.pii.salt_file, *cfg.data.pii.dictionaries.values()]
+    files |= {Path(p) for p in governance if p and Path(p).is_file()}
     return sorted(str(f) for f in files)
 
 
 def build_steps(data: DataConfig) -> list[Step]:
     """The per-record steps in order. Filters run before the id/dedup checks so that a rejected
-    record never claims an id or a text that a later, valid copy could have used."""
-    steps: list[Step] = []
-    if data.normalize.unicode != "none":
-        steps.append(NormalizeUnicode(data.normalize.unicode))
-    if data.normalize.whitespace:
-        steps.append(NormalizeWhitespace())
-    steps += [MinChars(data.min_chars), UniqueIds()]
+    record never claims an id or a text that a later, valid copy could have used. PII redaction
+    runs right after normalization: every later reject then quotes redacted text in rejects.jsonl,
+    the filters judge the text that will be trained on, and with action=mask documents that differ
+    only in personal data collapse as exact duplicates."""
+    steps: list[Step] = text_steps(data)
+    if data.pii.enabled:
+        steps.append(RedactPii(data.pii))
+    steps += [MinChars(data.min_chars), QualityFilter(data.quality), UniqueIds()]
     if data.exact_dedup:
         steps.append(ExactDedup())
     return steps

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from domaintune.data.dedup import EXACT_DUPLICATE
+from domaintune.data.pii import META_KEY as PII_META_KEY
 from domaintune.data.records import Record, Reject, SourceContext
 
 
@@ -16,6 +17,7 @@ class Tally:
     kept: int = 0
     chars: int = 0
     reasons: Counter = field(default_factory=Counter)
+    pii: Counter = field(default_factory=Counter)  # redacted findings per type in kept records
 
     def add(self, item: Record | Reject) -> None:
         self.records += 1
@@ -24,6 +26,9 @@ class Tally:
         else:
             self.kept += 1
             self.chars += len(item.text)
+            found = item.meta.get(PII_META_KEY)
+            if isinstance(found, dict):
+                self.pii.update(found)
 
     @property
     def duplicates(self) -> int:
@@ -37,7 +42,8 @@ class Tally:
     def to_json(self) -> dict[str, Any]:
         return {"records": self.records, "kept": self.kept, "rejected": self.rejected,
                 "duplicates": self.duplicates, "chars": self.chars,
-                "rejected_by_reason": dict(sorted(self.reasons.items()))}
+                "rejected_by_reason": dict(sorted(self.reasons.items())),
+                "pii_by_type": dict(sorted(self.pii.items()))}
 
 
 class StageStats:
