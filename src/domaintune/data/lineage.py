@@ -32,7 +32,8 @@ def _entries(merged: Merged) -> Iterator[tuple[tuple, dict[str, Any]]]:
         for split, kept in parts.items():
             for k in kept:
                 rec = k.record
-                yield k.pos, {"id": rec.id, "path": rec.path, "line": rec.line, "source": rec.source_name,
+                yield k.pos, {"id": rec.id, "source_index": k.pos[0], "path": rec.path, "line": rec.line,
+                              "source": rec.source_name,
                               "orig": k.orig, "final": text_sha(rec.text), "steps": rec.steps,
                               "outcome": "kept", "stream": stream, "split": split,
                               "near_duplicates": None}
@@ -40,7 +41,8 @@ def _entries(merged: Merged) -> Iterator[tuple[tuple, dict[str, Any]]]:
         if d.id is None:
             continue  # unparseable rows have no id; rejects.jsonl has them by file and line
         rej = d.reject
-        yield d.pos, {"id": d.id, "path": rej.file, "line": rej.line, "source": rej.source, "orig": d.orig,
+        yield d.pos, {"id": d.id, "source_index": d.pos[0], "path": rej.file, "line": rej.line,
+                      "source": rej.source, "orig": d.orig,
                       "outcome": "duplicate" if rej.reason.endswith("duplicate") else "rejected",
                       "reason": rej.reason, "detail": rej.detail, "step": d.step,
                       "duplicate_of": merged.duplicate_of.get(d.id)}
@@ -79,8 +81,9 @@ def reread(entry: dict[str, Any], ctx: SourceContext) -> Record:
                     "the source changed since the run: re-run the data stage")
 
 
-def replay(rec: Record, steps: list[Step]) -> list[dict[str, Any]]:
-    """Each step that changed the text or rejected the record, with a unified diff."""
+def replay(rec: Record, steps: list[Step]) -> tuple[list[dict[str, Any]], str]:
+    """Each step that changed the text or rejected the record (with a unified diff), and the
+    final text."""
     changes = []
     for step in steps:
         before = rec.text
@@ -93,14 +96,53 @@ def replay(rec: Record, steps: list[Step]) -> list[dict[str, Any]]:
                                         lineterm="", n=1)
             changes.append({"step": step.name, "diff": "\n".join(diff)})
         rec = item
-    return changes
+    return changes, rec.text
 
 
 def trace(entry: dict[str, Any], ctx: SourceContext, steps: list[Step]) -> dict[str, Any]:
     rec = reread(entry, ctx)
     original = rec.text
     source_ok = text_sha(original) == entry["orig"]
-    changes = replay(Record(rec.id, rec.text, rec.stream, rec.source_name, rec.path, rec.line,
-                            list(rec.steps), dict(rec.meta)), steps)
-    return {"entry": entry, "original": original, "source_unchanged": source_ok,
+    changes, final = replay(Record(rec.id, rec.text, rec.stream, rec.source_name, rec.path, rec.line,
+                                   list(rec.steps), dict(rec.meta)), steps)
+    replay_ok = entry.get("final") in (None, text_sha(final))
+    return {"entry": entry, "original": original, "source_unchanged": source_ok, "replay_matches": replay_ok,
             "reader_steps": rec.steps, "changes": changes}
+
+
+def print_trace(result: dict[str, Any], max_chars: int = 2000) -> None:
+    from rich.markup import escape
+
+    from domaintune.console import console
+
+    entry = result["entry"]
+    where = f"{entry['path']}" + (f":{entry['line']}" if entry["line"] is not None else "")
+    console.print(f"[bold]{escape(entry['id'])}[/]  from {escape(where)} (source {escape(entry['source'])})")
+    if not result["source_unchanged"]:
+        console.print("[yellow]warning:[/] the source text changed since the run; showing the current file")
+    original = result["original"]
+    cut = f"\n… ({len(original) - max_chars:,} more chars)" if len(original) > max_chars else ""
+    console.rule("original")
+    console.print(escape(original[:max_chars] + cut))
+    for step in result["reader_steps"]:
+        console.print(f"[dim]reader:[/] {escape(step)}")
+    for change in result["changes"]:
+        console.rule(change["step"])
+        if "rejected" in change:
+            console.print(f"[red]rejected[/] {change['rejected']}: {escape(change['detail'])}")
+        else:
+            console.print(escape(change["diff"]))
+    if not result["changes"]:
+        console.print("[dim]no step changed the text[/]")
+    if not result["replay_matches"]:
+        console.print("[yellow]warning:[/] replaying the steps now gives a different text than the run did "
+                      "(settings or code changed since); re-run the data stage")
+    console.rule("outcome")
+    if entry["outcome"] == "kept":
+        dups = f"; {entry['near_duplicates']} near-duplicate(s) dropped in its favour" if entry["near_duplicates"] \
+            else ""
+        console.print(f"[green]kept[/] in stream '{entry['stream']}', split '{entry['split']}'{dups}")
+    else:
+        of = f" of '{entry['duplicate_of']}'" if entry.get("duplicate_of") else ""
+        console.print(f"[red]{entry['outcome']}[/]{escape(of)} by {entry['step'] or 'reader'}: {entry['reason']} — "
+                      f"{escape(entry['detail'])}")

@@ -15,7 +15,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import xxhash
-from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 NEAR_DUPLICATE = "near_duplicate"
 SCHEME = "affine32"
@@ -38,11 +37,13 @@ class Signer:
     """MinHash signatures with one fixed set of permutations (built once, reused per document)."""
 
     def __init__(self, num_perm: int, ngram: int):
+        from datasketch import MinHash  # imported on use: datasketch pulls in scipy (~2 s)
+
         self.num_perm, self.ngram = num_perm, ngram
         self._template = MinHash(num_perm=num_perm, seed=1, hashfunc=_hash32, scheme=SCHEME)
 
     def __call__(self, text: str) -> np.ndarray:
-        m = MinHash(num_perm=self.num_perm, seed=1, hashfunc=_hash32, scheme=SCHEME,
+        m = type(self._template)(num_perm=self.num_perm, seed=1, hashfunc=_hash32, scheme=SCHEME,
                     permutations=self._template.permutations)
         m.update_batch(list(shingles(text, self.ngram)))
         return np.asarray(m.hashvalues)
@@ -52,6 +53,8 @@ def cluster(ids: list[str], signatures: Iterable[np.ndarray], threshold: float,
             num_perm: int) -> dict[str, str]:
     """Near-duplicate -> keeper id. `ids` come in keeper order (best copy first): a document that
     matches an earlier keeper above `threshold` joins the best-ranked such keeper's cluster."""
+    from datasketch import LeanMinHash, MinHashLSH
+
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     rank: dict[str, int] = {}
     sketches: dict[str, LeanMinHash] = {}

@@ -16,7 +16,7 @@ from domaintune.config import Config, DataConfig
 from domaintune.console import console
 from domaintune.data.dedup import EXACT_DUPLICATE, ExactDedup, UniqueIds
 from domaintune.data.filters import MinChars
-from domaintune.data.lineage import LINEAGE, write_lineage
+from domaintune.data.lineage import LINEAGE, find_entry, trace, write_lineage
 from domaintune.data.merge import Merged, merge
 from domaintune.data.neardup import NEAR_DUPLICATE
 from domaintune.data.normalize import NormalizeUnicode, NormalizeWhitespace
@@ -189,3 +189,11 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
         summary=f"{total.kept:,} docs kept in {len(streams)} streams, {total.rejected:,} rejected, "
                 f"{total.duplicates:,} duplicates",
     )
+
+
+def trace_record(cfg: Config, run_dir: RunDir, record_id: str) -> dict[str, Any]:
+    """`domaintune data trace`: a record's original text, each step's change, and its outcome."""
+    entry = find_entry(run_dir.root / STAGE / LINEAGE, record_id)
+    sources = resolve_sources(cfg.data, exclude=run_dir.root)
+    record_steps, _ = partition_steps(build_steps(cfg.data))
+    return trace(entry, sources[entry["source_index"]][0], record_steps)
