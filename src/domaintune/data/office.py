@@ -30,9 +30,13 @@ def _unreadable(path: Path, ctx: SourceContext, kind: str, exc: Exception) -> Re
                   "; re-export the file or remove it from the source", str(path), None, ctx.name)
 
 
-def _oversized(path: Path, ctx: SourceContext) -> Reject | None:
-    size = path.stat().st_size
-    return too_large(path, ctx, None, size, b"") if size > ctx.max_record_bytes else None
+def _checked(path: Path, ctx: SourceContext, text: str, steps: list[str]) -> Item:
+    """The extracted text as a document, unless it is above max_record_bytes (binary containers
+    are judged by their text: a 40 KB docx may hold one line)."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > ctx.max_record_bytes:
+        return too_large(path, ctx, None, size, text[:200].encode("utf-8", "replace"))
+    return _document(path, ctx, text, steps)
 
 
 def html_to_text(html: str) -> str:
@@ -63,9 +67,6 @@ def read_html(path: Path, ctx: SourceContext) -> Iterator[Item]:
 
 
 def read_pdf(path: Path, ctx: SourceContext) -> Iterator[Item]:
-    if (rej := _oversized(path, ctx)) is not None:
-        yield rej
-        return
     from pypdf import PdfReader
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings repeat what the reject says
@@ -80,13 +81,10 @@ def read_pdf(path: Path, ctx: SourceContext) -> Iterator[Item]:
         yield Reject("no_text", f"the PDF's {len(pages)} page(s) hold no text layer (scanned?); run OCR "
                      "first", str(path), None, ctx.name)
         return
-    yield _document(path, ctx, text, ["extract.pdf"])
+    yield _checked(path, ctx, text, ["extract.pdf"])
 
 
 def read_docx(path: Path, ctx: SourceContext) -> Iterator[Item]:
-    if (rej := _oversized(path, ctx)) is not None:
-        yield rej
-        return
     import docx
 
     try:
@@ -97,7 +95,7 @@ def read_docx(path: Path, ctx: SourceContext) -> Iterator[Item]:
     except Exception as exc:  # zipfile/lxml/KeyError on a damaged package
         yield _unreadable(path, ctx, "docx", exc)
         return
-    yield _document(path, ctx, "\n".join(parts), ["extract.docx"])
+    yield _checked(path, ctx, "\n".join(parts), ["extract.docx"])
 
 
 def read_parquet(path: Path, ctx: SourceContext) -> Iterator[Item]:
