@@ -94,3 +94,15 @@ def test_merge_only_settings_reuse_shards_and_step_settings_do_not(tmp_path, wri
     renorm = make_config(source, normalize={"whitespace": False})
     run(renorm, RunDir(root))
     assert _shard_dir(root) != first  # a step's setting changed: shards recomputed (old folder removed)
+
+
+def test_validate_names_what_cluster_executors_need(tmp_path, write_jsonl, make_docs, make_config, monkeypatch):
+    from domaintune import checks
+
+    write_jsonl(tmp_path / "d.jsonl", make_docs(3))
+    cfg = make_config([{"path": "d.jsonl", "stream": "s"}], engine={"executor": "slurm"})
+    monkeypatch.setattr(checks.shutil, "which", lambda name: None)
+    problems = checks.check_data_engine(cfg)
+    assert any("sbatch" in p for p in problems) and any("slurm_partition" in p for p in problems)
+    local = make_config([{"path": "d.jsonl", "stream": "s"}])
+    assert checks.check_data_engine(local) == []
