@@ -47,7 +47,7 @@ class Dropped:
 
 def phase_key(data: DataConfig, sources: Sources, tasks: int) -> str:
     settings = {k: v for k, v in data.model_dump(mode="json").items() if k not in MERGE_ONLY}
-    settings["near_dedup"] = {k: settings["near_dedup"][k] for k in ("num_perm", "ngram")}
+    settings["near_dedup"] = {k: settings["near_dedup"][k] for k in ("enabled", "num_perm", "ngram")}
     files = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for _, paths in sources for p in paths]
     return stable_hash({"settings": settings, "files": files, "tasks": tasks})[:16]
 
@@ -64,7 +64,7 @@ def run_shards(data: DataConfig, sources: Sources, steps: list[Step], stage_dir:
     out.mkdir(parents=True, exist_ok=True)
     contexts = [ctx for ctx, _ in sources]
     pipeline = [SourceReader(plan, contexts), RecordSteps(steps, str(out)),
-                Signatures(data.near_dedup.num_perm, data.near_dedup.ngram),
+                *([Signatures(data.near_dedup.num_perm, data.near_dedup.ngram)] if data.near_dedup.enabled else []),
                 ShardWriter(str(out), data.near_dedup.num_perm)]
     executor = build_executor(data.engine, pipeline, len(plan), out / "logs")
     from loguru import logger
