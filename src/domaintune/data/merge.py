@@ -54,7 +54,7 @@ def near_duplicates(kept: list[Kept], data: DataConfig) -> dict[str, str]:
         return {}
     order = sorted(kept, key=lambda k: (-quality(k.record), -len(k.record.text), k.pos))
     return cluster([k.record.id for k in order], (k.sig for k in order), data.near_dedup.threshold,
-                   data.near_dedup.num_perm)
+                   data.near_dedup.num_perm, [k.record.text for k in order], data.near_dedup.ngram)
 
 
 def _clusters(duplicate_of: dict[str, str], top: int = 20) -> list[dict[str, Any]]:

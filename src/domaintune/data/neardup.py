@@ -11,13 +11,14 @@ keeper.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import xxhash
 
 NEAR_DUPLICATE = "near_duplicate"
 SCHEME = "affine32"
+CANDIDATE_MARGIN = 0.15
 # CJK characters are words of their own (no spaces between them); elsewhere runs of \w are words.
 _TOKENS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|\w+")
 
@@ -49,23 +50,34 @@ class Signer:
         return np.asarray(m.hashvalues)
 
 
-def cluster(ids: list[str], signatures: Iterable[np.ndarray], threshold: float,
-            num_perm: int) -> dict[str, str]:
-    """Near-duplicate -> keeper id. `ids` come in keeper order (best copy first): a document that
-    matches an earlier keeper above `threshold` joins the best-ranked such keeper's cluster."""
+def cluster(ids: list[str], signatures: Iterable[np.ndarray], threshold: float, num_perm: int,
+            texts: Sequence[str], ngram: int) -> dict[str, str]:
+    """Near-duplicate -> keeper id. `ids` come in keeper order (best copy first): a document whose
+    shingle Jaccard with an earlier keeper is >= `threshold` joins the best-ranked such keeper.
+
+    LSH only proposes candidates, and is set up for a lower threshold (CANDIDATE_MARGIN): banded
+    for `threshold` itself it finds only about half of the pairs right at the threshold. Each
+    candidate is then confirmed with the exact Jaccard of the shingle sets, so precision stays
+    exact at `threshold`."""
     from datasketch import LeanMinHash, MinHashLSH
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    lsh = MinHashLSH(threshold=max(0.3, threshold - CANDIDATE_MARGIN), num_perm=num_perm)
     rank: dict[str, int] = {}
-    sketches: dict[str, LeanMinHash] = {}
+    shingle_sets: dict[int, set[bytes]] = {}
+
+    def jaccard(i: int, j: int) -> float:
+        a = shingle_sets.setdefault(i, shingles(texts[i], ngram))
+        b = shingle_sets.setdefault(j, shingles(texts[j], ngram))
+        return len(a & b) / len(a | b) if a or b else 1.0
+
     duplicate_of: dict[str, str] = {}
     for i, (doc_id, sig) in enumerate(zip(ids, signatures)):
         sketch = LeanMinHash(seed=1, hashvalues=sig, scheme=SCHEME)
-        matches = [c for c in lsh.query(sketch) if sketches[c].jaccard(sketch) >= threshold]
+        matches = [c for c in lsh.query(sketch) if jaccard(rank[c], i) >= threshold]
+        shingle_sets.pop(i, None)  # a duplicate is never compared again; keepers stay cached
         if matches:
             duplicate_of[doc_id] = min(matches, key=rank.__getitem__)
             continue
         rank[doc_id] = i
-        sketches[doc_id] = sketch
         lsh.insert(doc_id, sketch, check_duplication=False)
     return duplicate_of

@@ -29,7 +29,7 @@ def test_planted_near_duplicates_found_and_distinct_docs_kept():
     ids = [f"orig{i}" for i in range(30)] + list(near)
     texts = originals + list(near.values())
     sign = Signer(128, 5)
-    found = cluster(ids, [sign(t) for t in texts], threshold=0.7, num_perm=128)
+    found = cluster(ids, [sign(t) for t in texts], threshold=0.7, num_perm=128, texts=texts, ngram=5)
     assert found == {f"near{i}": f"orig{i}" for i in range(10)}
 
 
@@ -40,5 +40,17 @@ def test_keeper_is_the_first_in_keeper_order_and_deterministic():
     sign = Signer(64, 3)
     sigs = {k: sign(v) for k, v in texts.items()}
     for order in (["b", "a", "c"], ["b", "c", "a"]):
-        assert cluster(order, [sigs[k] for k in order], 0.5, 64) == {"a": "b", "c": "b"}
-    assert cluster(["c", "a", "b"], [sigs[k] for k in "cab"], 0.5, 64) == {"a": "c", "b": "c"}
+        got = cluster(order, [sigs[k] for k in order], 0.5, 64, [texts[k] for k in order], 3)
+        assert got == {"a": "b", "c": "b"}
+    assert cluster(list("cab"), [sigs[k] for k in "cab"], 0.5, 64, [texts[k] for k in "cab"], 3) == {
+        "a": "c", "b": "c"}
+
+
+def test_candidates_below_the_exact_threshold_are_not_duplicates():
+    rng = random.Random(2)
+    base = _text(rng, [f"w{i}" for i in range(3000)], 400)
+    pairs = {j: _edit(base, rng, j) for j in (2, 40)}  # ~2% and ~45% of shingles changed
+    sign = Signer(128, 5)
+    for edits, expect in ((2, {"copy": "base"}), (40, {})):
+        texts = [base, pairs[edits]]
+        assert cluster(["base", "copy"], [sign(t) for t in texts], 0.8, 128, texts, 5) == expect
