@@ -123,7 +123,7 @@ def render_html(report: dict[str, Any]) -> str:
         f"{total['duplicates']:,} duplicates.</p>",
         "<h2>Streams</h2>", _table(streams, ["stream", *SPLITS, "chars", "approx_tokens"]),
         "<h2>Sources</h2>", _table(report["sources"], ["name", "stream", "files", "records", "kept", "rejected",
-                                                       "duplicates", "chars"]),
+                                                       "duplicates", "chars", "approx_tokens"]),
         "<h2>Steps: what each changed or removed</h2>",
         _table(report["steps"], ["step", "changed", "reason", "removed"]),
         "<h2>Plots</h2>", images,

@@ -93,14 +93,21 @@ def _step_rows(merged: Merged) -> list[dict[str, Any]]:
 
 def _report(out: Path, summary: dict[str, Any], merged: Merged) -> None:
     lengths: dict[str, list[int]] = {}
-    tokens: dict[str, int] = {}
+    tokens: Counter = Counter()  # keyed by stream name and by "source:<name>"
     for stream, parts in merged.splits.items():
-        texts = [k.record.text for kept in parts.values() for k in kept]
-        lengths[stream] = [len(t) for t in texts]
-        tokens[stream] = sum(approx_tokens(t) for t in texts)
+        lengths[stream] = []
+        for kept in parts.values():
+            for k in kept:
+                n = approx_tokens(k.record.text)
+                tokens[stream] += n
+                tokens["source:" + k.record.source_name] += n
+                lengths[stream].append(len(k.record.text))
+    sources = [{**src, "approx_tokens": tokens["source:" + src["name"]]} for src in summary["sources"]]
+    by_stream = {s: tokens[s] for s in merged.splits}
     histograms = {s: length_histogram(v) for s, v in lengths.items()}
     rejects = [d.reject.to_json() for d in merged.dropped]
-    write_report(out, build_report(summary, _step_rows(merged), histograms, tokens, merged.clusters, rejects))
+    write_report(out, build_report({**summary, "sources": sources}, _step_rows(merged), histograms, by_stream,
+                                   merged.clusters, rejects))
 
 
 def _check_rejects(stats: StageStats, limit: float, rejects_path: Path) -> None:

@@ -53,6 +53,8 @@ def test_messy_folder_prepares_with_rejects_report_and_trace(tmp_path, messy_con
     assert page.count('src="data:image/png;base64,') >= 2 and "unreadable_pdf" in page
     report = json.loads((out / "data_report.json").read_text())
     assert report["example_rejects"]["not_an_object"][0]["line"] == 25
+    assert all(src["approx_tokens"] > 0 for src in report["sources"])
+    assert report["tokens_by_stream"]["chat"] > 0
 
     traced = runner.invoke(app, ["data", "trace", str(config), "docs:page.html"])
     assert traced.exit_code == 0, traced.output
