@@ -124,7 +124,7 @@ def run_ours(corpus: Path, work: Path, workers: int) -> dict:
     cfg_path.write_text(yaml.safe_dump({
         "name": "bench", "runs_dir": str(work / "runs"), "model": {"base": "some/id"},
         "mix": {"mixture": {"web": 1}, "tokens": 1000},
-        "data": {"sources": [{"path": str(corpus), "stream": "web", "id_field": "id"}],
+        "data": {"sources": [{"path": str(corpus / "*.jsonl"), "stream": "web", "id_field": "id"}],
                  "engine": {"workers": workers}, "near_dedup": {"threshold": THRESHOLD, "num_perm": 112}}}))
     cfg = load_config(cfg_path)
     run_dir = RunDir(cfg.run_path)
