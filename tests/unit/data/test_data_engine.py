@@ -106,3 +106,11 @@ def test_validate_names_what_cluster_executors_need(tmp_path, write_jsonl, make_
     assert any("sbatch" in p for p in problems) and any("slurm_partition" in p for p in problems)
     local = make_config([{"path": "d.jsonl", "stream": "s"}])
     assert checks.check_data_engine(local) == []
+
+
+def test_parallel_workers_give_the_same_bytes(tmp_path, write_jsonl, make_docs, make_config):
+    cfg = _corpus(tmp_path, write_jsonl, make_docs, make_config)
+    run(cfg, RunDir(tmp_path / "one"))
+    two = make_config([{"path": "raw", "stream": "s"}], engine={"workers": 2})
+    run(two, RunDir(tmp_path / "two"))  # shards in 2 spawned processes, finishing in any order
+    assert _outputs(tmp_path / "one") == _outputs(tmp_path / "two")
