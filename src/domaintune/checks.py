@@ -11,6 +11,7 @@ import glob
 import importlib.util
 import json
 import re
+import shutil
 from pathlib import Path
 
 from domaintune.config import Config
@@ -107,5 +108,20 @@ def check_model_context(cfg: Config) -> list[str]:
     return []
 
 
+def check_data_engine(cfg: Config) -> list[str]:
+    """data.engine.executor slurm/ray need their package (and slurm a partition) before anything runs."""
+    engine = cfg.data.engine
+    problems = []
+    if engine.executor == "ray" and not _has("ray"):
+        problems.append("data.engine.executor: 'ray' needs the ray package: pip install 'datatrove[ray]'")
+    if engine.executor == "slurm":
+        if shutil.which("sbatch") is None:
+            problems.append("data.engine.executor: 'slurm' needs sbatch on PATH (run from a Slurm login node)")
+        if not engine.slurm_partition:
+            problems.append("data.engine.slurm_partition: required with executor 'slurm' (e.g. 'cpu')")
+    return problems
+
+
 def validate(cfg: Config) -> list[str]:
-    return check_files(cfg) + check_machine(cfg) + check_consistency(cfg) + check_model_context(cfg)
+    return check_files(cfg) + check_machine(cfg) + check_consistency(cfg) + check_model_context(cfg) + \
+        check_data_engine(cfg)

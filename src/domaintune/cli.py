@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import typer
+import typer.core
 
 from domaintune.console import console
 from domaintune.errors import DomainTuneError
@@ -161,7 +162,52 @@ def _stage_command(name: str, help_text: str):
 
 
 for _spec in STAGES:
-    app.command(name=_spec.name)(_stage_command(_spec.name, _spec.help))
+    if _spec.name != "data":  # `data` is a command group (below)
+        app.command(name=_spec.name)(_stage_command(_spec.name, _spec.help))
+
+
+class _DataGroup(typer.core.TyperGroup):
+    """`domaintune data CONFIG` (no subcommand) still means `domaintune data prepare CONFIG`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["prepare", *args]
+        return super().parse_args(ctx, args)
+
+
+data_app = typer.Typer(cls=_DataGroup, no_args_is_help=True,
+                       help="The data stage: prepare (run it), trace a record, re-render the report.")
+app.add_typer(data_app, name="data")
+data_app.command("prepare")(_stage_command("data", "read, steps, dedup, split, report"))
+
+
+@data_app.command("trace")
+def data_trace(config: Path = ConfigArg, record_id: str = typer.Argument(..., help="A record id (see lineage.jsonl)."),
+               overrides: list[str] | None = OverridesArg,
+               max_chars: int = typer.Option(2000, help="Characters of the original text to show.")) -> None:
+    """Show a record's original text, each step's change, and the split/stream it went to (or why not)."""
+    from domaintune.artifacts import RunDir
+    from domaintune.data.lineage import print_trace
+    from domaintune.data.stage import trace_record
+
+    try:
+        cfg = _load(config, overrides)
+        print_trace(trace_record(cfg, RunDir(cfg.run_path), record_id), max_chars=max_chars)
+    except DomainTuneError as err:
+        _fail(err)
+
+
+@data_app.command("report")
+def data_report(config: Path = ConfigArg, overrides: list[str] | None = OverridesArg) -> None:
+    """Re-render data_report.html from the last data run's data_report.json."""
+    from domaintune.data.report import rerender
+
+    try:
+        cfg = _load(config, overrides)
+        path = rerender(cfg.run_path / "data")
+    except DomainTuneError as err:
+        _fail(err)
+    console.print(f"[green]ok[/] {path}")
 
 
 @models_app.command("import-gguf")

@@ -65,9 +65,14 @@ class SourceConfig(Section):
     stream: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
                         description="Stream the documents belong to, e.g. english, chinese, finance.")
     name: str | None = Field(None, description="Source name for lineage; defaults to the path.")
-    format: Literal["auto", "jsonl", "txt", "md", "csv"] = "auto"
+    format: Literal["auto", "jsonl", "txt", "md", "csv", "html", "pdf", "docx", "parquet", "chat"] = "auto"
     text_field: str = Field("text", description="Field holding the text in jsonl/csv rows.")
     id_field: str | None = Field(None, description="Field holding a stable id; else path+line.")
+    encoding: str = Field("utf-8", description="Encoding of txt/md/html/csv files: a codec name, or 'auto' to "
+                                               "detect it (charset-normalizer). jsonl is always UTF-8.")
+    conversation_field: str = Field("conversation_id", description="chat: field grouping turns into one document.")
+    speaker_field: str = Field("speaker", description="chat: field naming who speaks a turn.")
+    turn_field: str | None = Field("turn", description="chat: field ordering the turns (else file order).")
 
 
 class NormalizeConfig(Section):
@@ -87,6 +92,10 @@ class SplitConfig(Section):
     train: float = Field(0.8, ge=0, le=1)
     val: float = Field(0.1, ge=0, le=1)
     test: float = Field(0.1, ge=0, le=1)
+
+    stratify: str = Field(
+        "stream", pattern=r"^(stream|source|meta\.[A-Za-z0-9_.-]+)$",
+        description="Within each stream, split each 'source' or each value of 'meta.FIELD' on its own.")
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:
@@ -150,10 +159,31 @@ class PiiConfig(Section):
     salt_file: str | None = Field(
         None, description="File holding a secret salt (overrides salt): without a secret, hashes of short values "
                           "such as phone numbers can be looked up by trying them all.")
+class NearDedupConfig(Section):
+    enabled: bool = Field(True, description="Find near-duplicates with MinHash LSH (datasketch).")
+    threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard similarity that makes two "
+                                                         "documents near-duplicates.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (accuracy vs speed).")
+    ngram: int = Field(5, ge=1, description="Word (or CJK character) shingle size.")
+    action: Literal["drop", "keep"] = Field(
+        "drop", description="'drop' keeps one copy per cluster; 'keep' keeps all but in the same split.")
+
+
+class EngineConfig(Section):
+    executor: Literal["local", "slurm", "ray"] = Field(
+        "local", description="datatrove executor for the sharded read+steps phase.")
+    tasks: int | None = Field(None, ge=1, description="Shards (default: one per file, at most 64).")
+    workers: int = Field(1, ge=1, description="Shards processed at once (local executor).")
+    slurm_partition: str | None = Field(None, description="slurm: partition for the shard jobs.")
+    slurm_time: str = Field("04:00:00", description="slurm: time limit per shard job.")
 
 
 class DataConfig(Section):
     sources: list[SourceConfig] = Field(min_length=1)
+    near_dedup: NearDedupConfig = NearDedupConfig()
+    engine: EngineConfig = EngineConfig()
+    max_record_bytes: int = Field(8 << 20, ge=1024, description="Rows/lines/files larger than this are "
+                                                                 "quarantined (huge lines).")
     normalize: NormalizeConfig = NormalizeConfig()
     rules_file: str | None = Field(
         None, description="YAML with rewrite rules and a protected glossary (see README, data governance).")

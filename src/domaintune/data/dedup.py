@@ -17,6 +17,7 @@ class UniqueIds:
     """Ids key the split and every downstream lineage lookup, so a repeated id is rejected."""
 
     name = "dedup.ids"
+    corpus_wide = True  # needs every record: runs after the shards, in keeper order
 
     def __init__(self) -> None:
         self._seen: dict[str, str] = {}  # id -> "file:line" of the record that holds it
@@ -35,6 +36,7 @@ class ExactDedup:
     """Drop a document whose normalized text was already kept (hashed: memory stays small)."""
 
     name = "dedup.exact"
+    corpus_wide = True
 
     def __init__(self) -> None:
         self._kept: dict[bytes, str] = {}  # text digest -> id of the kept copy

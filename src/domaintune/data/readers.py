@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from domaintune.data.decode import DecodeError, decode_document, detect_encoding
 from domaintune.data.records import (
     Record,
     Reject,
@@ -26,8 +27,10 @@ from domaintune.errors import DataError
 Item = Record | Reject
 # Which reader `format: auto` uses for a file, by its (lower-cased) extension.
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt", ".md": "md",
-              ".markdown": "md", ".csv": "csv"}
+              ".markdown": "md", ".csv": "csv", ".html": "html", ".htm": "html", ".pdf": "pdf",
+              ".docx": "docx", ".parquet": "parquet"}
 _BOM = b"\xef\xbb\xbf"
+EXCERPT_BYTES = 800
 # A JSON escape of a UTF-16 surrogate: valid pairs are fine, lone ones cannot be written as UTF-8.
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -69,6 +72,9 @@ def read_jsonl(path: Path, ctx: SourceContext) -> Iterator[Item]:
                 data = data[len(_BOM):]
             if not data.strip():
                 continue
+            if len(data) > ctx.max_record_bytes:
+                yield too_large(path, ctx, lineno, len(data), data[:EXCERPT_BYTES])
+                continue
             try:
                 line = data.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -95,19 +101,35 @@ def _parse_json_line(line: str, path: Path, ctx: SourceContext, lineno: int) -> 
     return row_to_record(row, ctx, path, lineno, line)
 
 
+def too_large(path: Path, ctx: SourceContext, line: int | None, size: int, head: bytes) -> Reject:
+    return Reject("too_large", f"{size:,} bytes, above data.max_record_bytes={ctx.max_record_bytes:,}; split "
+                  "the document or raise the limit", str(path), line, ctx.name,
+                  excerpt(head.decode("utf-8", "replace")))
+
+
+def read_text_file(path: Path, ctx: SourceContext) -> tuple[str, list[str]] | Reject:
+    """The whole file as text (decoded per the source's encoding), or why it cannot be."""
+    size = path.stat().st_size
+    if size > ctx.max_record_bytes:
+        with path.open("rb") as fh:
+            return too_large(path, ctx, None, size, fh.read(EXCERPT_BYTES))
+    data = path.read_bytes()
+    try:
+        text, codec = decode_document(data, ctx.encoding)
+    except DecodeError as err:
+        return Reject(err.reason, err.detail, str(path), None, ctx.name,
+                      excerpt(data[:EXCERPT_BYTES].decode("utf-8", "replace").strip()))
+    return text, ([f"decode.{codec}"] if codec else [])
+
+
 def read_document(path: Path, ctx: SourceContext) -> Iterator[Item]:
     """txt / md: the whole file is one document (line is None in its lineage)."""
-    data = path.read_bytes()
-    data = data.removeprefix(_BOM)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        bad_line = data.count(b"\n", 0, exc.start) + 1
-        rej = _invalid_utf8(path, ctx, None, data, exc)
-        rej.detail = f"line {bad_line}, " + rej.detail
-        yield rej
+    got = read_text_file(path, ctx)
+    if isinstance(got, Reject):
+        yield got
         return
-    yield Record(ctx.derived_id(path, None), text, ctx.stream, ctx.name, str(path), None)
+    text, steps = got
+    yield Record(ctx.derived_id(path, None), text, ctx.stream, ctx.name, str(path), None, steps)
 
 
 def read_csv(path: Path, ctx: SourceContext) -> Iterator[Item]:
@@ -115,7 +137,11 @@ def read_csv(path: Path, ctx: SourceContext) -> Iterator[Item]:
     # Long documents in one cell exceed csv's default 128 KiB field limit.
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
     # surrogateescape keeps undecodable bytes so that only the rows holding them are rejected.
-    with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+    encoding = "utf-8-sig" if ctx.encoding in ("utf-8", "utf8") else ctx.encoding
+    if encoding == "auto":
+        with path.open("rb") as fh:
+            encoding = detect_encoding(fh.read(1 << 20))
+    with path.open("r", encoding=encoding, errors="surrogateescape", newline="") as fh:
         reader = csv.reader(fh)
         header: list[str] | None = None
         end = 0
@@ -150,9 +176,19 @@ def _csv_row(header: list[str], cells: list[str], path: Path, ctx: SourceContext
     return row_to_record(dict(zip(header, cells)), ctx, path, line, raw)
 
 
+def _rich_readers() -> dict[str, Callable[[Path, SourceContext], Iterator[Item]]]:
+    # Imported here: these modules reuse this one's helpers (read_text_file, read_csv, ...).
+    from domaintune.data.chat import read_chat
+    from domaintune.data.office import read_docx, read_html, read_parquet, read_pdf
+
+    return {"html": read_html, "pdf": read_pdf, "docx": read_docx, "parquet": read_parquet,
+            "chat": read_chat}
+
+
 READERS: dict[str, Callable[[Path, SourceContext], Iterator[Item]]] = {
     "jsonl": read_jsonl,
     "txt": read_document,
     "md": read_document,
     "csv": read_csv,
 }
+READERS.update(_rich_readers())

@@ -37,6 +37,11 @@ class SourceContext:
     path: str = ""  # the configured path (file, folder or glob)
     text_field: str = "text"
     id_field: str | None = None
+    encoding: str = "utf-8"
+    max_record_bytes: int = 8 << 20
+    conversation_field: str = "conversation_id"
+    speaker_field: str = "speaker"
+    turn_field: str | None = "turn"
 
     @property
     def key(self) -> str:

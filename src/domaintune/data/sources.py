@@ -18,7 +18,8 @@ from domaintune.errors import DataError
 _GLOB_CHARS = re.compile(r"[*?\[]")
 # Stream names become folder names under the stage folder.
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_RESERVED = {"rejects.jsonl", "stats.json", "streams.json", "manifest.json"}
+_RESERVED = {"rejects.jsonl", "stats.json", "streams.json", "manifest.json", "lineage.jsonl", "shards",
+             "data_report.html", "data_report.json"}
 
 
 def _is_hidden(path: Path, root: Path) -> bool:
@@ -54,11 +55,13 @@ def expand_path(path: str, exclude: Path | None = None) -> tuple[Path, list[Path
     return root, sorted(set(files), key=str)
 
 
-def _context(src: SourceConfig, index: int, root: Path) -> SourceContext:
+def _context(src: SourceConfig, index: int, root: Path, max_record_bytes: int) -> SourceContext:
     label = src.name or root.name or f"source{index}"
     return SourceContext(index=index, name=src.name or src.path, label=label, stream=src.stream,
                          fmt=src.format, root=root, path=src.path, text_field=src.text_field,
-                         id_field=src.id_field)
+                         id_field=src.id_field, encoding=src.encoding,
+                         max_record_bytes=max_record_bytes, conversation_field=src.conversation_field,
+                         speaker_field=src.speaker_field, turn_field=src.turn_field)
 
 
 def _stream_problem(src: SourceConfig, index: int) -> str | None:
@@ -79,7 +82,7 @@ def resolve_sources(data: DataConfig,
                             "(relative paths resolve against the config file's folder)")
         if (problem := _stream_problem(src, i)) is not None:
             problems.append(problem)
-        resolved.append((_context(src, i, root), files))
+        resolved.append((_context(src, i, root, data.max_record_bytes), files))
     if problems:
         raise DataError("cannot read the data sources:\n" + "\n".join(f"  - {p}" for p in problems))
     return resolved

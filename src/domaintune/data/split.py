@@ -47,3 +47,30 @@ def assign_splits(ids: Sequence[str], ratios: SplitConfig, seed: int) -> list[st
             labels[i] = split
         cursor += sizes[split]
     return labels
+
+
+def assign_group_splits(groups: dict[str, int], ratios: SplitConfig, seed: int) -> dict[str, str]:
+    """Split whole groups (e.g. a near-duplicate cluster: key -> number of documents) so that no
+    group straddles two splits. Groups are ordered by hash(seed, key) and fill train, val, test in
+    turn up to the document counts of `split_sizes`; with groups of one this is `assign_splits`."""
+    sizes = split_sizes(sum(groups.values()), ratios)
+    order = sorted(groups, key=lambda key: stable_hash([seed, key]))
+    labels: dict[str, str] = {}
+    filled = dict.fromkeys(SPLITS, 0)
+    current = 0
+    for key in order:
+        while current < len(SPLITS) - 1 and filled[SPLITS[current]] >= sizes[SPLITS[current]]:
+            current += 1
+        labels[key] = SPLITS[current]
+        filled[SPLITS[current]] += groups[key]
+    return labels
+
+
+def stratum(rec_meta: dict, source: str, stratify: str) -> str:
+    """The stratum of a record within its stream for `data.split.stratify`."""
+    if stratify == "stream":
+        return ""
+    if stratify == "source":
+        return source
+    value = rec_meta.get(stratify.removeprefix("meta."))
+    return "" if value is None else str(value)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from domaintune.data.dedup import EXACT_DUPLICATE
+from domaintune.data.neardup import NEAR_DUPLICATE
 from domaintune.data.pii import META_KEY as PII_META_KEY
 from domaintune.data.records import Record, Reject, SourceContext
 
@@ -32,11 +33,11 @@ class Tally:
 
     @property
     def duplicates(self) -> int:
-        return self.reasons[EXACT_DUPLICATE]
+        return self.reasons[EXACT_DUPLICATE] + self.reasons[NEAR_DUPLICATE]
 
     @property
     def rejected(self) -> int:
-        """Rejects that signal a data problem; exact duplicates are expected and not counted."""
+        """Rejects that signal a data problem; duplicates are expected and not counted."""
         return sum(self.reasons.values()) - self.duplicates
 
     def to_json(self) -> dict[str, Any]:

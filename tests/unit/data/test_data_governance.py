@@ -54,7 +54,8 @@ def test_governed_stage(tmp_path, write_jsonl, make_docs, make_config):
     assert total["rejected_by_reason"] == {"quality.symbol_ratio": 1, "quality.language": 1}
     assert stats["sources"][0]["pii_by_type"] == total["pii_by_type"]
 
-    everything = "".join(p.read_text(encoding="utf-8") for p in out.rglob("*") if p.is_file())
+    # every text output (the shards' MinHash signatures are numbers: .npy)
+    everything = "".join(p.read_text(encoding="utf-8") for p in out.rglob("*") if p.is_file() and p.suffix != ".npy")
     for raw in ("alice.grant@mail.example", "Alice Grant", CARD, VALID_ID, "13812345678", "王丽"):
         assert raw not in everything
 

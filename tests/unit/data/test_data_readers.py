@@ -102,7 +102,7 @@ def test_csv_without_text_column_names_the_fix(tmp_path, make_ctx):
 def test_auto_format_by_extension_and_unknown_extension(tmp_path, make_ctx):
     assert detect_format(tmp_path / "a.JSONL", "auto") == "jsonl"
     assert detect_format(tmp_path / "a.data", "jsonl") == "jsonl"
-    path = tmp_path / "a.pdf"
+    path = tmp_path / "a.xyz"
     path.write_bytes(b"%PDF")
     (rej,) = read(path, make_ctx())
     assert rej.reason == "unsupported_format" and "set format in data.sources[0]" in rej.detail

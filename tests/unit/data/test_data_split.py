@@ -39,3 +39,25 @@ def test_assignment_does_not_depend_on_input_order():
     forward = dict(zip(ids, assign_splits(ids, DEFAULT, seed=0)))
     backward = dict(zip(ids[::-1], assign_splits(ids[::-1], DEFAULT, seed=0)))
     assert forward == backward
+
+
+def test_groups_never_straddle_splits_and_sizes_follow_ratios():
+    from domaintune.data.split import assign_group_splits
+
+    groups = {f"g{i}": (5 if i % 7 == 0 else 1) for i in range(60)}
+    labels = assign_group_splits(groups, DEFAULT, seed=3)
+    assert set(labels) == set(groups)  # one label per group: members cannot straddle
+    docs = Counter()
+    for key, split in labels.items():
+        docs[split] += groups[key]
+    total = sum(groups.values())
+    assert abs(docs["train"] - 0.8 * total) <= 5 and docs["val"] >= 1 and docs["test"] >= 1
+    assert labels == assign_group_splits(dict(reversed(list(groups.items()))), DEFAULT, seed=3)
+
+
+def test_singleton_groups_match_the_per_id_split():
+    from domaintune.data.split import assign_group_splits
+
+    ids = [f"doc-{i}" for i in range(37)]
+    by_group = assign_group_splits(dict.fromkeys(ids, 1), DEFAULT, seed=5)
+    assert [by_group[i] for i in ids] == assign_splits(ids, DEFAULT, seed=5)

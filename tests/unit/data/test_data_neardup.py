@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import random
+
+from domaintune.data.neardup import Signer, cluster, shingles
+
+
+def _text(rng: random.Random, words: list[str], n: int = 300) -> str:
+    return " ".join(rng.choice(words) for _ in range(n))
+
+
+def _edit(text: str, rng: random.Random, changes: int) -> str:
+    tokens = text.split()
+    for _ in range(changes):
+        tokens[rng.randrange(len(tokens))] = "edited"
+    return " ".join(tokens)
+
+
+def test_shingles_treat_cjk_characters_as_words():
+    assert shingles("海港银行", 2) == {"海 港".encode(), "港 银".encode(), "银 行".encode()}
+    assert shingles("Hello, World", 5) == {b"hello world"}  # shorter than n: one shingle
+
+
+def test_planted_near_duplicates_found_and_distinct_docs_kept():
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(3000)]
+    originals = [_text(rng, words) for _ in range(30)]
+    near = {f"near{i}": _edit(originals[i], rng, 3) for i in range(10)}  # ~1% of words changed
+    ids = [f"orig{i}" for i in range(30)] + list(near)
+    texts = originals + list(near.values())
+    sign = Signer(128, 5)
+    found = cluster(ids, [sign(t) for t in texts], threshold=0.7, num_perm=128, texts=texts, ngram=5)
+    assert found == {f"near{i}": f"orig{i}" for i in range(10)}
+
+
+def test_keeper_is_the_first_in_keeper_order_and_deterministic():
+    rng = random.Random(1)
+    base = _text(rng, [f"w{i}" for i in range(500)])
+    texts = {"a": _edit(base, rng, 2), "b": base, "c": _edit(base, rng, 2)}
+    sign = Signer(64, 3)
+    sigs = {k: sign(v) for k, v in texts.items()}
+    for order in (["b", "a", "c"], ["b", "c", "a"]):
+        got = cluster(order, [sigs[k] for k in order], 0.5, 64, [texts[k] for k in order], 3)
+        assert got == {"a": "b", "c": "b"}
+    assert cluster(list("cab"), [sigs[k] for k in "cab"], 0.5, 64, [texts[k] for k in "cab"], 3) == {
+        "a": "c", "b": "c"}
+
+
+def test_candidates_below_the_exact_threshold_are_not_duplicates():
+    rng = random.Random(2)
+    base = _text(rng, [f"w{i}" for i in range(3000)], 400)
+    pairs = {j: _edit(base, rng, j) for j in (2, 40)}  # ~2% and ~45% of shingles changed
+    sign = Signer(128, 5)
+    for edits, expect in ((2, {"copy": "base"}), (40, {})):
+        texts = [base, pairs[edits]]
+        assert cluster(["base", "copy"], [sign(t) for t in texts], 0.8, 128, texts, 5) == expect
