@@ -30,6 +30,8 @@ STAGES: list[StageSpec] = [
               when=_has_mix),
     StageSpec("train", "domaintune.train", ("train", "model", "seed"), ("mix",), "continual pre-training",
               distributed=True, when=_has_mix),
+    StageSpec("sft", "domaintune.train.sft_stage", ("sft", "model", "seed"), (MODEL,),
+              "supervised fine-tuning on conversations", distributed=True, when=lambda cfg: cfg.sft is not None),
     StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL), "perplexity per stream",
               when=_has_model_stage),
     StageSpec("export", "domaintune.export", ("export", "model"), (MODEL,), "merged model + samples",
