@@ -44,7 +44,8 @@ def fit(tokenizer, conv: dict[str, Any], max_len: int, policy: str) -> Fitted:
             shorter = _without_oldest_exchange(messages)
             if shorter is None:
                 return Fitted(None, "dropped", f"{too_long}, and the last exchange alone is still "
-                                               f"{len(enc.input_ids)} tokens (raise sft.max_len or use truncation: answer)")
+                                               f"{len(enc.input_ids)} tokens (raise sft.max_len or use "
+                                               f"truncation: answer)")
             messages = shorter
             enc = encode_conversation(tokenizer, messages, tools)
         return Fitted(enc, "history_trimmed")
