@@ -15,8 +15,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sft" / "domaintune
 
 
 def _overrides(tiny_model_dir: Path, runs: Path) -> list[str]:
-    return [f"model.base={tiny_model_dir}", f"runs_dir={runs}", "sft.max_steps=3", "sft.eval_every=2", "sft.max_len=512",
-            "sft.template=chatml", "eval.max_docs=4", "eval.window=64", "eval.stride=64",
+    return [f"model.base={tiny_model_dir}", f"runs_dir={runs}", "sft.max_steps=3", "sft.eval_every=2",
+            "sft.max_len=512", "sft.template=chatml", "eval.max_docs=4", "eval.window=64", "eval.stride=64",
             "export.max_new_tokens=4", "runtime.threads=1"]
 
 

@@ -44,7 +44,7 @@ def inputs(cfg: Config) -> list[str]:
 
 
 # --------------------------------------------------------------------------- setup
-def start_model(cfg: Config, run_dir: RunDir, out_dir: Path) -> ModelConfig:
+def start_model(cfg: Config, run_dir: RunDir, out_dir: Path, accelerator) -> ModelConfig:
     """The model SFT starts from, as a ModelConfig: the base, or the previous model stage's model
     with its adapter merged (so any SFT method can start from it) in `start_model/`."""
     prev = cfg.previous_model_stage(STAGE)
@@ -54,18 +54,21 @@ def start_model(cfg: Config, run_dir: RunDir, out_dir: Path) -> ModelConfig:
 
     trained = run_dir.output(prev, "model", by=STAGE)
     start_dir = out_dir / "start_model"
-    console.print(f"  starting from the '{prev}' stage's model ({trained})")
-    model = models.load_trained(cfg.model, trained, device="cpu")
-    models.merge_and_save(model, AutoTokenizer.from_pretrained(trained), start_dir)
+    if accelerator.is_main_process:  # one writer; the other ranks wait, then read it
+        console.print(f"  starting from the '{prev}' stage's model ({trained})")
+        model = models.load_trained(cfg.model, trained, device="cpu")
+        models.merge_and_save(model, AutoTokenizer.from_pretrained(trained), start_dir)
+    accelerator.wait_for_everyone()
     return cfg.model.model_copy(update={"base": str(start_dir), "gguf_file": None, "revision": None,
                                         "new_tokens": []})
 
 
-def _prepare_data(cfg: Config, tokenizer, out_dir: Path) -> SFTData:
-    data = load_sft_data(cfg.sft, tokenizer, cfg.seed)
-    with (out_dir / "quarantine.jsonl").open("w", encoding="utf-8") as fh:
-        for q in data.quarantined:
-            fh.write(json.dumps(q, ensure_ascii=False, default=str) + "\n")
+def _prepare_data(cfg: Config, tokenizer, out_dir: Path, main: bool) -> SFTData:
+    data = load_sft_data(cfg.sft, tokenizer, cfg.seed)  # deterministic: every rank gets the same rows
+    if main:
+        with (out_dir / "quarantine.jsonl").open("w", encoding="utf-8") as fh:
+            for q in data.quarantined:
+                fh.write(json.dumps(q, ensure_ascii=False, default=str) + "\n")
     bad = len(data.quarantined) / max(data.rows_read, 1)
     if data.quarantined:
         first = data.quarantined[0]
@@ -199,12 +202,15 @@ def _data_key(cfg: Config, run_dir: RunDir) -> str:
 
 
 def run(cfg: Config, run_dir: RunDir) -> StageResult:
+    from accelerate import Accelerator
+
     out_dir = run_dir.stage_dir(STAGE)
     device = models.resolve_device(cfg.runtime.device)
-    start = start_model(cfg, run_dir, out_dir)
+    accelerator = Accelerator(mixed_precision=PRECISION[cfg.sft.precision], cpu=device == "cpu")
+    start = start_model(cfg, run_dir, out_dir, accelerator)
     tokenizer = models.load_tokenizer(start)
     apply_template(tokenizer, cfg.sft.template)
-    data = _prepare_data(cfg, tokenizer, out_dir)
+    data = _prepare_data(cfg, tokenizer, out_dir, accelerator.is_main_process)
     packed = cfg.sft.packed
     train_ds = to_dataset(pack_examples(data.train, cfg.sft.max_len, packed, cfg.seed), cfg.sft.max_len)
     val_ds = to_dataset(pack_examples(data.val, cfg.sft.max_len, packed, cfg.seed), cfg.sft.max_len)
@@ -220,9 +226,11 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
         chosen, attempts = cfg.sft.method, []
         result = attempt(chosen, out_dir)
         model_rel = "model"
-    if start is not cfg.model:
-        shutil.rmtree(out_dir / "start_model", ignore_errors=True)  # merged into the output already
-    atomic_write_json(out_dir / "attempts.json", attempts)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if start is not cfg.model:
+            shutil.rmtree(out_dir / "start_model", ignore_errors=True)  # merged into the output already
+        atomic_write_json(out_dir / "attempts.json", attempts)
     metrics = {"method": chosen, "attempts": attempts, "examples_train": len(data.train),
                "examples_val": len(data.val), "quarantined": len(data.quarantined),
                "truncation": dict(data.outcomes), "packed": packed, **result,

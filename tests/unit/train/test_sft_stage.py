@@ -91,3 +91,35 @@ def test_prefix_tuning_refuses_packing(tmp_path, tiny_model_dir):
                         "  method: prefix\n  packing: true\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="packing: false"):
         load_config(cfg_file)
+
+
+def test_sft_after_continual_pretraining_starts_from_its_merged_adapter(tmp_path, tiny_model_dir):
+    """With a `train` stage before it, SFT starts from that stage's model (its LoRA merged in), and
+    its own LoRA is merged on top: the output loads with load_trained(cfg.model, ...) alone."""
+    import torch
+
+    cfg = Config.model_validate({
+        "name": "sft-after-cpt", "runs_dir": str(tmp_path / "runs"), "model": {"base": str(tiny_model_dir)},
+        "data": {"sources": [{"path": "unused", "stream": "domain"}]},
+        "mix": {"mixture": {"domain": 1}, "tokens": 1000},
+        "sft": {"data": _write_data(tmp_path / "data"), "max_len": 128, "batch_size": 4, "max_steps": 2,
+                "report_to": [], "method": "lora"}})
+    assert cfg.previous_model_stage("sft") == "train"
+    run_dir = RunDir(cfg.run_path)
+    cpt = models.prepare_for_training(models.load_model(cfg.model), "lora", cfg.train.adapter)
+    with torch.no_grad():  # a CPT adapter that really changes the model
+        for name, p in cpt.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    models.save_trained(cpt, models.load_tokenizer(cfg.model), run_dir.stage_dir("train") / "model")
+    run_dir.write_manifest("train", {"stage": "train", "fingerprint": "cpt", "outputs": {"model": "model"}})
+    result = sft_stage.run(cfg, run_dir)
+    out = run_dir.root / "sft" / result.outputs["model"]
+    assert not models.is_adapter_dir(out) and not (run_dir.root / "sft" / "start_model").exists()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    base = models.load_model(cfg.model).eval()
+    cpt_logits = cpt.eval()(input_ids=ids).logits
+    sft_logits = models.load_trained(cfg.model, out).eval()(input_ids=ids).logits
+    base_gap = (sft_logits - base(input_ids=ids).logits).abs().max()
+    cpt_gap = (sft_logits - cpt_logits).abs().max()
+    assert cpt_gap < base_gap  # SFT moved the CPT model a little; it did not restart from the base
