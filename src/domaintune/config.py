@@ -244,6 +244,8 @@ class SFTConfig(TrainConfig):
                             "packed example); set packing: false")
         if self.method == "auto" and self.auto is None:
             problems.append("method 'auto' needs auto.target (e.g. auto: {metric: val_loss, target: 1.5})")
+        if self.method == "auto" and not self.val_fraction:
+            problems.append("method 'auto' scores each attempt on held-out rows; set val_fraction > 0")
         if problems:
             raise ValueError("; ".join(problems))
         return self
