@@ -108,8 +108,14 @@ def pack_examples(examples: list[Example], max_len: int, packed: bool, seed: int
     return rows
 
 
-def to_dataset(rows: list[list[Example]], max_len: int):
-    """A datasets.Dataset in the loop's packed-row shape (one length bucket: max_len)."""
+def row_bucket(length: int, max_len: int, packed: bool) -> int:
+    """Packed rows share one bucket (max_len); an unpacked row goes to the next power of two, so a
+    token budget per micro-batch (batch_tokens // bucket rows) fits many short conversations."""
+    return max_len if packed else min(max_len, max(16, 1 << (length - 1).bit_length()))
+
+
+def to_dataset(rows: list[list[Example]], max_len: int, packed: bool = True):
+    """A datasets.Dataset in the loop's packed-row shape."""
     from datasets import Dataset
 
     cols: dict[str, list] = {k: [] for k in ("input_ids", "loss_mask", "segment_lengths", "segment_streams",
@@ -119,6 +125,6 @@ def to_dataset(rows: list[list[Example]], max_len: int):
         cols["loss_mask"].append([m for e in row for m in e.mask])
         cols["segment_lengths"].append([len(e.ids) for e in row])
         cols["segment_streams"].append([e.stream for e in row])
-        cols["bucket"].append(max_len)
         cols["length"].append(len(cols["input_ids"][-1]))
+        cols["bucket"].append(row_bucket(cols["length"][-1], max_len, packed))
     return Dataset.from_dict(cols)

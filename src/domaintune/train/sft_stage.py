@@ -124,16 +124,24 @@ class Attempt:
         self.train_ds, self.val_ds, self.streams = train_ds, val_ds, streams
         self.data_key, self.device, self.has_previous_stage = data_key, device, has_previous_stage
 
-    def __call__(self, method: str, root: Path) -> dict[str, Any]:
+    def __call__(self, method: str, root: Path, reuse: bool = False) -> dict[str, Any]:
+        """`reuse`: return the recorded result of this attempt if it already finished with the same
+        settings (an interrupted `auto` run does not retrain the attempts it completed)."""
         from accelerate import Accelerator
 
         cfg = self.cfg
         root.mkdir(parents=True, exist_ok=True)
+        current = _resume_key(cfg, method, self.data_key)
+        done = root / "result.json"
+        if reuse and done.is_file() and (root / "model").is_dir():
+            recorded = json.loads(done.read_text(encoding="utf-8"))
+            if recorded.get("key") == stable_hash(current):
+                console.print(f"  {method}: finished earlier with the same settings; result reused")
+                return recorded["result"]
         accelerator = Accelerator(mixed_precision=PRECISION[cfg.sft.precision], cpu=self.device == "cpu")
         model, trainable = _build_model(cfg, self.start, method, self.device)
         s = _settings(cfg, self.train_ds, self.streams, self.tokenizer.pad_token_id,
                       models.trainable_parameters(model)[1])
-        current = _resume_key(cfg, method, self.data_key)
         warn = lambda m: console.print(f"  [yellow]warning:[/] {m}")  # noqa: E731
         resume_from = choose_checkpoint(cfg, root / "checkpoints", current, warn, section="sft")
         ckpt = Checkpointing(root / "checkpoints", cfg.sft.save_every, cfg.sft.keep_last,
@@ -162,10 +170,13 @@ class Attempt:
             plot_loss_curves(reporter.records, root / "loss_curves.png", f"{cfg.name}: SFT loss ({method})")
         accelerator.wait_for_everyone()
         first, last = reporter.records[0], reporter.records[-1]
-        return {"steps": s.total_steps, "trainable_params": trainable, "first_loss": first["train/loss"],
-                "final_loss": last["train/loss"], "val_loss": last.get("val/loss"), "val_accuracy": accuracy,
-                **{k: round(v, 3) for k, v in summary.items()},
-                **{k: v for k, v in last.items() if k.startswith("val/loss/")}}
+        result = {"steps": s.total_steps, "trainable_params": trainable, "first_loss": first["train/loss"],
+                  "final_loss": last["train/loss"], "val_loss": last.get("val/loss"), "val_accuracy": accuracy,
+                  **{k: round(v, 3) for k, v in summary.items()},
+                  **{k: v for k, v in last.items() if k.startswith("val/loss/")}}
+        if accelerator.is_main_process:
+            atomic_write_json(done, {"key": stable_hash(current), "result": result})
+        return result
 
     def _accuracy(self, model, s: LoopSettings) -> float | None:
         if not len(self.val_ds):
@@ -212,8 +223,8 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     apply_template(tokenizer, cfg.sft.template)
     data = _prepare_data(cfg, tokenizer, out_dir, accelerator.is_main_process)
     packed = cfg.sft.packed
-    train_ds = to_dataset(pack_examples(data.train, cfg.sft.max_len, packed, cfg.seed), cfg.sft.max_len)
-    val_ds = to_dataset(pack_examples(data.val, cfg.sft.max_len, packed, cfg.seed), cfg.sft.max_len)
+    train_ds = to_dataset(pack_examples(data.train, cfg.sft.max_len, packed, cfg.seed), cfg.sft.max_len, packed)
+    val_ds = to_dataset(pack_examples(data.val, cfg.sft.max_len, packed, cfg.seed), cfg.sft.max_len, packed)
     console.print(f"  {len(data.train)} train / {len(data.val)} held-out conversations → {len(train_ds)} "
                   f"{'packed ' if packed else ''}rows of ≤{cfg.sft.max_len} tokens; template: "
                   f"{cfg.sft.template or 'the tokenizer’s own'}")
@@ -251,7 +262,7 @@ def _run_auto(cfg: Config, attempt: Attempt, out_dir: Path) -> tuple[str, list[d
     def train_one(method: str) -> dict[str, Any]:
         console.print(f"  [bold]auto:[/] attempt {method} (target {auto.metric} "
                       f"{'≤' if auto.metric == 'val_loss' else '≥'} {auto.target})")
-        results[method] = attempt(method, out_dir / "attempts" / method)
+        results[method] = attempt(method, out_dir / "attempts" / method, reuse=True)
         return results[method]
 
     chosen, attempts = run_recipe(auto.methods, train_one, auto.metric, auto.target, _unavailable)

@@ -46,3 +46,16 @@ def test_a_template_that_rewrites_history_is_refused(tokenizer):
     tokenizer.chat_template = "{{ messages[-1]['role'] }}: {{ messages[-1]['content'] }}"
     with pytest.raises(TemplateError, match="generation"):
         encode_conversation(tokenizer, MESSAGES)
+
+
+def test_tool_calls_are_learned_and_tool_results_are_context(tokenizer):
+    apply_template(tokenizer, "chatml")
+    messages = [{"role": "user", "content": "Rate for 12 months?"},
+                {"role": "assistant", "content": "",
+                 "tool_calls": [{"type": "function", "function": {"name": "td_rate", "arguments": {"months": 12}}}]},
+                {"role": "tool", "content": "3.75"},
+                {"role": "assistant", "content": "3.75% a year."}]
+    tools = [{"type": "function", "function": {"name": "td_rate", "parameters": {}}}]
+    spans = labelled_spans(tokenizer, encode_conversation(tokenizer, messages, tools))
+    assert spans == ['<tool_call>{"name": "td_rate", "arguments": {"months": 12}}</tool_call><|im_end|>\n',
+                     "3.75% a year.<|im_end|>\n"]

@@ -1,7 +1,7 @@
 import torch
 
 from domaintune.train.collate import IGNORE, collate_packed, packed_rows, row_targets
-from domaintune.train.sft_data import Example, pack_examples, split_rows, to_dataset
+from domaintune.train.sft_data import Example, pack_examples, row_bucket, split_rows, to_dataset
 
 
 def _examples():
@@ -40,3 +40,10 @@ def test_cpt_rows_without_a_mask_keep_their_targets():
 def test_validation_split_is_seeded_and_never_empty_when_asked():
     assert split_rows(20, 0.1, 0, "en") == split_rows(20, 0.1, 0, "en")
     assert len(split_rows(5, 0.05, 0, "en")) == 1 and split_rows(5, 0.0, 0, "en") == set()
+
+
+def test_unpacked_rows_get_small_buckets_so_a_token_budget_holds_many():
+    assert [row_bucket(n, 256, packed=False) for n in (5, 17, 64, 65, 300)] == [16, 32, 64, 128, 256]
+    assert row_bucket(5, 256, packed=True) == 256
+    ds = to_dataset(pack_examples(_examples(), 12, packed=False, seed=0), 12, packed=False)
+    assert list(ds["bucket"]) == [row_bucket(n, 12, False) for n in ds["length"]]

@@ -80,6 +80,14 @@ def test_auto_escalates_on_a_forced_miss(tmp_path, tiny_model_dir):
     chosen = result.metrics["method"]
     assert result.outputs["model"] == f"attempts/{chosen}/model"
     assert json.loads((run_dir.root / "sft" / "attempts.json").read_text()) == attempts
+    # an interrupted auto run does not retrain attempts that finished with the same settings
+    attempts_dir = run_dir.root / "sft" / "attempts"
+    (attempts_dir / "full" / "result.json").unlink()  # as if the run died during the full attempt
+    lora_written = (attempts_dir / "lora" / "model").stat().st_mtime_ns
+    _, again = _run(cfg)
+    assert (attempts_dir / "lora" / "model").stat().st_mtime_ns == lora_written  # not retrained
+    assert (attempts_dir / "full" / "result.json").is_file()  # retrained
+    assert again.metrics["attempts"][1]["val_loss"] == attempts[1]["val_loss"]
 
 
 def test_prefix_tuning_refuses_packing(tmp_path, tiny_model_dir):
