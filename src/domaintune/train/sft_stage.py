@@ -129,30 +129,55 @@ class Attempt:
         settings (an interrupted `auto` run does not retrain the attempts it completed)."""
         from accelerate import Accelerator
 
-        cfg = self.cfg
         root.mkdir(parents=True, exist_ok=True)
-        current = _resume_key(cfg, method, self.data_key)
-        done = root / "result.json"
-        if reuse and done.is_file() and (root / "model").is_dir():
-            recorded = json.loads(done.read_text(encoding="utf-8"))
-            if recorded.get("key") == stable_hash(current):
-                console.print(f"  {method}: finished earlier with the same settings; result reused")
-                return recorded["result"]
-        accelerator = Accelerator(mixed_precision=PRECISION[cfg.sft.precision], cpu=self.device == "cpu")
-        model, trainable = _build_model(cfg, self.start, method, self.device)
-        s = _settings(cfg, self.train_ds, self.streams, self.tokenizer.pad_token_id,
+        current = _resume_key(self.cfg, method, self.data_key)
+        recorded = self._recorded(root, current) if reuse else None
+        if recorded is not None:
+            console.print(f"  {method}: finished earlier with the same settings; result reused")
+            return recorded
+        accelerator = Accelerator(mixed_precision=PRECISION[self.cfg.sft.precision], cpu=self.device == "cpu")
+        model, trainable = _build_model(self.cfg, self.start, method, self.device)
+        s = _settings(self.cfg, self.train_ds, self.streams, self.tokenizer.pad_token_id,
                       models.trainable_parameters(model)[1])
+        model, records, summary = self._train(model, s, accelerator, root, current)
+        accuracy = self._accuracy(model, s)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            self._save(model, method, root)
+            mark_finished(root / "checkpoints", current)
+            plot_loss_curves(records, root / "loss_curves.png", f"{self.cfg.name}: SFT loss ({method})")
+        accelerator.wait_for_everyone()
+        first, last = records[0], records[-1]
+        result = {"steps": s.total_steps, "trainable_params": trainable, "first_loss": first["train/loss"],
+                  "final_loss": last["train/loss"], "val_loss": last.get("val/loss"), "val_accuracy": accuracy,
+                  **{k: round(v, 3) for k, v in summary.items()},
+                  **{k: v for k, v in last.items() if k.startswith("val/loss/")}}
+        if accelerator.is_main_process:
+            atomic_write_json(root / "result.json", {"key": stable_hash(current), "result": result})
+        return result
+
+    @staticmethod
+    def _recorded(root: Path, current: dict[str, Any]) -> dict[str, Any] | None:
+        done = root / "result.json"
+        if not (done.is_file() and (root / "model").is_dir()):
+            return None
+        recorded = json.loads(done.read_text(encoding="utf-8"))
+        return recorded["result"] if recorded.get("key") == stable_hash(current) else None
+
+    def _train(self, model, s: LoopSettings, accelerator, root: Path, current: dict[str, Any]):
+        """The shared training loop with checkpoints/resume, guards, preemption and reporting."""
+        sft = self.cfg.sft
         warn = lambda m: console.print(f"  [yellow]warning:[/] {m}")  # noqa: E731
-        resume_from = choose_checkpoint(cfg, root / "checkpoints", current, warn, section="sft")
-        ckpt = Checkpointing(root / "checkpoints", cfg.sft.save_every, cfg.sft.keep_last,
-                             {"resume_config": current}, resume_from)
+        resume_from = choose_checkpoint(self.cfg, root / "checkpoints", current, warn, section="sft")
+        ckpt = Checkpointing(root / "checkpoints", sft.save_every, sft.keep_last, {"resume_config": current},
+                             resume_from)
         start_step = int(read_meta(resume_from)["step"]) if resume_from else 0
         if start_step:
             console.print(f"  resuming from {resume_from.name} (step {start_step} of {s.total_steps})")
-        reporter = StepReporter(root, cfg.sft.report_to, cfg.name, cfg.model_dump(mode="json"), s.total_steps,
+        reporter = StepReporter(root, sft.report_to, self.cfg.name, self.cfg.model_dump(mode="json"), s.total_steps,
                                 s.log_every, s.stream_names, main=accelerator.is_main_process,
                                 resume_step=start_step)
-        guard = StepGuard(cfg.sft.nan_policy, cfg.sft.max_bad_steps, cfg.sft.spike_factor, root / "diagnostics")
+        guard = StepGuard(sft.nan_policy, sft.max_bad_steps, sft.spike_factor, root / "diagnostics")
         preempt = PreemptionFlag().install()
         try:
             with reporter:
@@ -161,22 +186,7 @@ class Attempt:
                                      guard=guard, preempt=preempt)
         finally:
             preempt.restore()
-        model = accelerator.unwrap_model(model)
-        accuracy = self._accuracy(model, s)
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            self._save(model, method, root)
-            mark_finished(ckpt.root, current)
-            plot_loss_curves(reporter.records, root / "loss_curves.png", f"{cfg.name}: SFT loss ({method})")
-        accelerator.wait_for_everyone()
-        first, last = reporter.records[0], reporter.records[-1]
-        result = {"steps": s.total_steps, "trainable_params": trainable, "first_loss": first["train/loss"],
-                  "final_loss": last["train/loss"], "val_loss": last.get("val/loss"), "val_accuracy": accuracy,
-                  **{k: round(v, 3) for k, v in summary.items()},
-                  **{k: v for k, v in last.items() if k.startswith("val/loss/")}}
-        if accelerator.is_main_process:
-            atomic_write_json(done, {"key": stable_hash(current), "result": result})
-        return result
+        return accelerator.unwrap_model(model), reporter.records, summary
 
     def _accuracy(self, model, s: LoopSettings) -> float | None:
         if not len(self.val_ds):
