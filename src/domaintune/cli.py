@@ -57,7 +57,9 @@ OverridesArg = typer.Argument(None, help="Overrides like train.lr=1e-4 mix.token
 
 
 def _fail(err: DomainTuneError) -> None:
-    console.print(f"[bold red]error:[/] {err}")
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(str(err))}")  # "domaintune[gpu]" is text, not markup
     raise typer.Exit(err.exit_code)
 
 

@@ -1,6 +1,7 @@
 """The SFT example end to end on a tiny random model: data -> sft -> eval -> export, with the
 training chat template carried into the exported model; QLoRA is refused on CPU by `validate`."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -48,3 +49,5 @@ def test_sft_example_runs_end_to_end(tmp_path, tiny_model_dir):
 def test_qlora_is_refused_on_cpu_with_a_clear_message(tmp_path, tiny_model_dir):
     out = _invoke("validate", str(EXAMPLE), *_overrides(tiny_model_dir, tmp_path), "sft.method=qlora", code=2).output
     assert "sft.method: 'qlora'" in out and "CUDA GPU" in out and "'lora'" in out
+    if importlib.util.find_spec("bitsandbytes") is None:  # printed as text, not eaten as rich markup
+        assert "pip install 'domaintune[gpu]'" in " ".join(out.split())
