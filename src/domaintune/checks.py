@@ -123,6 +123,9 @@ def check_sft(cfg: Config) -> list[str]:
     if cfg.sft.method == "prefix" and cfg.previous_model_stage("sft") is not None:
         problems.append("sft.method: 'prefix' starts from the base model only (a prefix adapter cannot be stored "
                         "on top of a merged continual-pre-training model); use lora or full after the train stage")
+    if cfg.train.hang_timeout_s and cfg.mix is None:
+        problems.append("train.hang_timeout_s: the --supervise hang watchdog reads the train stage's heartbeat, and "
+                        "this run has no train stage; unset it (crashed SFT runs are still restarted and resumed)")
     return problems
 
 
