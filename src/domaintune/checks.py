@@ -110,6 +110,8 @@ def check_model_context(cfg: Config) -> list[str]:
 
 def check_data_engine(cfg: Config) -> list[str]:
     """data.engine.executor slurm/ray need their package (and slurm a partition) before anything runs."""
+    if cfg.data is None:
+        return []
     engine = cfg.data.engine
     problems = []
     if engine.executor == "ray" and not _has("ray"):
@@ -122,6 +124,37 @@ def check_data_engine(cfg: Config) -> list[str]:
     return problems
 
 
+def check_sft(cfg: Config) -> list[str]:
+    """SFT data and template files, GPU-only methods, and what a prefix adapter cannot do."""
+    if cfg.sft is None:
+        return []
+    from domaintune.instruct.templates import template_problem
+
+    problems = [f"sft.data[{i}].path: file not found: {d.path} (relative paths are resolved against the "
+                f"config file's folder)" for i, d in enumerate(cfg.sft.data) if not Path(d.path).is_file()]
+    problem = template_problem(cfg.sft.template)
+    problems += [problem] if problem else []
+    gpu = _cuda()
+    if cfg.sft.method == "qlora" and not gpu:
+        problems.append("sft.method: 'qlora' loads 4-bit NF4 weights with bitsandbytes and needs a CUDA GPU; on "
+                        "this CPU machine use 'lora' (same adapter, full-precision base) or 'auto' (skips qlora)")
+    if cfg.sft.method == "qlora" and not _has("bitsandbytes"):
+        problems.append("sft.method: 'qlora' needs bitsandbytes: pip install 'domaintune[gpu]'")
+    if cfg.sft.precision == "fp16" and not gpu:
+        problems.append("sft.precision: 'fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on CPU")
+    problems += missing_packages([t for t in cfg.sft.report_to if t not in cfg.train.report_to])
+    if cfg.sft.method == "prefix" and cfg.export.merge and cfg.final_model_stage == "sft":
+        problems.append("export.merge: a prefix-tuning adapter cannot be merged into the weights; set "
+                        "export.merge: false (the export is the adapter plus the base model reference)")
+    if cfg.sft.method == "prefix" and cfg.previous_model_stage("sft") is not None:
+        problems.append("sft.method: 'prefix' starts from the base model only (a prefix adapter cannot be stored "
+                        "on top of a merged continual-pre-training model); use lora or full after the train stage")
+    if cfg.train.hang_timeout_s and cfg.mix is None:
+        problems.append("train.hang_timeout_s: the --supervise hang watchdog reads the train stage's heartbeat, and "
+                        "this run has no train stage; unset it (crashed SFT runs are still restarted and resumed)")
+    return problems
+
+
 def validate(cfg: Config) -> list[str]:
-    return check_files(cfg) + check_machine(cfg) + check_consistency(cfg) + check_model_context(cfg) + \
-        check_data_engine(cfg)
+    return (check_files(cfg) + check_machine(cfg) + check_consistency(cfg) + check_model_context(cfg)
+            + check_data_engine(cfg) + check_sft(cfg))

@@ -36,6 +36,9 @@ STAGES: list[StageSpec] = [
               when=_has_mix),
     StageSpec("train", "domaintune.train", ("train", "model", "seed"), ("mix",), "continual pre-training",
               distributed=True, when=_has_mix, volatile=TRAIN_RUNTIME_KEYS),
+    StageSpec("sft", "domaintune.train.sft_stage", ("sft", "model", "seed"), (MODEL,),
+              "supervised fine-tuning on conversations", distributed=True, when=lambda cfg: cfg.sft is not None,
+              volatile=tuple(k.replace("train.", "sft.") for k in TRAIN_RUNTIME_KEYS)),
     StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL), "perplexity per stream",
               when=_has_model_stage),
     StageSpec("export", "domaintune.export", ("export", "model"), (MODEL,), "merged model + samples",
@@ -61,7 +64,9 @@ OverridesArg = typer.Argument(None, help="Overrides like train.lr=1e-4 mix.token
 
 
 def _fail(err: DomainTuneError) -> None:
-    console.print(f"[bold red]error:[/] {err}")
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(str(err))}")  # "domaintune[gpu]" is text, not markup
     raise typer.Exit(err.exit_code)
 
 

@@ -285,6 +285,75 @@ class TrainConfig(Section):
         False, description="Also train input embeddings and lm_head (needed when adding new tokens).")
 
 
+# --------------------------------------------------------------------------- sft
+class SFTDataConfig(Section):
+    path: str = Field(description="A JSONL file (or JSON list) of conversations.")
+    format: Literal["auto", "alpaca", "sharegpt", "openai"] = Field(
+        "auto", description="auto: per row, from its fields (instruction / conversations / messages).")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+                             description="Name for per-source losses; defaults to the file name.")
+
+
+class PrefixConfig(Section):
+    num_virtual_tokens: int = Field(16, ge=1, description="Trainable prefix length (peft PrefixTuningConfig).")
+
+
+class SFTAutoConfig(Section):
+    metric: Literal["val_loss", "val_accuracy"] = Field(
+        "val_loss", description="Held-out metric on assistant tokens that decides whether an attempt is enough.")
+    target: float = Field(description="val_loss at most / val_accuracy at least this value.")
+    methods: list[Literal["qlora", "lora", "full"]] = Field(
+        default_factory=lambda: ["qlora", "lora", "full"],
+        description="Attempts in order; qlora is skipped (and recorded) without a CUDA GPU.")
+
+
+# Supervisor settings are global: they stay under `train` even when only SFT runs.
+SUPERVISOR_KEYS = ("max_restarts", "restart_backoff_s", "hang_timeout_s")
+
+
+class SFTConfig(TrainConfig):
+    """Supervised fine-tuning on conversations; the optimization keys are those of `train`."""
+
+    method: Literal["lora", "qlora", "full", "prefix", "auto"] = Field(
+        "lora", description="qlora needs a CUDA GPU; prefix = peft prefix tuning; auto = qlora -> lora -> full "
+                            "until sft.auto.target is met.")
+    data: list[SFTDataConfig] = Field(min_length=1)
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of each file held out for loss/accuracy.")
+    template: str | None = Field(
+        None, description="Chat template: null = the tokenizer's own; a shipped name (chatml, llama3, qwen, "
+                          "alpaca); or a .jinja file. Saved with the model.")
+    max_len: int = Field(1024, ge=16, description="Longest tokenized conversation (and packed row).")
+    truncation: Literal["drop", "history", "answer"] = Field(
+        "drop", description="Longer conversations: drop (quarantined), history (drop oldest exchanges), "
+                            "answer (cut the final answer; counted and reported).")
+    packing: bool | None = Field(
+        None, description="Exact packing (no cross-example attention); null = on, except for prefix tuning.")
+    prefix: PrefixConfig = PrefixConfig()
+    auto: SFTAutoConfig | None = Field(None, description="Target for method: auto.")
+    max_invalid_fraction: float = Field(
+        0.2, ge=0, le=1, description="Fail if more than this share of rows is quarantined.")
+    epochs: int = Field(3, ge=1, description="Passes over the SFT data (ignored if max_steps is set).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SFTConfig:
+        problems = [f"{k}: supervisor settings are global; set train.{k}" for k in SUPERVISOR_KEYS
+                    if k in self.model_fields_set]
+        if self.method == "prefix" and self.packing:
+            problems.append("packing: prefix tuning cannot use exact packing (the prefix would be shared by every "
+                            "packed example); set packing: false")
+        if self.method == "auto" and self.auto is None:
+            problems.append("method 'auto' needs auto.target (e.g. auto: {metric: val_loss, target: 1.5})")
+        if self.method == "auto" and not self.val_fraction:
+            problems.append("method 'auto' scores each attempt on held-out rows; set val_fraction > 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def packed(self) -> bool:
+        return self.method != "prefix" if self.packing is None else self.packing
+
+
 # --------------------------------------------------------------------------- eval
 class EvalConfig(Section):
     split: Literal["val", "test"] = "test"
@@ -324,6 +393,7 @@ class Config(Section):
     mix: MixConfig | None = Field(
         None, description="Stage 2 (token mixture + packing); omit to skip continual pre-training (the train stage).")
     train: TrainConfig = TrainConfig()
+    sft: SFTConfig | None = Field(None, description="Supervised fine-tuning on conversations; omit to skip.")
     eval: EvalConfig = EvalConfig()
     export: ExportConfig = ExportConfig()
     runtime: RuntimeConfig = RuntimeConfig()
@@ -443,6 +513,12 @@ def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> None:
         pii["salt_file"] = resolve(pii["salt_file"])
     if isinstance(pii.get("dictionaries"), dict):
         pii["dictionaries"] = {k: resolve(v) if isinstance(v, str) else v for k, v in pii["dictionaries"].items()}
+    sft = raw.get("sft") if isinstance(raw.get("sft"), dict) else {}
+    for src in sft.get("data") or []:
+        if isinstance(src, dict) and isinstance(src.get("path"), str):
+            src["path"] = resolve(src["path"])
+    if isinstance(sft.get("template"), str) and sft["template"].endswith(".jinja"):
+        sft["template"] = resolve(sft["template"])
     if isinstance(raw.get("runs_dir", "runs"), str):
         raw["runs_dir"] = resolve(raw.get("runs_dir", "runs"))
     model = raw.get("model")

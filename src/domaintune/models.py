@@ -167,6 +167,15 @@ def prepare_for_training(model, method: str, adapter: AdapterConfig,
     return get_peft_model(model, peft_config)
 
 
+def prepare_prefix_tuning(model, num_virtual_tokens: int):
+    """Prefix tuning (peft): trainable key/value prefixes in every layer, base weights frozen.
+    A prefix cannot be merged into the weights, so such a model is exported as an adapter."""
+    from peft import PrefixTuningConfig, TaskType, get_peft_model
+
+    return get_peft_model(model, PrefixTuningConfig(task_type=TaskType.CAUSAL_LM,
+                                                    num_virtual_tokens=num_virtual_tokens))
+
+
 def _embedding_module_names(model) -> tuple[list[str], bool]:
     """Full module names of the input and output embeddings (found by identity, so any
     architecture's naming works), and whether the two share one weight."""

@@ -22,9 +22,13 @@ def inputs(cfg: Config) -> list[str]:
 
 
 def _write_model(cfg: Config, run_dir: RunDir, out: Path, device: str) -> None:
+    from transformers import AutoTokenizer
+
     source = cfg.final_model_stage  # the last model stage: train, sft or align
     trained = run_dir.output(source, "model", by=STAGE)
-    tokenizer = models.load_tokenizer(cfg.model)
+    # the trained folder's tokenizer carries the chat template training used (e.g. sft.template)
+    tokenizer = (AutoTokenizer.from_pretrained(trained) if (trained / "tokenizer_config.json").is_file()
+                 else models.load_tokenizer(cfg.model))
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     if cfg.export.merge or not models.is_adapter_dir(trained):

@@ -17,10 +17,24 @@ IGNORE = -100
 
 
 def packed_rows(dataset, indices: list[int]) -> list[dict[str, Any]]:
-    """The rows at `indices` of a packed dataset, in the shape `collate_packed` takes."""
+    """The rows at `indices` of a packed dataset, in the shape `collate_packed` takes (SFT rows
+    also carry `loss_mask`: 1 on the assistant tokens that are targets)."""
     cols = dataset[indices]
-    return [{k: cols[k][i] for k in ("input_ids", "segment_lengths", "segment_streams")}
-            for i in range(len(indices))]
+    keys = [k for k in ("input_ids", "segment_lengths", "segment_streams", "loss_mask") if k in cols]
+    return [{k: cols[k][i] for k in keys} for i in range(len(indices))]
+
+
+def row_targets(row: dict[str, Any]) -> int:
+    """Predicted tokens in one packed row: every token of a segment but its first, and with a
+    `loss_mask` only the masked-in ones."""
+    mask = row.get("loss_mask")
+    if mask is None:
+        return sum(n - 1 for n in row["segment_lengths"])
+    total, start = 0, 0
+    for n in row["segment_lengths"]:
+        total += sum(mask[start + 1:start + n])
+        start += n
+    return total
 
 
 def collate_packed(rows: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -34,6 +48,8 @@ def collate_packed(rows: list[dict[str, Any]], pad_id: int) -> dict[str, torch.T
         n = len(row["input_ids"])
         input_ids[b, :n] = torch.tensor(row["input_ids"])
         labels[b, :n] = input_ids[b, :n]
+        if "loss_mask" in row:  # SFT: only assistant tokens are targets
+            labels[b, :n][torch.tensor(row["loss_mask"]) == 0] = IGNORE
         start = 0
         for length, stream in zip(row["segment_lengths"], row["segment_streams"]):
             position_ids[b, start:start + length] = torch.arange(length)

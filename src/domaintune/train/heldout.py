@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from domaintune.train.collate import collate_packed, packed_rows, stream_sums, token_losses
+from domaintune.train.collate import IGNORE, collate_packed, packed_rows, stream_sums, token_losses
 
 
 @torch.no_grad()
@@ -28,3 +28,20 @@ def heldout_losses(model, dataset, batches: list[list[int]], stream_names: tuple
     if counts.sum() > 0:
         out["val/loss"] = float(sums.sum() / counts.sum())
     return out
+
+
+@torch.no_grad()
+def heldout_accuracy(model, dataset, batches: list[list[int]], pad_id: int, device) -> float | None:
+    """Share of target tokens (for SFT: assistant tokens) the model predicts exactly (greedy)."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for indices in batches:
+        b = {k: v.to(device) for k, v in collate_packed(packed_rows(dataset, indices), pad_id).items()}
+        logits = model(input_ids=b["input_ids"], position_ids=b["position_ids"], use_cache=False).logits
+        labels = b["labels"][:, 1:]
+        valid = labels != IGNORE
+        correct += int((logits[:, :-1].argmax(-1) == labels)[valid].sum())
+        total += int(valid.sum())
+    model.train(was_training)
+    return correct / total if total else None

@@ -21,7 +21,7 @@ import torch
 
 from domaintune.errors import Preempted
 from domaintune.train.checkpoint import load_checkpoint, newest_intact, save_checkpoint
-from domaintune.train.collate import collate_packed, packed_rows, stream_sums, token_losses
+from domaintune.train.collate import collate_packed, packed_rows, row_targets, stream_sums, token_losses
 from domaintune.train.guards import PreemptionFlag, StepGuard
 from domaintune.train.throughput import device_peak_flops, mfu
 
@@ -100,8 +100,8 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def _targets(dataset, indices: list[int]) -> int:
-    """Predicted tokens in these rows: a segment of length L has L-1 targets."""
-    return sum(sum(n - 1 for n in lengths) for lengths in dataset[indices]["segment_lengths"])
+    """Predicted tokens in these rows: a segment of length L has L-1 targets (fewer under a loss mask)."""
+    return sum(row_targets(row) for row in packed_rows(dataset, indices))
 
 
 def _train_step(model, dataset, plan: list[list[int]], s: LoopSettings, accelerator) -> dict[str, Any]:

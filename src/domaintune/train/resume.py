@@ -41,19 +41,22 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def choose_checkpoint(cfg: Config, root: Path, current: dict[str, Any], warn: Callable[[str], None]) -> Path | None:
-    if (root / FINISHED).is_file() or cfg.train.resume == "never":
+def choose_checkpoint(cfg: Config, root: Path, current: dict[str, Any], warn: Callable[[str], None],
+                      section: str = "train") -> Path | None:
+    """`section`: the config section holding resume/allow_config_change (train, or sft)."""
+    t = getattr(cfg, section)
+    if (root / FINISHED).is_file() or t.resume == "never":
         shutil.rmtree(root, ignore_errors=True)  # a finished (or disowned) run's checkpoints are stale
         return None
-    path = find_resume(root, warn) if cfg.train.resume == "auto" else resolve_explicit(Path(cfg.train.resume))
+    path = find_resume(root, warn) if t.resume == "auto" else resolve_explicit(Path(t.resume))
     if path is None:
         return None
     diff = config_diff(read_meta(path).get("resume_config", {}), current)
-    if diff and not cfg.train.allow_config_change:
+    if diff and not t.allow_config_change:
         raise CheckpointError(
             f"refusing to resume from {path}: the run's settings changed since it was saved:\n    "
             + "\n    ".join(diff)
-            + "\n  Set train.allow_config_change=true to resume anyway, or train.resume=never to start over.")
+            + f"\n  Set {section}.allow_config_change=true to resume anyway, or {section}.resume=never to start over.")
     if diff:
         warn("resuming despite changed settings: " + "; ".join(diff))
     return path
