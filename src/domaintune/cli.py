@@ -176,5 +176,17 @@ def chat(model_dir: Path = typer.Argument(..., help="A model folder (e.g. runs/<
         _fail(err)
 
 
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/quickstart.")) -> None:
+    """Regenerate eval_report.html (+ .json) of a run from its eval results and training metrics."""
+    from domaintune.eval.report import write_report
+
+    try:
+        written = write_report(run_dir)
+    except DomainTuneError as err:
+        _fail(err)
+    console.print(f"[green]ok[/] {written['html']} and {written['json'].name}")
+
+
 def main() -> None:  # pragma: no cover - entry point
     app(sys.argv[1:])

@@ -84,7 +84,7 @@ def builtin_tasks() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 
 
-def _spec_path(task: str) -> Path:
+def spec_path(task: str) -> Path:
     if task.endswith((".yaml", ".yml")):
         return Path(task)
     if (BUILTIN_DIR / f"{task}.yaml").is_file():
@@ -222,7 +222,7 @@ def select(items: list[Item], subjects: list[str] | None, limit: int | None) -> 
 def load_task(task: str, *, data: str | None = None, fewshot_data: str | None = None,
               subjects: list[str] | None = None, limit: int | None = None, shots: int | None = None) -> LoadedTask:
     """A task by built-in name or YAML path; `data`/`fewshot_data` override the YAML's paths."""
-    spec_file = _spec_path(task)
+    spec_file = spec_path(task)
     spec = read_spec(spec_file)
     data_path = data or spec.data.path
     if not data_path:
