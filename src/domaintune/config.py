@@ -161,6 +161,8 @@ class AutoEvalConfig(Section):
     tasks: list[EvalTaskConfig] = Field(min_length=1, description="The fast subset scored at each evaluation.")
     limit: int | None = Field(50, ge=1, description="Items per task at each evaluation (keeps it fast).")
     batch_size: int = Field(8, ge=1)
+    metric: Literal["acc", "acc_norm"] = Field("acc", description="Multiple-choice metric the stopping rule "
+                                                                  "reads (generation tasks: exact_match).")
     patience: int = Field(3, ge=2, description="K: the stopping rule looks at the last K evaluations.")
     min_gain_per_mtokens: float | None = Field(
         None, description="Stop when the domain metric gained less than this (accuracy points per million "

@@ -162,7 +162,7 @@ def _gold(spec: TaskSpec, raw, n_choices: int) -> int | str:
     return idx
 
 
-def _item(spec: TaskSpec, row: dict, where: str, subject: str) -> Item:
+def _item(spec: TaskSpec, row: dict, where: str, subject: str, item_id: str) -> Item:
     f = spec.fields
     if isinstance(f.choices, str):
         choices = tuple(str(c) for c in _field(spec, row, f.choices, where))
@@ -171,7 +171,7 @@ def _item(spec: TaskSpec, row: dict, where: str, subject: str) -> Item:
     subj = str(_field(spec, row, f.subject, where)) if f.subject else subject
     gold = _gold(spec, _field(spec, row, f.answer, where), len(choices))
     question = str(_field(spec, row, f.question, where)).strip()
-    return Item(id=where, subject=subj.strip().replace(" ", "_"), question=question, choices=choices, gold=gold)
+    return Item(id=item_id, subject=subj.strip().replace(" ", "_"), question=question, choices=choices, gold=gold)
 
 
 def read_items(spec: TaskSpec, path: Path) -> tuple[list[Item], list[str]]:
@@ -184,11 +184,11 @@ def read_items(spec: TaskSpec, path: Path) -> tuple[list[Item], list[str]]:
             m = re.fullmatch(spec.data.subject_from_filename, file.stem)
             subject = m.group(1) if m else file.stem
         for line, row in _rows(file, spec.data.format):
-            where = f"{file.name}:{line}"
+            item_id = f"{file.name}:{line}"
             try:
-                items.append(_item(spec, row, where, subject))
+                items.append(_item(spec, row, f"{file}:{line}", subject, item_id))
             except (ValueError, TypeError) as exc:
-                dropped.append(f"{where}: {exc}")
+                dropped.append(f"{item_id}: {exc}")
     return items, dropped
 
 

@@ -1,0 +1,82 @@
+"""Scoring math against log-probabilities computed by hand (bigram fake model)."""
+
+import math
+
+import pytest
+from fakes import BigramModel, FakeTokenizer, logp
+
+from domaintune.benchmarks.scoring import choose, cut_at_stop, encode_pair, loglikelihoods, score_multiple_choice
+from domaintune.benchmarks.spec import TaskSpec
+from domaintune.benchmarks.tasks import Item, LoadedTask, continuations
+
+
+def test_loglikelihood_matches_hand_computed_bigram_sums():
+    pairs = [("ab", " a"), ("c", "ab"), ("a", "b")]
+    got = loglikelihoods(BigramModel(), FakeTokenizer(), pairs, batch_size=2)
+    expected = [logp("b", " ") + logp(" ", "a"), logp("c", "a") + logp("a", "b"), logp("a", "b")]
+    assert [g[0] for g in got] == pytest.approx(expected, abs=1e-6)
+    # greedy: after "b" the most likely token is "a" (0.5), not " " -> not greedy
+    assert [g[1] for g in got] == [False, False, False]
+    assert loglikelihoods(BigramModel(), FakeTokenizer(), [("b", "a")])[0][1] is True
+
+
+def test_batch_size_and_order_do_not_change_results():
+    pairs = [("abc", " a"), ("a", "b"), ("c a", "bb"), ("b", " ")]
+    one = loglikelihoods(BigramModel(), FakeTokenizer(), pairs, batch_size=1)
+    many = loglikelihoods(BigramModel(), FakeTokenizer(), pairs, batch_size=4)
+    assert [x[0] for x in one] == pytest.approx([x[0] for x in many], abs=1e-6)
+
+
+def test_forward_passes_disable_the_cache():
+    model = BigramModel()
+    loglikelihoods(model, FakeTokenizer(), [("ab", " a"), ("a", "b")], batch_size=2)
+    assert model.calls and all(c["use_cache"] is False for c in model.calls)
+
+
+def test_trailing_context_spaces_move_to_the_continuation():
+    ctx, cont = encode_pair(FakeTokenizer(), "ab ", "c")
+    assert ctx == [0, 1] and cont == [3, 2]
+
+
+def test_empty_context_starts_from_end_of_text():
+    ctx, cont = encode_pair(FakeTokenizer(), "", "ab")
+    assert ctx == [FakeTokenizer.eos_token_id] and cont == [0, 1]
+
+
+def test_choose_acc_vs_length_normalized_acc():
+    # raw: -4 beats -6; per character: -4/2 = -2 loses to -6/6 = -1
+    assert choose([-4.0, -6.0], [2, 6]) == (0, 1)
+    assert choose([-1.0, -3.0, -0.5], [1, 1, 1]) == (2, 2)
+
+
+def _task(items, continuation="text"):
+    spec = TaskSpec.model_validate({
+        "name": "t", "version": "1", "kind": "multiple_choice",
+        "fields": {"choices": "choices", "answer_format": "index"},
+        "prompt": {"template": "{question}", "continuation": continuation, "target_delimiter": " "}})
+    return LoadedTask(spec, items, items, "mem")
+
+
+def test_multiple_choice_accuracy_from_hand_computed_scores():
+    # after context "a": option " c" is short and unlikely per token, " aaaa" long and likelier per char
+    items = [Item("1", "s", "a", ("c", "aaaa"), 0), Item("2", "s", "a", ("c", "aaaa"), 1)]
+    metrics, per_subject = score_multiple_choice(BigramModel(), FakeTokenizer(), _task(items))
+    ll_c = logp("a", " ") + logp(" ", "c")  # -3.91
+    ll_aaaa = logp("a", " ") + logp(" ", "a") + 3 * logp("a", "a")  # -8.34, per char -2.09
+    raw = 0 if ll_c > ll_aaaa else 1
+    norm = 0 if ll_c / 1 > ll_aaaa / 4 else 1
+    assert raw == 0 and norm == 1  # the example separates the two metrics
+    assert metrics == {"acc": 0.5, "acc_norm": 0.5}
+    assert per_subject == {"s": 0.5}
+
+
+def test_label_continuations_score_letters_text_continuations_score_options():
+    item = Item("1", "s", "q", ("x", "yy", "z"), 0)
+    assert continuations(_task([item], "label").spec, item) == [" A", " B", " C"]
+    assert continuations(_task([item], "text").spec, item) == [" x", " yy", " z"]
+
+
+def test_cut_at_stop_uses_the_earliest_stop_string():
+    assert cut_at_stop("42\n\nQuestion: next", ["Question:", "\n\n"]) == "42"
+    assert cut_at_stop("no stop here", ["</s>"]) == "no stop here"
+    assert math.isfinite(len(cut_at_stop("", ["x"])))
