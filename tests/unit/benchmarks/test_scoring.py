@@ -80,3 +80,12 @@ def test_cut_at_stop_uses_the_earliest_stop_string():
     assert cut_at_stop("42\n\nQuestion: next", ["Question:", "\n\n"]) == "42"
     assert cut_at_stop("no stop here", ["</s>"]) == "no stop here"
     assert math.isfinite(len(cut_at_stop("", ["x"])))
+
+
+def test_one_token_options_of_one_context_share_a_forward_pass():
+    model = BigramModel()
+    pairs = [("ab", " "), ("ab", "a"), ("ab", "b"), ("ab", "c")]
+    got = loglikelihoods(model, FakeTokenizer(), pairs, batch_size=8)
+    assert [g[0] for g in got] == pytest.approx([logp("b", x) for x in " abc"], abs=1e-6)
+    assert len(model.calls) == 1 and model.calls[0]["shape"] == (1, 2)
+    assert [g[1] for g in got] == [False, True, False, False]
