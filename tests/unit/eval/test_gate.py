@@ -50,3 +50,4 @@ def pytest_approx(x):
     import pytest
 
     return pytest.approx(x, abs=1e-9)
+
