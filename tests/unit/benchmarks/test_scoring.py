@@ -89,3 +89,23 @@ def test_one_token_options_of_one_context_share_a_forward_pass():
     assert [g[0] for g in got] == pytest.approx([logp("b", x) for x in " abc"], abs=1e-6)
     assert len(model.calls) == 1 and model.calls[0]["shape"] == (1, 2)
     assert [g[1] for g in got] == [False, True, False, False]
+
+
+def test_real_model_scores_equal_a_plain_full_forward(tiny_model_dir):
+    """Batched, deduplicated, logits_to_keep scoring == one unpadded forward per request."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    pairs = [("The bank charges a fee of", " 15 dollars"), ("The bank charges a fee of", " A"),
+             ("海港银行的", "跨境汇款"), ("Savings accounts earn", " interest monthly; term"),
+             ("海港银行的跨境汇款手续费为", "每笔十五美元")]  # the last one merges into the context's tokens
+    got = loglikelihoods(model, tok, pairs, batch_size=3)
+    assert encode_pair(tok, *pairs[-1])[1] == [] and got[-1] == (0.0, True)
+    for (context, continuation), (ll, _) in zip(pairs[:-1], got):
+        ctx, cont = encode_pair(tok, context, continuation)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ctx + cont[:-1]])).logits[0, -len(cont):]
+        expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(cont).unsqueeze(-1)).sum()
+        assert ll == pytest.approx(float(expected), abs=1e-4)
