@@ -18,7 +18,8 @@ STAGES: list[StageSpec] = [
     StageSpec("mix", "domaintune.mix", ("mix", "model", "seed"), ("data",), "token mixture + packing"),
     StageSpec("train", "domaintune.train", ("train", "model", "seed"), ("mix",), "continual pre-training",
               distributed=True),
-    StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", "train"), "perplexity per stream"),
+    StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", "train"),
+              "perplexity per stream, benchmark tasks, forgetting gate, report"),
     StageSpec("export", "domaintune.export", ("export", "model"), ("train",), "merged model + samples"),
 ]
 
