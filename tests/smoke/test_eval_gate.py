@@ -33,12 +33,12 @@ def test_failing_gate_stops_the_pipeline_before_export(workdir, tiny_model_dir):
     result = CliRunner().invoke(app, ["run", cfg, *_overrides(tiny_model_dir, "eval.gate.min_domain_task_gain=100")])
     assert result.exit_code == 3, result.output
     out = " ".join(result.output.split())
-    assert "forgetting gate: FAILED" in out and "task harborview@domain" in out and "Export will not run" in out
+    assert "forgetting gate: FAILED" in out and "task harborview" in out and "Export will not run" in out
     run = workdir / "runs" / "quickstart"
     assert not (run / "export" / "manifest.json").exists() and not (run / "eval" / "manifest.json").exists()
     results = json.loads((run / "eval" / "eval.json").read_text())
     assert results["gate"]["status"] == "failed"
-    assert {k: r["version"] for k, r in results["tasks"].items()} == {"harborview@domain": "1", "mmlu": "1"}
+    assert {k: r["version"] for k, r in results["tasks"].items()} == {"harborview": "1", "mmlu": "1"}
     assert (run / "eval" / "eval_report.html").is_file()
 
     train = json.loads((run / "train" / "manifest.json").read_text())["metrics"]

@@ -73,6 +73,7 @@ def plot_radar(axes: list[tuple[str, float, float]], out: Path, title: str) -> P
         ax.fill(closed, [*values, values[0]], color=color, alpha=0.15)
     ax.set_xticks(angles, [a[0] for a in axes], fontsize=8)
     ax.set_ylim(0, max(1.2, max(a[2] for a in axes) * 1.1))
+    ax.set_rlabel_position(180 / len(axes))  # radial numbers between the first two axes, not on a label
     ax.set_title(f"{title}\n(relative to base = 1.0; outside is better)", fontsize=10)
     ax.legend(loc="lower right", bbox_to_anchor=(1.15, -0.05))
     fig.tight_layout()

@@ -17,9 +17,13 @@ def load_entries(entries: list[EvalTaskConfig]) -> list[tuple[EvalTaskConfig, Lo
                           limit=e.limit, shots=e.shots)) for e in entries]
 
 
-def task_key(entry: EvalTaskConfig, task: LoadedTask) -> str:
-    """Results are keyed by task name, plus the group when one task appears twice."""
-    return task.name if entry.group == "general" else f"{task.name}@{entry.group}"
+def task_key(entry: EvalTaskConfig, task: LoadedTask, taken: dict) -> str:
+    """Results are keyed by task name; a task listed twice (e.g. other subjects) gets '@<n>'."""
+    key, n = task.name, 1
+    while key in taken:
+        n += 1
+        key = f"{task.name}@{n}"
+    return key
 
 
 def data_inputs(entries: list[EvalTaskConfig]) -> list[str]:
@@ -44,7 +48,7 @@ def score_tasks(label: str, model, tokenizer, tasks, batch_size: int) -> dict[st
             result = score_task(model, tokenizer, task, batch_size, progress=lambda k, h=handle: bar.advance(h, k))
             main = result.metrics.get("acc", result.metrics.get(GEN_METRIC))
             bar.update(handle, info=f"{100 * main:.1f}")
-            results[task_key(entry, task)] = {**result.to_dict(), "group": entry.group}
+            results[task_key(entry, task, results)] = {**result.to_dict(), "group": entry.group}
     return results
 
 
