@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from domaintune.registry import Registry
+from domaintune.registry import Registry, import_target
 
 _NUMBER = re.compile(r"-?[$¥€£]?\s?\d[\d,]*(?:\.\d+)?")
 
@@ -47,6 +47,11 @@ def strip(text: str) -> str:
 def first_line(text: str) -> str:
     """The first non-empty line, trimmed and case-folded."""
     return next((strip(line) for line in text.splitlines() if line.strip()), "")
+
+
+def get_extractor(name: str):
+    """A registered name ('last_number') or the user's own 'package.module:function'."""
+    return import_target(name) if ":" in name else EXTRACTORS.get(name)
 
 
 EXTRACTORS: Registry = Registry("answer extractor")

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from domaintune.benchmarks.extractors import EXTRACTORS
+from domaintune.benchmarks.extractors import get_extractor
 from domaintune.benchmarks.tasks import LoadedTask, continuations
 
 Progress = Callable[[int], None] | None
@@ -202,7 +202,7 @@ def cut_at_stop(text: str, until: list[str]) -> str:
 def score_generation(model, tokenizer, task: LoadedTask, batch_size: int = 8,
                      progress: Progress = None) -> tuple[dict[str, float], dict[str, float]]:
     g = task.spec.generation
-    extract, gold_extract = EXTRACTORS.get(g.extract), EXTRACTORS.get(g.gold_extract)
+    extract, gold_extract = get_extractor(g.extract), get_extractor(g.gold_extract)
     outputs = generate_until(model, tokenizer, contexts(task, tokenizer), g.max_new_tokens, g.until,
                              batch_size, progress)
     hits, by_subject = 0, {}

@@ -219,11 +219,24 @@ def select(items: list[Item], subjects: list[str] | None, limit: int | None) -> 
     return picked[:limit]
 
 
+def _check_extractors(spec: TaskSpec, spec_file: Path) -> None:
+    from domaintune.benchmarks.extractors import get_extractor
+
+    for key in ("extract", "gold_extract"):
+        name = getattr(spec.generation, key)
+        try:
+            get_extractor(name)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError([f"generation.{key}: cannot import '{name}' ({exc})"], source=str(spec_file)) from None
+
+
 def load_task(task: str, *, data: str | None = None, fewshot_data: str | None = None,
               subjects: list[str] | None = None, limit: int | None = None, shots: int | None = None) -> LoadedTask:
     """A task by built-in name or YAML path; `data`/`fewshot_data` override the YAML's paths."""
     spec_file = spec_path(task)
     spec = read_spec(spec_file)
+    if spec.kind == "generation":
+        _check_extractors(spec, spec_file)
     data_path = data or spec.data.path
     if not data_path:
         raise ConfigError([f"task '{spec.name}' has no data path: give `data:` in its eval.tasks entry "

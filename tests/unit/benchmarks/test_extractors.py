@@ -26,6 +26,13 @@ def test_first_letter_and_strip():
     assert strip("  Paris \n") == "paris"
 
 
+def test_user_extractor_by_import_path():
+    from domaintune.benchmarks.extractors import get_extractor
+
+    assert get_extractor("domaintune.benchmarks.extractors:first_letter")("(C)") == "C"
+    assert get_extractor("strip")(" A ") == "a"
+
+
 def test_registry_resolves_names_and_suggests():
     assert EXTRACTORS.get("last_number")("x 4") == "4"
     with pytest.raises(ConfigError, match="did you mean 'last_number'"):

@@ -62,3 +62,14 @@ def test_real_generation_is_greedy_batched_and_cut_at_stops(gsm, tiny_model_dir)
     task.spec.generation.max_new_tokens = 4
     result = score_task(model, tok, task, batch_size=2)
     assert result.n == 3 and 0.0 <= result.metrics["exact_match"] <= 1.0
+
+
+def test_unknown_extractor_is_a_config_error_naming_the_key(tmp_path, gsm):
+    from domaintune.benchmarks.tasks import BUILTIN_DIR
+    from domaintune.errors import ConfigError
+
+    text = (BUILTIN_DIR / "gsm8k.yaml").read_text(encoding="utf-8").replace("extract: last_number",
+                                                                             "extract: last_numbr")
+    (tmp_path / "g.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="did you mean 'last_number'"):
+        load_task(str(tmp_path / "g.yaml"), data=gsm)
