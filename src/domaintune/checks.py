@@ -155,6 +155,23 @@ def check_sft(cfg: Config) -> list[str]:
     return problems
 
 
+def check_tasks(cfg: Config) -> list[str]:
+    """Every benchmark task loads: its YAML is valid, its local data exists, its subjects are known."""
+    from domaintune.benchmarks import load_task
+    from domaintune.errors import DomainTuneError
+
+    entries = [(f"eval.tasks[{i}]", e) for i, e in enumerate(cfg.eval.tasks)]
+    if cfg.train.auto_eval:
+        entries += [(f"train.auto_eval.tasks[{i}]", e) for i, e in enumerate(cfg.train.auto_eval.tasks)]
+    problems = []
+    for where, e in entries:
+        try:
+            load_task(e.task, data=e.data, fewshot_data=e.fewshot_data, subjects=e.subjects, limit=e.limit)
+        except DomainTuneError as err:
+            problems.append(f"{where} ({e.task}): {' '.join(str(err).split())}")
+    return problems
+
+
 def validate(cfg: Config) -> list[str]:
     return (check_files(cfg) + check_machine(cfg) + check_consistency(cfg) + check_model_context(cfg)
-            + check_data_engine(cfg) + check_sft(cfg))
+            + check_data_engine(cfg) + check_sft(cfg) + check_tasks(cfg))

@@ -39,8 +39,8 @@ STAGES: list[StageSpec] = [
     StageSpec("sft", "domaintune.train.sft_stage", ("sft", "model", "seed"), (MODEL,),
               "supervised fine-tuning on conversations", distributed=True, when=lambda cfg: cfg.sft is not None,
               volatile=tuple(k.replace("train.", "sft.") for k in TRAIN_RUNTIME_KEYS)),
-    StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL), "perplexity per stream",
-              when=_has_model_stage),
+    StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL),
+              "perplexity per stream, benchmark tasks, forgetting gate, report", when=_has_model_stage),
     StageSpec("export", "domaintune.export", ("export", "model"), (MODEL,), "merged model + samples",
               when=_has_model_stage),
 ]
@@ -246,6 +246,18 @@ def chat(model_dir: Path = typer.Argument(..., help="A model folder (e.g. runs/<
                      temperature=temperature, device=device)
     except DomainTuneError as err:
         _fail(err)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/quickstart.")) -> None:
+    """Regenerate eval_report.html (+ .json) of a run from its eval results and training metrics."""
+    from domaintune.eval.report import write_report
+
+    try:
+        written = write_report(run_dir)
+    except DomainTuneError as err:
+        _fail(err)
+    console.print(f"[green]ok[/] {written['html']} and {written['json'].name}")
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -229,12 +229,39 @@ class MixConfig(Section):
         return self.buckets or [self.seq_len]
 
 
+# --------------------------------------------------------------------------- benchmark tasks
+class EvalTaskConfig(Section):
+    task: str = Field(description="Built-in task name (mmlu, ceval, cmmlu, gsm8k, financeiq) or a task YAML path.")
+    data: str | None = Field(None, description="Your local copy of the task's data (file or folder); "
+                                               "default: the task YAML's own path. Nothing is downloaded.")
+    fewshot_data: str | None = Field(None, description="Few-shot source (e.g. the dev split); default: the "
+                                                       "task's own items.")
+    subjects: list[str] | None = Field(None, description="Subjects to keep (e.g. MMLU's econometrics).")
+    limit: int | None = Field(None, ge=1, description="Items at most, taken round-robin across subjects.")
+    shots: int | None = Field(None, ge=0, description="Few-shot examples; default: the task's own setting.")
+    group: Literal["general", "domain"] = Field(
+        "general", description="'general' tasks guard against forgetting; 'domain' tasks must improve.")
+
+
 # --------------------------------------------------------------------------- train
 class AdapterConfig(Section):
     r: int = Field(16, ge=1)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class AutoEvalConfig(Section):
+    every: int = Field(ge=1, description="Optimizer steps between benchmark evaluations during training.")
+    tasks: list[EvalTaskConfig] = Field(min_length=1, description="The fast subset scored at each evaluation.")
+    limit: int | None = Field(50, ge=1, description="Items per task at each evaluation (keeps it fast).")
+    batch_size: int = Field(8, ge=1)
+    metric: Literal["acc", "acc_norm"] = Field("acc", description="Multiple-choice metric the stopping rule "
+                                                                  "reads (generation tasks: exact_match).")
+    patience: int = Field(3, ge=2, description="K: the stopping rule looks at the last K evaluations.")
+    min_gain_per_mtokens: float | None = Field(
+        None, description="Stop when the domain metric gained less than this (accuracy points per million "
+                          "trained tokens) over the last `patience` evaluations; unset: never stop early.")
 
 
 class TrainConfig(Section):
@@ -283,6 +310,9 @@ class TrainConfig(Section):
         description="Metric backends besides the always-on metrics.jsonl; wandb/mlflow are opt-in.")
     train_embeddings: bool = Field(
         False, description="Also train input embeddings and lm_head (needed when adding new tokens).")
+    auto_eval: AutoEvalConfig | None = Field(
+        None, description="Benchmark a fast task subset every N steps, logged with the training metrics; "
+                          "optionally stop when the domain metric stops improving per unit of compute.")
 
 
 # --------------------------------------------------------------------------- sft
@@ -355,6 +385,22 @@ class SFTConfig(TrainConfig):
 
 
 # --------------------------------------------------------------------------- eval
+class GateConfig(Section):
+    enabled: bool = Field(True, description="Fail the eval stage (exit code 3, export does not run) on a breach.")
+    domain_streams: list[str] = Field(default_factory=lambda: ["domain"],
+                                      description="Streams that must improve; every other stream is general.")
+    max_general_ppl_rise_pct: float | None = Field(
+        5.0, description="A general stream's perplexity may rise at most this much (percent) vs the base model.")
+    max_general_task_drop: float | None = Field(
+        1.0, description="A general task's score may drop at most this many points (accuracy x 100).")
+    min_domain_ppl_drop_pct: float | None = Field(
+        None, description="Each domain stream's perplexity must fall at least this much (percent).")
+    min_domain_task_gain: float | None = Field(
+        None, description="Each domain task's score must rise at least this many points.")
+    metric: Literal["acc", "acc_norm"] = Field("acc", description="Multiple-choice metric the gate reads "
+                                                                  "(generation tasks use exact_match).")
+
+
 class EvalConfig(Section):
     split: Literal["val", "test"] = "test"
     streams: list[str] | None = Field(None, description="Streams to score; default: all data streams.")
@@ -365,6 +411,10 @@ class EvalConfig(Section):
     stride: int = Field(512, ge=1, description="Window step for documents longer than `window`.")
     batch_size: int = Field(4, ge=1)
     compare_base: bool = Field(True, description="Also score the base model (cached by fingerprint).")
+    tasks: list[EvalTaskConfig] = Field(default_factory=list, description="Benchmark tasks, base vs tuned.")
+    task_batch_size: int = Field(8, ge=1, description="Requests per forward pass when scoring tasks.")
+    gate: GateConfig = GateConfig()
+    report: bool = Field(True, description="Write eval_report.html + eval_report.json.")
 
 
 # --------------------------------------------------------------------------- export
@@ -410,6 +460,10 @@ class Config(Section):
                     for k in (self.mix.mixture if self.mix else {}) if k not in streams]
         problems += [f"eval.streams: unknown stream '{k}'{suggest(k, streams)}"
                      for k in (self.eval.streams or []) if k not in streams]
+        gate = self.eval.gate  # the default ["domain"] may name no stream; a value the user wrote must
+        if gate.enabled and "domain_streams" in gate.model_fields_set:
+            problems += [f"eval.gate.domain_streams: unknown stream '{k}'{suggest(k, streams)}"
+                         for k in gate.domain_streams if k not in streams]
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -497,6 +551,13 @@ def format_validation_error(err: ValidationError) -> list[str]:
     return problems
 
 
+def _task_entries(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The benchmark task entries of eval.tasks and train.auto_eval.tasks (their paths resolve too)."""
+    sections = [raw.get("eval"), ((raw.get("train") or {}).get("auto_eval") if isinstance(raw.get("train"), dict)
+                                  else None)]
+    return [e for sec in sections if isinstance(sec, dict) for e in (sec.get("tasks") or []) if isinstance(e, dict)]
+
+
 def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> None:
     """Make file paths absolute relative to the config file's folder (one rule for every path)."""
     def resolve(p: str) -> str:
@@ -521,6 +582,12 @@ def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> None:
         sft["template"] = resolve(sft["template"])
     if isinstance(raw.get("runs_dir", "runs"), str):
         raw["runs_dir"] = resolve(raw.get("runs_dir", "runs"))
+    for entry in _task_entries(raw):
+        for key in ("task", "data", "fewshot_data"):
+            value = entry.get(key)
+            if isinstance(value, str) and not value.startswith("package:") and (
+                    key != "task" or value.endswith((".yaml", ".yml"))):
+                entry[key] = resolve(value)
     model = raw.get("model")
     if isinstance(model, dict) and isinstance(model.get("base"), str):
         base = model["base"]

@@ -44,3 +44,10 @@ def test_the_check_sees_stage_imports():
     """Guard the guard: the import scanner really finds a cross-stage import."""
     sample = SRC / "mix" / "stage.py"
     assert any(_owner(m) == "mix" for m in _imports(sample))
+
+
+def test_benchmarks_library_imports_no_stage():
+    """benchmarks/ is shared by the eval stage and training's auto-eval, so it sits below both."""
+    offenders = [f"{p.relative_to(SRC)} imports {m}" for p in (SRC / "benchmarks").rglob("*.py")
+                 for m in _imports(p) if _owner(m)]
+    assert not offenders, "\n".join(offenders)

@@ -185,7 +185,7 @@ def _preemption_requested(preempt: PreemptionFlag | None, accelerator) -> bool:
 
 def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[dict[str, Any]], None],
                heldout=None, ckpt: Checkpointing | None = None, guard: StepGuard | None = None,
-               preempt: PreemptionFlag | None = None) -> dict[str, Any]:
+               preempt: PreemptionFlag | None = None, auto_eval=None) -> dict[str, Any]:
     """Run optimizer steps up to `s.total_steps`; `on_step` receives each step's metrics (with
     held-out losses per stream every `s.eval_every` steps and at the end, when `heldout` rows
     exist). With `ckpt.resume_from`, training continues exactly where that checkpoint ended:
@@ -252,6 +252,8 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
             rec["mfu"] = step_mfu
         if _eval_due(step, s, heldout):
             rec |= _heldout(accelerator.unwrap_model(model), heldout, s, accelerator.device)
+        if auto_eval is not None:  # benchmarks every N steps; may ask to stop (train/autoeval.py)
+            rec |= auto_eval(accelerator.unwrap_model(model), rec)
         on_step(rec)
         stop = _preemption_requested(preempt, accelerator)
         _maybe_save(ckpt, step, model, optimizer, scheduler, accelerator, force=stop, val_loss=rec.get("val/loss"),
@@ -259,6 +261,8 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
         if stop:
             raise Preempted(f"stopped by signal after step {step}; checkpoint saved in {ckpt.root if ckpt else '-'}. "
                             f"Re-run the same command to resume.")
+        if auto_eval is not None and auto_eval.stop_reason:
+            break
     return {"resumed_from_step": start, "skipped_steps": guard.skipped if guard else 0,
             "loss_spikes": guard.spikes if guard else 0, "rollbacks": guard.rollbacks if guard else 0,
             "batches_skipped_by_rollback": batches_skipped, "tokens": totals["tokens"], "train_time_s": totals["time"],

@@ -11,6 +11,7 @@ from domaintune.artifacts import RunDir, StageResult
 from domaintune.config import Config
 from domaintune.console import console
 from domaintune.supervise import note_elastic_restart, restarts_of_this_run
+from domaintune.train.autoeval import AutoEval
 from domaintune.train.checkpoint import read_meta
 from domaintune.train.guards import PreemptionFlag, StepGuard
 from domaintune.train.loop import Checkpointing, LoopSettings, steps_per_epoch, train_loop
@@ -82,11 +83,12 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     t = cfg.train
     guard = StepGuard(t.nan_policy, t.max_bad_steps, t.spike_factor, out_dir / "diagnostics",
                       rollback=t.spike_policy == "rollback", max_rollbacks=t.max_rollbacks)
+    auto_eval = AutoEval(cfg.train.auto_eval, tokenizer, s.total_steps) if cfg.train.auto_eval else None
     preempt = PreemptionFlag().install()
     try:
         with reporter:
             summary = train_loop(model, dataset, s, accelerator, reporter, heldout=heldout, ckpt=ckpt,
-                                 guard=guard, preempt=preempt)
+                                 guard=guard, preempt=preempt, auto_eval=auto_eval)
     finally:
         preempt.restore()
     accelerator.wait_for_everyone()
@@ -96,15 +98,16 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
         plot_loss_curves(reporter.records, out_dir / "loss_curves.png", f"{cfg.name}: training loss per stream")
     accelerator.wait_for_everyone()
     first, last = reporter.records[0], reporter.records[-1]
-    metrics = {"steps": s.total_steps, "trainable_params": trainable, "first_loss": first["train/loss"],
+    metrics = {"steps": last["step"], "trainable_params": trainable, "first_loss": first["train/loss"],
                "final_loss": last["train/loss"], **{k: round(v, 3) for k, v in summary.items()}}
     metrics |= {k.replace("train/", "final_"): v for k, v in last.items() if k.startswith("train/loss/")}
     metrics |= {k: v for k, v in last.items() if k.startswith("val/loss")}
     metrics["spike_rollbacks"] = reporter.rollbacks
     metrics["restarts"] = restarts_of_this_run(out_dir)  # [] unless restarted by --supervise
+    metrics["stop_reason"] = (auto_eval and auto_eval.stop_reason) or f"completed all {s.total_steps} planned steps"
     return StageResult(
         outputs={"model": "model", "metrics": "metrics.jsonl", "plot": "loss_curves.png"},
         metrics=metrics,
-        summary=f"{s.total_steps} steps, loss {first['train/loss']:.3f} → {last['train/loss']:.3f}, "
+        summary=f"{last['step']} steps, loss {first['train/loss']:.3f} → {last['train/loss']:.3f}, "
                 f"{summary['tokens_per_s']:.0f} tok/s, padding {summary['batch_padding_fraction']:.1%}",
     )

@@ -1,0 +1,111 @@
+"""eval_report.html (self-contained: images embedded as base64 PNG) + eval_report.json.
+
+Built from files on disk only (eval/eval.json, train/loss_curves.png, train/metrics.jsonl), so
+`domaintune report RUN_DIR` regenerates it for any finished run without the config.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from domaintune.artifacts import atomic_write_json, atomic_write_text
+from domaintune.errors import StageError
+from domaintune.eval.plots import plot_perplexity, plot_radar, radar_axes
+
+STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}"
+         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
+         "td:first-child,th:first-child{text-align:left}.pass{color:#1a7f37}.fail{color:#cf222e;font-weight:bold}"
+         "img{max-width:100%;margin:0.5em 0}")
+
+
+def _img(path: Path | None) -> str:
+    if not path or not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(v, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _stream_rows(streams: dict) -> list[list[str]]:
+    return [[html.escape(s), _fmt(r.get("base", {}).get("ppl")), _fmt(r["tuned"]["ppl"]),
+             _fmt(r.get("ppl_change_pct"), "+.1f"), _fmt(r.get("base", {}).get("bpb"), ".3f"),
+             _fmt(r["tuned"]["bpb"], ".3f")] for s, r in streams.items()]
+
+
+def _task_rows(tasks: dict) -> list[list[str]]:
+    rows = []
+    for key, r in tasks.items():
+        m = r["metric"]
+        base = r.get("base", {}).get("metrics", {}).get(m)
+        rows.append([html.escape(key), html.escape(str(r["version"])), r["group"], str(r["tuned"]["n"]),
+                     str(r["tuned"]["shots"]), m, _fmt(None if base is None else 100 * base, ".1f"),
+                     _fmt(100 * r["tuned"]["metrics"][m], ".1f"), _fmt(r.get("delta_points"), "+.1f")])
+    return rows
+
+
+def _gate_html(gate: dict) -> str:
+    status = gate.get("status", "skipped")
+    css = {"passed": "pass", "failed": "fail"}.get(status, "")
+    verdicts = {True: '<span class="pass">pass</span>', False: '<span class="fail">FAIL</span>'}
+    rows = [[html.escape(c["what"]), c["group"], html.escape(c["measure"]), f"{c['value']:+.2f}",
+             html.escape(c["rule"]), verdicts[c["passed"]]] for c in gate.get("checks", [])]
+    reason = f"<p>{html.escape(gate['reason'])}</p>" if gate.get("reason") else ""
+    table = _table(["check", "group", "measure", "value", "rule", "result"], rows) if rows else ""
+    return f'<h2>Forgetting gate: <span class="{css}">{status.upper()}</span></h2>{reason}{table}'
+
+
+def write_report(run_root: Path) -> dict[str, Path]:
+    """Write eval/eval_report.html and eval/eval_report.json from the run folder's files."""
+    eval_dir = run_root / "eval"
+    results_file = eval_dir / "eval.json"
+    if not results_file.is_file():
+        raise StageError(f"{results_file} not found: run `domaintune eval` for this run first")
+    results = json.loads(results_file.read_text(encoding="utf-8"))
+    streams, tasks, gate = results.get("streams", {}), results.get("tasks", {}), results.get("gate", {})
+    metric = results.get("gate_metric", "acc")
+    radar = plot_radar(radar_axes(streams, tasks, metric), eval_dir / "radar.png", f"{run_root.name}: base vs tuned")
+    bars = plot_perplexity(streams, eval_dir / "perplexity.png", f"{run_root.name}: held-out perplexity") \
+        if streams else None
+    # the training stages that ran (continual pre-training, SFT, alignment) each plot their loss
+    losses = [p for stage in ("train", "sft", "align") if (p := run_root / stage / "loss_curves.png").is_file()]
+    parts = [f"<h1>Evaluation report — {html.escape(run_root.name)}</h1>", _gate_html(gate),
+             "<h2>Base vs tuned</h2>", _img(radar)]
+    if tasks:
+        parts.append(_table(["task", "version", "group", "items", "shots", "metric", "base", "tuned", "Δ points"],
+                            _task_rows(tasks)))
+    if streams:
+        parts += [f"<h2>Held-out perplexity ({html.escape(results.get('split', ''))} split)</h2>",
+                  _table(["stream", "base ppl", "tuned ppl", "change %", "base bpb", "tuned bpb"],
+                         _stream_rows(streams)), _img(bars)]
+    for loss in losses:
+        parts += [f"<h2>Training loss — {loss.parent.name}</h2>", _img(loss), _train_summary(loss.parent)]
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run_root.name)} eval</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    atomic_write_text(eval_dir / "eval_report.html", page)
+    named = [("radar", radar), ("perplexity", bars)] + [(f"loss/{p.parent.name}", p) for p in losses]
+    images = {k: str(p.relative_to(run_root)) for k, p in named if p is not None and p.is_file()}
+    atomic_write_json(eval_dir / "eval_report.json", {**results, "images": images})
+    return {"html": eval_dir / "eval_report.html", "json": eval_dir / "eval_report.json"}
+
+
+def _train_summary(stage_dir: Path) -> str:
+    """Why training stopped (auto-eval early stop or the planned end), from the stage's manifest."""
+    manifest = stage_dir / "manifest.json"
+    if not manifest.is_file():
+        return ""
+    metrics = json.loads(manifest.read_text(encoding="utf-8")).get("metrics", {})
+    reason = metrics.get("stop_reason")
+    steps = metrics.get("steps")
+    return f"<p>{steps} optimizer steps; stop reason: {html.escape(str(reason or 'planned end'))}</p>"
