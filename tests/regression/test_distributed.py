@@ -3,6 +3,7 @@ batch: ranks read disjoint shards of each step's micro-batches and the loss norm
 (2 ranks x accum 1) equal (1 rank x accum 2)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,8 +53,11 @@ def test_two_ranks_equal_one_rank_with_accumulation(tmp_path, tiny_model_dir):
     # torchrun's elastic restart: one rank dies after the step-2 checkpoint; torchrun restarts the group
     elastic = [*torchrun[:3], "--max-restarts", "1", *torchrun[3:], str(Path(__file__).with_name("crashing_cli.py")),
                "elastic", "2"]
+    # torchrun shares its rendezvous store with the workers by default; a restarted group can then
+    # read the previous group's gloo addresses (pytorch/pytorch#135712): give each attempt its own
+    env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
     restarted = subprocess.run([*elastic, "train", cfg, *_overrides(tiny_model_dir, "elastic"), "train.grad_accum=1",
-                                "train.save_every=1"], capture_output=True, text=True, timeout=300, cwd=REPO)
+                                "train.save_every=1"], capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert restarted.returncode == 0, restarted.stdout[-3000:] + restarted.stderr[-3000:]
     assert "torchrun restart 1: resumed at step 2" in restarted.stdout
 
