@@ -98,5 +98,22 @@ def check_model_context(cfg: Config) -> list[str]:
     return []
 
 
+def check_align(cfg: Config) -> list[str]:
+    """Preference files exist; QLoRA alignment needs a GPU and bitsandbytes."""
+    if cfg.align is None:
+        return []
+    problems = [f"align.data.{key}[{i}]: file not found: {path} (relative paths resolve against the config "
+                f"file's folder)" for key in ("general", "domain")
+                for i, path in enumerate(getattr(cfg.align.data, key)) if not Path(path).is_file()]
+    if cfg.align.method == "qlora":
+        if not _cuda():
+            problems.append("align.method: 'qlora' loads 4-bit weights with bitsandbytes and needs a CUDA GPU; "
+                            "on this CPU machine use 'lora' (same adapter, full-precision base)")
+        if not _has("bitsandbytes"):
+            problems.append("align.method: 'qlora' needs bitsandbytes: pip install 'domaintune[gpu]'")
+    return problems
+
+
 def validate(cfg: Config) -> list[str]:
-    return check_files(cfg) + check_machine(cfg) + check_consistency(cfg) + check_model_context(cfg)
+    return (check_files(cfg) + check_machine(cfg) + check_consistency(cfg) + check_model_context(cfg)
+            + check_align(cfg))

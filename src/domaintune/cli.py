@@ -30,6 +30,8 @@ STAGES: list[StageSpec] = [
               when=_has_mix),
     StageSpec("train", "domaintune.train", ("train", "model", "seed"), ("mix",), "continual pre-training",
               distributed=True, when=_has_mix),
+    StageSpec("align", "domaintune.train.align_stage", ("align", "model", "seed", "train"), (MODEL,),
+              "reward model + DPO", when=lambda cfg: cfg.align is not None),
     StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL), "perplexity per stream",
               when=_has_model_stage),
     StageSpec("export", "domaintune.export", ("export", "model"), (MODEL,), "merged model + samples",

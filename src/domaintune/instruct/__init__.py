@@ -1,0 +1,1 @@
+"""Instruction and preference data: formats, validation, chat templates."""
