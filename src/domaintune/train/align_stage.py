@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from domaintune import models
-from domaintune.artifacts import RunDir, StageResult, atomic_write_json, fingerprint_path, stable_hash
+from domaintune.artifacts import RunDir, StageResult, atomic_write_json, fingerprint_path
 from domaintune.config import Config
 from domaintune.console import console
 from domaintune.instruct.preference import (

@@ -66,12 +66,22 @@ def build_reward_trainer(model, tokenizer, train_rows: list[dict], s: RewardSett
                          checkpoint_args: dict[str, Any], callbacks: list, peft_config=None):
     """trl's RewardTrainer through its public constructor. Pass `peft_config` for a fresh LoRA
     adapter; a model that already carries one (stage 2) continues training it."""
-    from datasets import Dataset
     from trl import RewardTrainer
 
     return RewardTrainer(model=model, args=reward_args(s, output_dir, checkpoint_args),
-                         train_dataset=Dataset.from_list(train_rows), processing_class=tokenizer,
+                         train_dataset=tokenized_pairs(tokenizer, train_rows, s.max_len), processing_class=tokenizer,
                          callbacks=callbacks, peft_config=peft_config)
+
+
+def tokenized_pairs(tokenizer, rows: list[dict], max_len: int):
+    """Pairs as trl's pre-tokenized format (chosen_ids/rejected_ids), cut at `max_len`.
+
+    Tokenizing here rather than in the trainer keeps training and `pair_margins` scoring on the
+    same ids, and truncates long pairs instead of trl's silent dropping of them."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"chosen_ids": encode(tokenizer, r["prompt"], r["chosen"], max_len),
+                               "rejected_ids": encode(tokenizer, r["prompt"], r["rejected"], max_len)} for r in rows])
 
 
 # --------------------------------------------------------------------------- scoring

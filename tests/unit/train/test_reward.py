@@ -3,7 +3,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from domaintune.config import AdapterConfig
 from domaintune.train import reward
-
 from fixtures.preferences import separable_rows
 
 
