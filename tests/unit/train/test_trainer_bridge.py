@@ -116,3 +116,22 @@ def test_sigterm_saves_at_the_step_boundary_then_resume_picks_the_newest_intact(
 
     with pytest.raises(CheckpointError, match="settings changed"):
         choose_hf_checkpoint(root, {"settings": 2}, FaultTolerance(), warnings.append)
+
+
+def test_supervisor_watchdog_sees_the_align_phase_heartbeat(tmp_path):
+    import time
+
+    from domaintune.supervise import beat_since
+
+    since = time.time() - 1
+    phase_dir = tmp_path / "run" / "align" / "dpo"
+    phase_dir.mkdir(parents=True)
+    cb = _callback(phase_dir)
+
+    class Control:
+        should_save = should_training_stop = False
+
+    cb.on_step_end(_Args(), _State(), Control())
+    beat = beat_since(tmp_path / "run" / "train", since)
+    assert beat is not None and beat["step"] == 3 and beat["phase"] == "test"
+    assert beat_since(tmp_path / "run" / "train", time.time() + 10) is None  # stale beats do not count
