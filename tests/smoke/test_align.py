@@ -76,3 +76,16 @@ def test_validate_reports_missing_pairs_file_and_qlora_on_cpu(workdir, tiny_mode
     text = " ".join(result.output.split())
     assert result.exit_code == 2
     assert "align.data.domain[0]: file not found" in text and "align.method: 'qlora'" in text
+
+
+def test_full_fine_tuning_with_an_ensemble_filter(workdir, tiny_model_dir, tmp_path):
+    """method=full (frozen reference copy) and filter.method=ensemble (K reward models)."""
+    _invoke("run", str(workdir / "domaintune.yaml"), "--stages", "align", *_overrides(tiny_model_dir),
+            f"runs_dir={tmp_path}", "align.method=full", "align.filter.method=ensemble", "align.filter.samples=2",
+            "align.dpo.max_steps=2", "align.dpo.eval_every=null", "align.reward.two_stage=false")
+    align = tmp_path / "dpo-bank" / "align"
+    assert (align / "reward-stage1-m0" / "done").is_dir() and (align / "reward-stage1-m1" / "done").is_dir()
+    assert (align / "model" / "model.safetensors").is_file()
+    m = json.loads((align / "manifest.json").read_text())["metrics"]
+    assert m["filter/pairs"] == m["filter/kept"] + m["filter/dropped_uncertain"] + m["filter/dropped_reversed"]
+    assert "reward_stage2/accuracy_domain" not in m  # one stage: general and domain pairs together
