@@ -22,6 +22,7 @@ from domaintune import models
 from domaintune.artifacts import RunDir, StageResult, atomic_write_json, fingerprint_path
 from domaintune.config import Config
 from domaintune.console import console
+from domaintune.errors import DataError
 from domaintune.instruct.preference import (
     PreferencePair,
     check_reject_share,
@@ -86,65 +87,69 @@ def _start_model(cfg: Config, run_dir: RunDir, device: str):
     return model, tokenizer, prev
 
 
+@dataclass
+class _Ctx:
+    """What every phase of one align run shares."""
+
+    cfg: Config
+    out_dir: Path
+    tokenizer: Any
+    keys: dict[str, Any]
+    ft: FaultTolerance
+    use_cpu: bool
+
+    def rows(self, pairs: list[PreferencePair]) -> list[dict[str, Any]]:
+        return to_dataset_rows(pairs, conversational=self.tokenizer.chat_template is not None)
+
+
 def _keys(cfg: Config, run_dir: RunDir, prev: str | None) -> dict[str, Any]:
     """What each phase's result depends on (a phase is reused only if its key is unchanged)."""
     a = cfg.section("align")
+    files = [*cfg.align.data.general, *cfg.align.data.domain]
     base = {"model": cfg.section("model"), "seed": cfg.seed, "method": a["method"], "adapter": a["adapter"],
-            "data": {str(p): fingerprint_path(p) for p in inputs(cfg)[len(models.model_inputs(cfg.model)):]},
-            "val_fraction": a["data"]["val_fraction"],
+            "data": {p: fingerprint_path(p) for p in files}, "val_fraction": a["data"]["val_fraction"],
             "upstream": run_dir.require(prev, by=STAGE)["fingerprint"] if prev else None}
     rm = {**base, "reward": a["reward"], "filter": a["filter"]}
     return {"reward": rm, "dpo": {**rm, "dpo": a["dpo"]}}
 
 
 # --------------------------------------------------------------------------- reward model + filter
-def _reward_settings(cfg: Config, use_cpu: bool, seed: int) -> reward.RewardSettings:
-    r = cfg.align.reward
-    return reward.RewardSettings(r.epochs, r.max_steps, r.lr, r.batch_size, cfg.align.dpo.max_len, seed, use_cpu)
-
-
-def _train_reward(cfg, out_dir, name, rm, tokenizer, rows, key, ft, use_cpu, seed, fresh: bool):
-    """One reward-model phase (resumable, reused when done)."""
-    peft_config = reward.reward_peft_config(cfg.align.adapter) if fresh and cfg.align.method != "full" else None
-    phase = Phase(out_dir / name, {**key, "phase": name, "seed": seed}, ft)
+def _train_reward(ctx: _Ctx, name: str, rm, pairs: list[PreferencePair], seed: int, fresh: bool):
+    """One reward-model phase (resumable, reused when done). `fresh`: attach a new adapter."""
+    a = ctx.cfg.align
+    peft_config = reward.reward_peft_config(a.adapter) if fresh and a.method != "full" else None
+    settings = reward.RewardSettings(a.reward.epochs, a.reward.max_steps, a.reward.lr, a.reward.batch_size,
+                                     a.dpo.max_len, seed, ctx.use_cpu)
+    phase = Phase(ctx.out_dir / name, {**ctx.keys["reward"], "phase": name, "seed": seed}, ctx.ft)
 
     def make(output_dir, callbacks):
-        return reward.build_reward_trainer(rm, tokenizer, rows, _reward_settings(cfg, use_cpu, seed), output_dir,
-                                           ft.checkpoint_args(), callbacks, peft_config=peft_config)
+        return reward.build_reward_trainer(rm, ctx.tokenizer, ctx.rows(pairs), settings, output_dir,
+                                           ctx.ft.checkpoint_args(), callbacks, peft_config=peft_config)
 
-    return phase.run(make, model_for_reuse=_peft_wrapped(rm, peft_config))
-
-
-def _peft_wrapped(rm, peft_config):
-    """How the trainer will wrap the model (to reload a finished phase's weights into the same shape)."""
-    def build():
-        if peft_config is None:
-            return rm
+    def same_shape():  # how the trainer wraps the model, to reload a finished phase's weights
         from peft import get_peft_model
 
-        return get_peft_model(rm, peft_config)
+        return rm if peft_config is None else get_peft_model(rm, peft_config)
 
-    return build
+    return phase.run(make, model_for_reuse=same_shape)
 
 
-def _reward_and_filter(cfg, out_dir, policy, tokenizer, pairs: Pairs, rows, keys, ft, use_cpu):
-    a = cfg.align
+def _reward_and_filter(ctx: _Ctx, policy, pairs: Pairs):
+    """Reward model stage 1 (general pairs; K members for an ensemble filter), the confidence
+    filter over the domain pairs, then stage 2 on the kept domain pairs."""
+    a, seed = ctx.cfg.align, ctx.cfg.seed
     two_stage = a.reward.two_stage and bool(pairs.general_train)
     first = pairs.general_train if two_stage else pairs.general_train + pairs.domain_train
     members = a.filter.samples if a.filter.enabled and a.filter.method == "ensemble" else 1
-    ensemble = []
-    for i in range(members):
-        data = first if members == 1 else _bootstrap(first, cfg.seed + i)
-        rm = reward.reward_model_from(policy, tokenizer, seed=cfg.seed + i)
-        name = "reward-stage1" if members == 1 else f"reward-stage1-m{i}"
-        ensemble.append(_train_reward(cfg, out_dir, name, rm, tokenizer, rows(data), keys["reward"], ft,
-                                      use_cpu, cfg.seed + i, fresh=True))
-    max_len, metrics = a.dpo.max_len, {}
-    metrics |= _rm_accuracy(ensemble[0], tokenizer, rows, pairs, max_len, "stage1")
+    ensemble = [_train_reward(ctx, "reward-stage1" if members == 1 else f"reward-stage1-m{i}",
+                              reward.reward_model_from(policy, ctx.tokenizer, seed=seed + i),
+                              first if members == 1 else _bootstrap(first, seed + i), seed + i, fresh=True)
+                for i in range(members)]
+    metrics = _rm_accuracy(ctx, ensemble[0], pairs, "stage1")
     kept, report = pairs.domain_train, None
     if a.filter.enabled:
-        kept, report = _confidence_filter(cfg, ensemble, tokenizer, rows(pairs.domain_train), pairs.domain_train)
-        write_filter_report(out_dir / "filter.jsonl", pairs.domain_train, report)
+        kept, report = _confidence_filter(ctx, ensemble, pairs.domain_train)
+        write_filter_report(ctx.out_dir / "filter.jsonl", pairs.domain_train, report)
         before, after = report.accuracy_before_after()
         metrics |= {"filter/pairs": len(pairs.domain_train), "filter/kept": len(kept),
                     "filter/dropped_uncertain": report.counts[confidence.UNCERTAIN],
@@ -152,11 +157,10 @@ def _reward_and_filter(cfg, out_dir, policy, tokenizer, pairs: Pairs, rows, keys
                     "filter/rm_agreement_before": before, "filter/rm_agreement_after": after}
     final_rm = ensemble[0]
     if two_stage and kept:
-        final_rm = _train_reward(cfg, out_dir, "reward-stage2", final_rm, tokenizer, rows(kept), keys["reward"], ft,
-                                 use_cpu, cfg.seed, fresh=False)
-        metrics |= _rm_accuracy(final_rm, tokenizer, rows, pairs, max_len, "stage2")
-    final_rm.save_pretrained(out_dir / "reward_model", safe_serialization=True)
-    tokenizer.save_pretrained(out_dir / "reward_model")
+        final_rm = _train_reward(ctx, "reward-stage2", final_rm, kept, seed, fresh=False)
+        metrics |= _rm_accuracy(ctx, final_rm, pairs, "stage2")
+    final_rm.save_pretrained(ctx.out_dir / "reward_model", safe_serialization=True)
+    ctx.tokenizer.save_pretrained(ctx.out_dir / "reward_model")
     return kept, report, metrics
 
 
@@ -167,11 +171,11 @@ def _bootstrap(pairs: list[PreferencePair], seed: int) -> list[PreferencePair]:
     return [pairs[rng.randrange(len(pairs))] for _ in pairs]
 
 
-def _rm_accuracy(rm, tokenizer, rows, pairs: Pairs, max_len: int, label: str) -> dict[str, float]:
+def _rm_accuracy(ctx: _Ctx, rm, pairs: Pairs, label: str) -> dict[str, float]:
     out = {}
     for name, val in (("general", pairs.general_val), ("domain", pairs.domain_val)):
         if val:
-            margins = reward.pair_margins(rm, tokenizer, rows(val), max_len)
+            margins = reward.pair_margins(rm, ctx.tokenizer, ctx.rows(val), ctx.cfg.align.dpo.max_len)
             out[f"reward_{label}/accuracy_{name}"] = reward.pair_accuracy(margins)
             out[f"reward_{label}/margin_{name}"] = float(margins.mean())
     shown = ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in out.items())
@@ -179,16 +183,16 @@ def _rm_accuracy(rm, tokenizer, rows, pairs: Pairs, max_len: int, label: str) ->
     return out
 
 
-def _confidence_filter(cfg, ensemble, tokenizer, domain_rows, domain_pairs):
-    f, max_len = cfg.align.filter, cfg.align.dpo.max_len
+def _confidence_filter(ctx: _Ctx, ensemble, domain_pairs: list[PreferencePair]):
+    f, max_len, rows = ctx.cfg.align.filter, ctx.cfg.align.dpo.max_len, ctx.rows(domain_pairs)
     if f.method == "ensemble":
         import torch
 
-        samples = torch.cat([reward.pair_margins(m, tokenizer, domain_rows, max_len) for m in ensemble], dim=1)
+        samples = torch.cat([reward.pair_margins(m, ctx.tokenizer, rows, max_len) for m in ensemble], dim=1)
     else:
-        samples = reward.pair_margins(ensemble[0], tokenizer, domain_rows, max_len, passes=f.samples,
-                                      dropout=f.dropout, seed=cfg.seed)
-    report = confidence.filter_pairs(samples, f.level, f.drop_reversed, seed=cfg.seed)
+        samples = reward.pair_margins(ensemble[0], ctx.tokenizer, rows, max_len, passes=f.samples,
+                                      dropout=f.dropout, seed=ctx.cfg.seed)
+    report = confidence.filter_pairs(samples, f.level, f.drop_reversed, seed=ctx.cfg.seed)
     kept = [domain_pairs[i] for i in report.kept]
     console.print(f"  confidence filter ({f.method}, {f.samples} samples, {f.level:.0%} interval): kept {len(kept)} "
                   f"of {len(domain_pairs)}; dropped {report.counts[confidence.UNCERTAIN]} uncertain, "
@@ -197,28 +201,29 @@ def _confidence_filter(cfg, ensemble, tokenizer, domain_rows, domain_pairs):
 
 
 # --------------------------------------------------------------------------- DPO
-def _dpo(cfg, out_dir, policy, tokenizer, train_rows, val_rows, key, ft, use_cpu):
-    a, d = cfg.align, cfg.align.dpo
+def _dpo(ctx: _Ctx, policy, train_pairs: list[PreferencePair], val_pairs: list[PreferencePair]):
+    """DPO on the kept pairs; held-out metrics before and after. Returns (model, before, after, records)."""
+    a, d = ctx.cfg.align, ctx.cfg.align.dpo
     s = dpo.DPOSettings(d.beta, d.sft_weight, d.epochs, d.max_steps, d.lr, d.batch_size, d.grad_accum, d.max_len,
-                        d.eval_every, cfg.seed, use_cpu)
+                        d.eval_every, ctx.cfg.seed, ctx.use_cpu)
     peft_config, ref_model = None, None
     if a.method == "full":
         policy = models.prepare_for_training(policy, "full", a.adapter)
         ref_model = copy.deepcopy(policy).eval().requires_grad_(False)  # frozen reference
     else:
         peft_config = models.build_peft_config(a.adapter)  # trl: reference = adapter disabled
-    phase = Phase(out_dir / "dpo", {**key, "phase": "dpo"}, ft, reuse=False)
+    phase = Phase(ctx.out_dir / "dpo", {**ctx.keys["dpo"], "phase": "dpo"}, ctx.ft, reuse=False)
     holder: dict[str, Any] = {}
 
     def make(output_dir, callbacks):
-        holder["trainer"] = dpo.build_dpo_trainer(policy, tokenizer, train_rows, val_rows, s, output_dir,
-                                                  ft.checkpoint_args(), callbacks, peft_config, ref_model)
+        holder["trainer"] = dpo.build_dpo_trainer(policy, ctx.tokenizer, ctx.rows(train_pairs), ctx.rows(val_pairs),
+                                                  s, output_dir, ctx.ft.checkpoint_args(), callbacks, peft_config,
+                                                  ref_model)
         holder["before"] = dpo.heldout_metrics(holder["trainer"]) if phase.resume_from is None else {}
         return holder["trainer"]
 
     model = phase.run(make)
-    after = dpo.heldout_metrics(holder["trainer"])
-    return model, holder["before"], after, phase.records
+    return model, holder["before"], dpo.heldout_metrics(holder["trainer"]), phase.records
 
 
 def _save_model(model, tokenizer, out_dir: Path, from_stage: str | None) -> None:
@@ -234,33 +239,25 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     out_dir = run_dir.stage_dir(STAGE)
     pairs = _read(cfg, out_dir)
     device = models.resolve_device(cfg.runtime.device)
-    use_cpu = device == "cpu"
     policy, tokenizer, prev = _start_model(cfg, run_dir, device)
-    conversational = tokenizer.chat_template is not None
-
-    def rows(ps):
-        return to_dataset_rows(ps, conversational)
-
-    keys, ft = _keys(cfg, run_dir, prev), FaultTolerance.from_train(cfg.train)
+    ctx = _Ctx(cfg, out_dir, tokenizer, _keys(cfg, run_dir, prev), FaultTolerance.from_train(cfg.train),
+               use_cpu=device == "cpu")
     metrics: dict[str, Any] = {"pairs/general": len(pairs.general_train) + len(pairs.general_val),
                                "pairs/domain": len(pairs.domain_train) + len(pairs.domain_val),
                                "pairs/quarantined": pairs.quarantined}
     kept, report = pairs.domain_train, None
     if cfg.align.reward.enabled:
-        kept, report, rm_metrics = _reward_and_filter(cfg, out_dir, policy, tokenizer, pairs, rows, keys, ft, use_cpu)
+        kept, report, rm_metrics = _reward_and_filter(ctx, policy, pairs)
         metrics |= rm_metrics
     if not kept:
-        from domaintune.errors import DataError
-
         raise DataError("align: the confidence filter dropped every domain pair; check the pairs' labels, "
                         "lower align.filter.level or set align.filter.enabled=false")
     if cfg.align.method == "qlora":
         policy = _quantized_policy(cfg, out_dir, policy, tokenizer, prev, device)
-    model, before, after, records = _dpo(cfg, out_dir, policy, tokenizer, rows(kept), rows(pairs.domain_val),
-                                         keys["dpo"], ft, use_cpu)
+    model, before, after, records = _dpo(ctx, policy, kept, pairs.domain_val)
     metrics |= {f"dpo_before/{k.removeprefix('eval_')}": v for k, v in before.items()}
     metrics |= {f"dpo_after/{k.removeprefix('eval_')}": v for k, v in after.items()}
-    metrics["dpo/steps"] = records[-1]["step"] if records else 0
+    metrics["dpo/steps"] = max((r["step"] for r in records), default=0)
     _save_model(model, tokenizer, out_dir, prev)
     atomic_write_json(out_dir / "align.json", {"metrics": metrics, "started_from": prev or "base"})
     plot_alignment(records, report, out_dir / "reward_margin.png", f"{cfg.name}: DPO reward margin")

@@ -115,6 +115,10 @@ class GuardCallback(TrainerCallback):
             self._bar.update(self._task, info=" · ".join(f"{k} {v:.3f}" for k, v in shown.items()))
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the progress bar and close metrics.jsonl (also when training raised)."""
         self._bar.stop()
         self._task = None
         if self._log is not None:
@@ -197,6 +201,7 @@ def train_guarded(trainer, callback: GuardCallback, resume_from: Path | None, pr
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     finally:
         preempt.restore()
+        callback.close()
     if callback.preempted_at is not None:
         raise Preempted(f"{callback.phase}: stopped by signal after step {callback.preempted_at}; checkpoint saved "
                         f"in {trainer.args.output_dir}. Re-run the same command to resume.")
