@@ -3,8 +3,8 @@
 The reward model is the start model with a one-output score head (sequence classification),
 trained on preference pairs with the Bradley-Terry loss. The two-stage recipe trains it first on
 general preference data, then continues on the domain pairs. `pair_margins` scores pairs
-(reward(chosen) - reward(rejected)), optionally with Monte-Carlo dropout on the score head's
-input, for the held-out accuracy and the confidence filter.
+(reward(chosen) - reward(rejected)), optionally with Monte-Carlo dropout, for the held-out
+accuracy and the confidence filter.
 """
 
 from __future__ import annotations
@@ -99,25 +99,40 @@ def _score_head(model):
     return base.score
 
 
+def _decoder_layers(model) -> list:
+    return [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+
+
 @contextmanager
-def head_dropout(model, p: float) -> Iterator[callable]:
-    """MC-dropout on the score head's input. One mask per pass (`resample()`), shared by the chosen
-    and the rejected answer: common random numbers, so a pair with identical answers has margin 0
-    in every pass and only real differences vary."""
-    state: dict[str, torch.Tensor | None] = {"mask": None}
+def mc_dropout(model, p: float) -> Iterator[callable]:
+    """Monte-Carlo dropout on every decoder layer's output and on the score head's input (works
+    for any method: Llama-style models have no dropout modules of their own). One mask per module
+    and pass (`resample()`), shared by the chosen and the rejected answer: common random numbers,
+    so a pair with identical answers has margin 0 in every pass and only real differences vary."""
+    masks: dict[int, torch.Tensor] = {}
 
-    def hook(_module, args):
-        mask = state["mask"]
-        if mask is None or mask.shape[-1] != args[0].shape[-1]:
-            mask = (torch.rand(args[0].shape[-1], device=args[0].device) >= p).to(args[0].dtype) / (1 - p)
-            state["mask"] = mask
-        return (args[0] * mask,)
+    def mask_for(module, x: torch.Tensor) -> torch.Tensor:
+        mask = masks.get(id(module))
+        if mask is None or mask.shape[-1] != x.shape[-1]:
+            mask = (torch.rand(x.shape[-1], device=x.device) >= p).to(x.dtype) / (1 - p)
+            masks[id(module)] = mask
+        return mask
 
-    handle = _score_head(model).register_forward_pre_hook(hook)
+    def on_input(module, args):
+        return (args[0] * mask_for(module, args[0]), *args[1:])
+
+    def on_output(module, _args, out):
+        if isinstance(out, tuple):
+            return (out[0] * mask_for(module, out[0]), *out[1:])
+        return out * mask_for(module, out)
+
+    handles = [_score_head(model).register_forward_pre_hook(on_input)]
+    handles += [layer.register_forward_hook(on_output) for layer in _decoder_layers(model)]
     try:
-        yield lambda: state.update(mask=None)
+        yield masks.clear
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
 
 
 @torch.no_grad()
@@ -148,7 +163,7 @@ def pair_margins(model, tokenizer, rows: list[dict], max_len: int, batch_size: i
         if dropout <= 0:
             return (_rewards(model, chosen, pad, batch_size) - _rewards(model, rejected, pad, batch_size))[:, None]
         samples = []
-        with head_dropout(model, dropout) as resample:
+        with mc_dropout(model, dropout) as resample:
             for _ in range(passes):
                 resample()
                 samples.append(_rewards(model, chosen, pad, batch_size) - _rewards(model, rejected, pad, batch_size))
