@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from domaintune.train.trainer_bridge import no_activation_checkpointing
+
 
 @dataclass(frozen=True)
 class DPOSettings:
@@ -46,9 +48,9 @@ def dpo_args(s: DPOSettings, output_dir, checkpoint_args: dict[str, Any], has_ev
     return DPOConfig(output_dir=str(output_dir), beta=s.beta, learning_rate=s.lr,
                      per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=s.batch_size,
                      gradient_accumulation_steps=s.grad_accum, max_length=s.max_len, seed=s.seed,
-                     gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=s.use_cpu, padding_free=False,
+                     bf16=False, fp16=False, use_cpu=s.use_cpu, padding_free=False,
                      report_to=[], logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
-                     **loss_mix(s.sft_weight), **steps, **evals, **checkpoint_args)
+                     **no_activation_checkpointing(), **loss_mix(s.sft_weight), **steps, **evals, **checkpoint_args)
 
 
 def build_dpo_trainer(model, tokenizer, train_rows: list[dict], val_rows: list[dict], s: DPOSettings, output_dir,

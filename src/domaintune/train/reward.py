@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from domaintune.config import AdapterConfig
+from domaintune.train.trainer_bridge import no_activation_checkpointing
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ def reward_args(s: RewardSettings, output_dir, checkpoint_args: dict[str, Any]):
     steps = {"max_steps": s.max_steps} if s.max_steps else {"num_train_epochs": s.epochs}
     return RewardConfig(output_dir=str(output_dir), learning_rate=s.lr, per_device_train_batch_size=s.batch_size,
                         per_device_eval_batch_size=s.batch_size, max_length=s.max_len, seed=s.seed,
-                        gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=s.use_cpu,
+                        bf16=False, fp16=False, use_cpu=s.use_cpu,
                         report_to=[], logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
+                        **no_activation_checkpointing(),
                         **steps, **checkpoint_args)
 
 

@@ -60,6 +60,17 @@ class FaultTolerance:
         return {"save_strategy": "steps", "save_steps": self.save_every, "save_total_limit": self.keep_last}
 
 
+def no_activation_checkpointing() -> dict[str, bool]:
+    """trl turns activation (gradient) checkpointing on by default; off here (small models, CPU).
+    transformers >= 5 renamed the argument and warns on the old name."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}
+
+
 def grad_norm(model) -> float:
     norms = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
