@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers.trainer_callback import PrinterCallback
 
 from domaintune.artifacts import atomic_write_json, atomic_write_text, stable_hash
 from domaintune.console import console
@@ -69,7 +68,6 @@ class Phase:
         if self.resume_from is not None:
             console.print(f"  {self.name}: resuming from {self.resume_from.name}")
         trainer = make_trainer(root, [callback])
-        trainer.remove_callback(PrinterCallback)  # our callback shows progress; no raw log dicts on stdout
         train_guarded(trainer, callback, self.resume_from, preempt)
         mark_finished(root)
         self.records = callback.records

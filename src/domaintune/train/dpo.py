@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from domaintune.train.trainer_bridge import no_activation_checkpointing
+from domaintune.train.trainer_bridge import no_activation_checkpointing, without_log_printer
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,11 @@ def build_dpo_trainer(model, tokenizer, train_rows: list[dict], val_rows: list[d
     from trl import DPOTrainer
 
     eval_dataset = Dataset.from_list(val_rows) if val_rows else None
-    return DPOTrainer(model=model, ref_model=ref_model, args=dpo_args(s, output_dir, checkpoint_args, bool(val_rows)),
-                      train_dataset=Dataset.from_list(train_rows), eval_dataset=eval_dataset,
-                      processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+    args = dpo_args(s, output_dir, checkpoint_args, bool(val_rows))
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args,
+                         train_dataset=Dataset.from_list(train_rows), eval_dataset=eval_dataset,
+                         processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+    return without_log_printer(trainer)
 
 
 def heldout_metrics(trainer) -> dict[str, float]:

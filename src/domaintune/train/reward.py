@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from domaintune.config import AdapterConfig
-from domaintune.train.trainer_bridge import no_activation_checkpointing
+from domaintune.train.trainer_bridge import no_activation_checkpointing, without_log_printer
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,10 @@ def build_reward_trainer(model, tokenizer, train_rows: list[dict], s: RewardSett
     adapter; a model that already carries one (stage 2) continues training it."""
     from trl import RewardTrainer
 
-    return RewardTrainer(model=model, args=reward_args(s, output_dir, checkpoint_args),
-                         train_dataset=tokenized_pairs(tokenizer, train_rows, s.max_len), processing_class=tokenizer,
-                         callbacks=callbacks, peft_config=peft_config)
+    trainer = RewardTrainer(model=model, args=reward_args(s, output_dir, checkpoint_args),
+                            train_dataset=tokenized_pairs(tokenizer, train_rows, s.max_len),
+                            processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+    return without_log_printer(trainer)
 
 
 def tokenized_pairs(tokenizer, rows: list[dict], max_len: int):
