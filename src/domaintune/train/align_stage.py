@@ -260,7 +260,8 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     metrics["dpo/steps"] = max((r["step"] for r in records), default=0)
     _save_model(model, tokenizer, out_dir, prev)
     atomic_write_json(out_dir / "align.json", {"metrics": metrics, "started_from": prev or "base"})
-    plot_alignment(records, report, out_dir / "reward_margin.png", f"{cfg.name}: DPO reward margin")
+    plot_alignment([{"step": 0, **before}, *records] if before else records, report, out_dir / "reward_margin.png",
+                   f"{cfg.name}: DPO reward margin")
     outputs = {"model": "model", "report": "align.json", "rejects": "rejects.jsonl", "plot": "reward_margin.png",
                "metrics": "dpo/metrics.jsonl"}
     if cfg.align.reward.enabled:
