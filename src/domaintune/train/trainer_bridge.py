@@ -187,15 +187,17 @@ def choose_hf_checkpoint(root: Path, key: dict[str, Any], ft: FaultTolerance,
 
     A run continues only what an interrupted attempt of the *same* settings left behind: the
     settings' hash is stored next to the checkpoints; a change is refused unless
-    train.allow_config_change is set (or train.resume=never starts over)."""
+    train.allow_config_change is set (or train.resume=never starts over). A checkpoint named in
+    train.resume is used by the phase it belongs to; the other phases resume automatically."""
     key_file, digest = root / KEY_FILE, stable_hash(key)
     if ft.resume == "never" or (root / FINISHED).is_file():
         shutil.rmtree(root, ignore_errors=True)
-    if ft.resume not in ("auto", "never"):
-        problem = verify_hf_checkpoint(Path(ft.resume))
+    explicit = Path(ft.resume) if ft.resume not in ("auto", "never") else None
+    if explicit is not None and explicit.resolve().parent == root.resolve():  # named for this phase
+        problem = verify_hf_checkpoint(explicit)
         if problem:
             raise CheckpointError(f"train.resume: checkpoint {ft.resume} is unusable: {problem}")
-        return Path(ft.resume)
+        return explicit
     ckpts = list_hf_checkpoints(root)
     if ckpts and key_file.is_file() and json.loads(key_file.read_text())["key"] != digest:
         if not ft.allow_config_change:

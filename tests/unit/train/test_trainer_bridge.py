@@ -114,6 +114,12 @@ def test_sigterm_saves_at_the_step_boundary_then_resume_picks_the_newest_intact(
     assert resumed.state.global_step == 6
     assert cb2.records[0]["step"] == 1 and max(r["step"] for r in cb2.records) == 6  # log reads as one run
 
+    (root / "checkpoint-6" / "trainer_state.json").write_text("{truncated")
+    explicit = FaultTolerance(resume=str(root / "checkpoint-6"))
+    with pytest.raises(CheckpointError, match="checkpoint-6 is unusable"):
+        choose_hf_checkpoint(root, key, explicit, warnings.append)
+    other_phase = tmp_path / "other" / "checkpoints"
+    assert choose_hf_checkpoint(other_phase, key, explicit, warnings.append) is None  # not this phase's
     with pytest.raises(CheckpointError, match="settings changed"):
         choose_hf_checkpoint(root, {"settings": 2}, FaultTolerance(), warnings.append)
 
