@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from domaintune import models
-from domaintune.artifacts import RunDir, StageResult, atomic_write_json, fingerprint_path
+from domaintune.artifacts import RunDir, StageResult, atomic_write_json, fingerprint_path, stable_hash
 from domaintune.config import Config
 from domaintune.console import console
 from domaintune.errors import DataError
@@ -120,10 +120,12 @@ def _train_reward(ctx: _Ctx, name: str, rm, pairs: list[PreferencePair], seed: i
     peft_config = reward.reward_peft_config(a.adapter) if fresh and a.method != "full" else None
     settings = reward.RewardSettings(a.reward.epochs, a.reward.max_steps, a.reward.lr, a.reward.batch_size,
                                      a.dpo.max_len, seed, ctx.use_cpu)
-    phase = Phase(ctx.out_dir / name, {**ctx.keys["reward"], "phase": name, "seed": seed}, ctx.ft)
+    rows = ctx.rows(pairs)  # the exact pairs are part of the key: stage 2's depend on the filter
+    phase = Phase(ctx.out_dir / name, {**ctx.keys["reward"], "phase": name, "seed": seed,
+                                       "pairs": stable_hash(rows)}, ctx.ft)
 
     def make(output_dir, callbacks):
-        return reward.build_reward_trainer(rm, ctx.tokenizer, ctx.rows(pairs), settings, output_dir,
+        return reward.build_reward_trainer(rm, ctx.tokenizer, rows, settings, output_dir,
                                            ctx.ft.checkpoint_args(), callbacks, peft_config=peft_config)
 
     def same_shape():  # how the trainer wraps the model, to reload a finished phase's weights

@@ -102,40 +102,28 @@ def _score_head(model):
     return base.score
 
 
-def _decoder_layers(model) -> list:
-    return [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
-
-
 @contextmanager
 def mc_dropout(model, p: float) -> Iterator[callable]:
-    """Monte-Carlo dropout on every decoder layer's output and on the score head's input (works
-    for any method: Llama-style models have no dropout modules of their own). One mask per module
-    and pass (`resample()`), shared by the chosen and the rejected answer: common random numbers,
-    so a pair with identical answers has margin 0 in every pass and only real differences vary."""
-    masks: dict[int, torch.Tensor] = {}
+    """Monte-Carlo dropout on the score head's input (last-layer MC dropout: works for any method,
+    and Llama-style backbones have no dropout modules of their own). Dropout on every decoder
+    layer was tried and rejected: a model never trained with dropout becomes so noisy that the
+    SmolLM2 example kept 2 of 23 clear pairs. One mask per pass (`resample()`), shared by the
+    chosen and the rejected answer: common random numbers, so a pair with identical answers has
+    margin 0 in every pass and only real differences vary."""
+    state: dict[str, torch.Tensor | None] = {"mask": None}
 
-    def mask_for(module, x: torch.Tensor) -> torch.Tensor:
-        mask = masks.get(id(module))
+    def on_input(_module, args):
+        x, mask = args[0], state["mask"]
         if mask is None or mask.shape[-1] != x.shape[-1]:
             mask = (torch.rand(x.shape[-1], device=x.device) >= p).to(x.dtype) / (1 - p)
-            masks[id(module)] = mask
-        return mask
+            state["mask"] = mask
+        return (x * mask, *args[1:])
 
-    def on_input(module, args):
-        return (args[0] * mask_for(module, args[0]), *args[1:])
-
-    def on_output(module, _args, out):
-        if isinstance(out, tuple):
-            return (out[0] * mask_for(module, out[0]), *out[1:])
-        return out * mask_for(module, out)
-
-    handles = [_score_head(model).register_forward_pre_hook(on_input)]
-    handles += [layer.register_forward_hook(on_output) for layer in _decoder_layers(model)]
+    handle = _score_head(model).register_forward_pre_hook(on_input)
     try:
-        yield masks.clear
+        yield lambda: state.update(mask=None)
     finally:
-        for h in handles:
-            h.remove()
+        handle.remove()
 
 
 @torch.no_grad()

@@ -36,7 +36,6 @@ def test_reward_model_copies_the_backbone(tiny_model_dir):
 def test_mc_dropout_gives_zero_margin_for_identical_answers(tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     rm = reward.reward_model_from(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok, seed=0)
-    assert len(reward._decoder_layers(rm)) == 2  # dropout reaches the backbone, not only the head
     row = separable_rows(1)[0]
     same = {**row, "rejected": row["chosen"]}
     samples = reward.pair_margins(rm, tok, [row, same], 64, passes=6, dropout=0.3)
