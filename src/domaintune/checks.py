@@ -31,8 +31,17 @@ def _cuda() -> bool:
 
 
 def check_files(cfg: Config) -> list[str]:
+    problems = check_data_files(cfg) if cfg.data else []
+    base = cfg.model.base
+    if not Path(base).exists() and not HUB_ID.match(base):
+        problems.append(f"model.base: '{base}' is neither an existing file/folder nor a hub id like "
+                        f"'HuggingFaceTB/SmolLM2-135M'")
+    return problems
+
+
+def check_data_files(cfg: Config) -> list[str]:
     problems = []
-    for i, src in enumerate(cfg.data.sources if cfg.data else []):
+    for i, src in enumerate(cfg.data.sources):
         p = Path(src.path)
         if not (p.exists() or glob.glob(src.path, recursive=True)):
             problems.append(f"data.sources[{i}].path: nothing matches '{src.path}' "
@@ -43,10 +52,6 @@ def check_files(cfg: Config) -> list[str]:
     problems += [f"{key}: file not found: {path}" for key, path in governance if path and not Path(path).is_file()]
     if cfg.data.normalize.chinese != "none" and not _has("opencc"):
         problems.append(f"data.normalize.chinese: '{cfg.data.normalize.chinese}' needs OpenCC: pip install opencc")
-    base = cfg.model.base
-    if not Path(base).exists() and not HUB_ID.match(base):
-        problems.append(f"model.base: '{base}' is neither an existing file/folder nor a hub id like "
-                        f"'HuggingFaceTB/SmolLM2-135M'")
     return problems
 
 
@@ -149,9 +154,6 @@ def check_sft(cfg: Config) -> list[str]:
     if cfg.sft.method == "prefix" and cfg.previous_model_stage("sft") is not None:
         problems.append("sft.method: 'prefix' starts from the base model only (a prefix adapter cannot be stored "
                         "on top of a merged continual-pre-training model); use lora or full after the train stage")
-    if cfg.train.hang_timeout_s and cfg.mix is None:
-        problems.append("train.hang_timeout_s: the --supervise hang watchdog reads the train stage's heartbeat, and "
-                        "this run has no train stage; unset it (crashed SFT runs are still restarted and resumed)")
     return problems
 
 
@@ -172,6 +174,22 @@ def check_tasks(cfg: Config) -> list[str]:
     return problems
 
 
+def check_align(cfg: Config) -> list[str]:
+    """Preference files exist; QLoRA alignment needs a GPU and bitsandbytes."""
+    if cfg.align is None:
+        return []
+    problems = [f"align.data.{key}[{i}]: file not found: {path} (relative paths resolve against the config "
+                f"file's folder)" for key in ("general", "domain")
+                for i, path in enumerate(getattr(cfg.align.data, key)) if not Path(path).is_file()]
+    if cfg.align.method == "qlora":
+        if not _cuda():
+            problems.append("align.method: 'qlora' loads 4-bit weights with bitsandbytes and needs a CUDA GPU; "
+                            "on this CPU machine use 'lora' (same adapter, full-precision base)")
+        if not _has("bitsandbytes"):
+            problems.append("align.method: 'qlora' needs bitsandbytes: pip install 'domaintune[gpu]'")
+    return problems
+
+
 def validate(cfg: Config) -> list[str]:
     return (check_files(cfg) + check_machine(cfg) + check_consistency(cfg) + check_model_context(cfg)
-            + check_data_engine(cfg) + check_sft(cfg) + check_tasks(cfg))
+            + check_data_engine(cfg) + check_sft(cfg) + check_tasks(cfg) + check_align(cfg))

@@ -384,6 +384,66 @@ class SFTConfig(TrainConfig):
         return self.method != "prefix" if self.packing is None else self.packing
 
 
+# --------------------------------------------------------------------------- align
+class PreferenceDataConfig(Section):
+    general: list[str] = Field(
+        default_factory=list, description="JSONL files of general preference pairs (reward model stage 1).")
+    domain: list[str] = Field(
+        min_length=1, description="JSONL files of domain preference pairs (reward model stage 2, filter, DPO).")
+    val_fraction: float = Field(0.2, ge=0, lt=1, description="Share of pairs held out for accuracy/margin.")
+    max_reject_fraction: float = Field(
+        0.2, ge=0, le=1, description="Fail if more than this share of rows is malformed (quarantined).")
+
+
+class RewardModelConfig(Section):
+    enabled: bool = Field(True, description="Train a reward model (needed by the confidence filter).")
+    two_stage: bool = Field(True, description="First on data.general, then continue on data.domain.")
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="Steps per reward stage; overrides epochs.")
+    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(4, ge=1)
+
+
+class ConfidenceFilterConfig(Section):
+    enabled: bool = Field(True, description="Drop domain pairs whose reward-margin interval contains 0.")
+    method: Literal["mc_dropout", "ensemble"] = Field(
+        "mc_dropout", description="Margin samples from dropout-on scoring passes, or from K reward models "
+                                  "trained with different seeds on bootstrap resamples.")
+    samples: int = Field(8, ge=2, description="Dropout passes, or ensemble members.")
+    dropout: float = Field(0.1, gt=0, lt=1, description="mc_dropout: dropout rate during the scoring passes.")
+    level: float = Field(0.9, gt=0, lt=1, description="Confidence level of the bootstrap interval.")
+    drop_reversed: bool = Field(
+        True, description="Also drop pairs the reward model confidently prefers the other way (likely mislabeled).")
+
+
+class DPOSection(Section):
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference model.")
+    sft_weight: float = Field(
+        0.0, ge=0, description="Weight of an SFT loss on the chosen answers mixed in (limits drift); 0: pure DPO.")
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
+    lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(2, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_len: int = Field(512, ge=16, description="Prompt + answer tokens (longer pairs are truncated).")
+    eval_every: int | None = Field(None, ge=1, description="Steps between held-out evaluations (also at the end).")
+
+
+class AlignConfig(Section):
+    data: PreferenceDataConfig
+    method: Literal["lora", "qlora", "full"] = Field("lora", description="qlora needs a CUDA GPU and bitsandbytes.")
+    adapter: AdapterConfig = AdapterConfig()
+    reward: RewardModelConfig = RewardModelConfig()
+    filter: ConfidenceFilterConfig = ConfidenceFilterConfig()
+    dpo: DPOSection = DPOSection()
+
+    @model_validator(mode="after")
+    def _filter_needs_reward(self) -> AlignConfig:
+        if self.filter.enabled and not self.reward.enabled:
+            raise ValueError("filter.enabled needs reward.enabled (pairs are scored by the reward model)")
+        return self
+
+
 # --------------------------------------------------------------------------- eval
 class GateConfig(Section):
     enabled: bool = Field(True, description="Fail the eval stage (exit code 3, export does not run) on a breach.")
@@ -444,6 +504,8 @@ class Config(Section):
         None, description="Stage 2 (token mixture + packing); omit to skip continual pre-training (the train stage).")
     train: TrainConfig = TrainConfig()
     sft: SFTConfig | None = Field(None, description="Supervised fine-tuning on conversations; omit to skip.")
+    align: AlignConfig | None = Field(
+        None, description="Preference alignment (reward model, confidence filter, DPO); omit to skip.")
     eval: EvalConfig = EvalConfig()
     export: ExportConfig = ExportConfig()
     runtime: RuntimeConfig = RuntimeConfig()
@@ -580,6 +642,10 @@ def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> None:
             src["path"] = resolve(src["path"])
     if isinstance(sft.get("template"), str) and sft["template"].endswith(".jinja"):
         sft["template"] = resolve(sft["template"])
+    align_data = (raw.get("align") or {}).get("data") if isinstance(raw.get("align"), dict) else None
+    for key in ("general", "domain"):
+        if isinstance(align_data, dict) and isinstance(align_data.get(key), list):
+            align_data[key] = [resolve(p) if isinstance(p, str) else p for p in align_data[key]]
     if isinstance(raw.get("runs_dir", "runs"), str):
         raw["runs_dir"] = resolve(raw.get("runs_dir", "runs"))
     for entry in _task_entries(raw):

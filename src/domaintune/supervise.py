@@ -58,9 +58,13 @@ def read_heartbeat(train_dir: Path) -> dict[str, Any] | None:
 
 
 def beat_since(train_dir: Path, since: float) -> dict[str, Any] | None:
-    """The heartbeat if it was written by the current attempt (an older one belongs to a dead child)."""
-    beat = read_heartbeat(train_dir)
-    return beat if beat is not None and float(beat["time"]) >= since else None
+    """The newest heartbeat written by the current attempt (an older one belongs to a dead child):
+    the train stage's, or another training stage's of the same run (align writes one per phase,
+    e.g. align/dpo/heartbeat.json)."""
+    run = Path(train_dir).parent
+    dirs = {Path(train_dir), *(p.parent for p in (*run.glob(f"*/{HEARTBEAT}"), *run.glob(f"*/*/{HEARTBEAT}")))}
+    beats = [b for b in map(read_heartbeat, dirs) if b is not None and float(b["time"]) >= since]
+    return max(beats, key=lambda b: float(b["time"])) if beats else None
 
 
 def restart_record(attempt: int, cause: str, started_at: float, crashed_at: float,
@@ -130,6 +134,7 @@ class Supervisor:
                  poll_s: float = POLL_S):
         self.argv, self.t = list(argv), cfg.train
         self.train_dir = Path(run_path) / "train"
+        self.final_stage = cfg.final_model_stage
         self.kill_grace_s, self.poll_s = kill_grace_s, poll_s
         self.history = load_history(self.train_dir)
         self._stopping = False
@@ -217,9 +222,14 @@ class Supervisor:
                       f"{crash['recovery_s']:.1f}s after the crash")
 
     def _training_finished(self, since: float) -> bool:
-        """After training (e.g. `run` going on to eval/export) there are no heartbeats to expect."""
+        """After training (e.g. `run` going on to eval/export) there are no heartbeats to expect:
+        the train stage finished and is the last model stage, or the last model stage (e.g. align)
+        wrote its manifest."""
         marker = self.train_dir / "checkpoints" / "finished.json"
-        return marker.is_file() and marker.stat().st_mtime >= since
+        if self.final_stage in (None, "train"):
+            return marker.is_file() and marker.stat().st_mtime >= since
+        manifest = self.train_dir.parent / self.final_stage / "manifest.json"
+        return manifest.is_file() and manifest.stat().st_mtime >= since
 
     def _kill(self, proc: subprocess.Popen) -> int:
         self._signal_group(proc, signal.SIGTERM)

@@ -57,9 +57,3 @@ def test_unknown_sft_key_gets_a_suggestion(tmp_path, tiny_model_dir):
                     "  max_lenght: 10\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="did you mean 'max_len'"):
         load_config(path)
-
-
-def test_hang_watchdog_without_a_train_stage_is_refused(tmp_path, tiny_model_dir):
-    cfg = _cfg(tmp_path, tiny_model_dir)
-    cfg.train.hang_timeout_s = 60
-    assert any("hang_timeout_s" in p for p in check_sft(cfg))
