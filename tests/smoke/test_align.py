@@ -17,6 +17,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dpo"
 def workdir(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("dpo")
     shutil.copytree(EXAMPLE, work / "dpo")
+    shutil.copytree(EXAMPLE.parent / "quickstart" / "eval_tasks", work / "quickstart" / "eval_tasks")
     return work / "dpo"
 
 
@@ -39,7 +40,8 @@ def test_validate_dpo_example(workdir, tiny_model_dir):
 
 def test_align_stage_end_to_end_then_skip(workdir, tiny_model_dir):
     cfg = str(workdir / "domaintune.yaml")
-    _invoke("run", cfg, "--stages", "align,export", *_overrides(tiny_model_dir))
+    _invoke("run", cfg, *_overrides(tiny_model_dir),
+            "eval.tasks=[{task: ../quickstart/eval_tasks/harborview.yaml, group: domain, limit: 6}]")
     align = workdir / "runs" / "dpo-bank" / "align"
     manifest = json.loads((align / "manifest.json").read_text())
     m = manifest["metrics"]
@@ -55,6 +57,9 @@ def test_align_stage_end_to_end_then_skip(workdir, tiny_model_dir):
     assert (align / "reward_margin.png").is_file() and (align / "dpo" / "heartbeat.json").is_file()
     assert list((align / "dpo" / "checkpoints").glob("checkpoint-*"))
     assert (workdir / "runs" / "dpo-bank" / "export" / "model" / "model.safetensors").is_file()
+    results = json.loads((workdir / "runs" / "dpo-bank" / "eval" / "eval.json").read_text())
+    assert results["streams"] == {} and set(results["tasks"]) == {"harborview"}  # no data stage: tasks only
+    assert (workdir / "runs" / "dpo-bank" / "eval" / "eval_report.html").is_file()
 
     out = _invoke("run", cfg, "--stages", "align,export", *_overrides(tiny_model_dir)).output
     assert out.count("skipped") >= 2
