@@ -121,11 +121,13 @@ def _without(keys: tuple[str, ...], config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _code_fingerprint(module: Any) -> str:
-    """Hash of the stage package's source: editing a stage's code re-runs it (and downstream)."""
+    """Hash of the stage's package source: editing a stage's code re-runs it (and downstream). A
+    stage module inside a package (train.sft_stage) hashes the whole package, whose shared code
+    (loop, checkpoints, collate) it runs."""
     path = Path(getattr(module, "__file__", "") or "")
-    if path.name == "__init__.py":
-        return fingerprint_path(path.parent)
-    return fingerprint_path(path) if path.is_file() else "unknown"
+    if not path.is_file():
+        return "unknown"
+    return fingerprint_path(path.parent) if (path.parent / "__init__.py").is_file() else fingerprint_path(path)
 
 
 def is_done(run_dir: RunDir, stage: str, fingerprint: str) -> bool:
