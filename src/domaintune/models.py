@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,18 @@ from domaintune.errors import ModelError
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 ADAPTER_CONFIG = "adapter_config.json"
+
+
+@contextmanager
+def evaluating(model) -> Iterator[None]:
+    """Eval mode (no dropout) for the block, then the mode the caller had: scoring during training
+    must not leave the model in eval mode, nor scoring after training put it back into train mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def resolve_device(device: str = "auto") -> str:

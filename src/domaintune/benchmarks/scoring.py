@@ -18,6 +18,7 @@ import torch
 
 from domaintune.benchmarks.extractors import get_extractor
 from domaintune.benchmarks.tasks import LoadedTask, continuations
+from domaintune.models import evaluating
 
 Progress = Callable[[int], None] | None
 
@@ -112,20 +113,15 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: i
     results: list[tuple[float, bool]] = [(0.0, False)] * len(rows)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for b in range(0, len(inputs), batch_size):
-                batch = inputs[b:b + batch_size]
-                scored = _score_batch(model, batch, [[rows[i] for i in groups[x]] for x in batch], pad_id, device)
-                for x, values in zip(batch, scored):
-                    for i, value in zip(groups[x], values):
-                        results[i] = value
-                if progress:
-                    progress(sum(len(groups[x]) for x in batch))
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.inference_mode():
+        for b in range(0, len(inputs), batch_size):
+            batch = inputs[b:b + batch_size]
+            scored = _score_batch(model, batch, [[rows[i] for i in groups[x]] for x in batch], pad_id, device)
+            for x, values in zip(batch, scored):
+                for i, value in zip(groups[x], values):
+                    results[i] = value
+            if progress:
+                progress(sum(len(groups[x]) for x in batch))
     return results
 
 
@@ -174,10 +170,8 @@ def generate_until(model, tokenizer, prompts: list[str], max_new_tokens: int, un
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     outputs = [""] * len(prompts)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    was_training = model.training
-    model.eval()
     try:
-        with torch.inference_mode():
+        with evaluating(model), torch.inference_mode():
             for i in range(0, len(order), batch_size):
                 idx = order[i:i + batch_size]
                 enc = tokenizer([prompts[k] for k in idx], add_special_tokens=False, padding=True,
@@ -190,7 +184,6 @@ def generate_until(model, tokenizer, prompts: list[str], max_new_tokens: int, un
                     progress(len(idx))
     finally:
         tokenizer.padding_side = side
-        model.train(was_training)
     return outputs
 
 

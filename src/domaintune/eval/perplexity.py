@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import torch
 
+from domaintune.models import evaluating
+
 __all__ = ["DocScore", "StreamScore", "aggregate", "count_requests", "score_documents"]
 
 
@@ -178,19 +180,14 @@ def score_documents(model, tokenizer, texts: list[str], *, window: int = 1024, s
     tokens = [0] * len(texts)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for i in range(0, len(requests), batch_size):
-                batch = requests[i:i + batch_size]
-                for req, value in zip(batch, _score_batch(model, batch, pad_id, device)):
-                    nll[req.doc] += value  # Python floats: per-document sums in float64
-                    tokens[req.doc] += req.n_scored
-                if progress is not None:
-                    progress(len(batch))
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.inference_mode():
+        for i in range(0, len(requests), batch_size):
+            batch = requests[i:i + batch_size]
+            for req, value in zip(batch, _score_batch(model, batch, pad_id, device)):
+                nll[req.doc] += value  # Python floats: per-document sums in float64
+                tokens[req.doc] += req.n_scored
+            if progress is not None:
+                progress(len(batch))
     return [DocScore(nll=n, tokens=t, bytes=len(text.encode("utf-8")))
             for n, t, text in zip(nll, tokens, texts)]
 

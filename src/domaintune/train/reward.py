@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from domaintune.config import AdapterConfig
+from domaintune.models import evaluating
 from domaintune.train.trainer_bridge import no_activation_checkpointing, without_log_printer
 
 
@@ -147,10 +148,8 @@ def pair_margins(model, tokenizer, rows: list[dict], max_len: int, batch_size: i
     chosen = [encode(tokenizer, r["prompt"], r["chosen"], max_len) for r in rows]
     rejected = [encode(tokenizer, r["prompt"], r["rejected"], max_len) for r in rows]
     pad = tokenizer.pad_token_id
-    was_training = model.training
-    model.eval()
-    torch.manual_seed(seed)
-    try:
+    with evaluating(model):
+        torch.manual_seed(seed)
         if dropout <= 0:
             return (_rewards(model, chosen, pad, batch_size) - _rewards(model, rejected, pad, batch_size))[:, None]
         samples = []
@@ -159,8 +158,6 @@ def pair_margins(model, tokenizer, rows: list[dict], max_len: int, batch_size: i
                 resample()
                 samples.append(_rewards(model, chosen, pad, batch_size) - _rewards(model, rejected, pad, batch_size))
         return torch.stack(samples, dim=1)
-    finally:
-        model.train(was_training)
 
 
 def pair_accuracy(margins: torch.Tensor) -> float:
