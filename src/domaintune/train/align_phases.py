@@ -13,12 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from domaintune.artifacts import atomic_write_json, atomic_write_text, stable_hash
 from domaintune.console import console
-from domaintune.train.checkpoint import trainable_state
+from domaintune.train.checkpoint import load_trainable_state, trainable_state
 from domaintune.train.confidence import FilterResult
 from domaintune.train.guards import PreemptionFlag, StepGuard
 from domaintune.train.trainer_bridge import (
@@ -59,7 +58,9 @@ class Phase:
         weights = self._finished_weights() if self.reuse and model_for_reuse else None
         if weights is not None:
             console.print(f"  {self.name}: finished in an earlier attempt; weights reloaded from {weights.parent}")
-            return _load_trainable(model_for_reuse(), weights)
+            model = model_for_reuse()
+            load_trainable_state(model, weights, str(weights))
+            return model
         guard = StepGuard(self.ft.nan_policy, self.ft.max_bad_steps, None, self.dir / "diagnostics")
         preempt = PreemptionFlag()
         callback = GuardCallback(self.name, self.dir, guard, preempt)
@@ -85,18 +86,6 @@ class Phase:
         atomic_write_json(staging / KEY, {"key": stable_hash(self.key)})
         shutil.rmtree(self.dir / DONE, ignore_errors=True)
         staging.rename(self.dir / DONE)
-
-
-def _load_trainable(model, weights: Path):
-    params = dict(model.named_parameters())
-    state = load_file(str(weights))
-    missing = sorted(set(state) - set(params))
-    if missing:
-        raise RuntimeError(f"{weights} holds weights the model lacks: {missing[:3]}")
-    with torch.no_grad():
-        for name, tensor in state.items():
-            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
-    return model
 
 
 def write_filter_report(path: Path, pairs, report: FilterResult) -> Path:

@@ -170,16 +170,21 @@ def _safe_load(path: Path):
                               f"Checkpoints never need arbitrary pickled objects.") from exc
 
 
+def load_trainable_state(model, weights: Path, what: str) -> None:
+    """Copy a `trainable_state` file into `model`'s parameters (`what` names it in the error)."""
+    state = load_file(str(weights))
+    params = dict(model.named_parameters())
+    unknown = sorted(set(state) - set(params))
+    if unknown:
+        raise CheckpointError(f"{what} has weights this model lacks: {unknown[:3]}")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+
+
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler and RNG states; returns the checkpoint's meta."""
-    weights = load_file(str(path / WEIGHTS))
-    params = dict(model.named_parameters())
-    unknown = sorted(set(weights) - set(params))
-    if unknown:
-        raise CheckpointError(f"checkpoint {path} has weights this model lacks: {unknown[:3]}")
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+    load_trainable_state(model, path / WEIGHTS, f"checkpoint {path}")
     optimizer.load_state_dict(_safe_load(path / OPTIMIZER))
     scheduler.load_state_dict(_safe_load(path / SCHEDULER))
     set_rng_state(_safe_load(path / RNG))
