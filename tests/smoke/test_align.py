@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from domaintune.cli import app
+from fixtures.cli import invoke as _invoke
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dpo"
 
@@ -26,11 +27,6 @@ def _overrides(tiny_model_dir: Path) -> list[str]:
             "align.dpo.eval_every=2", "align.dpo.max_len=128", "align.filter.samples=4", "train.save_every=2",
             "export.max_new_tokens=4", "runtime.threads=1"]
 
-
-def _invoke(*args: str):
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 def test_validate_dpo_example(workdir, tiny_model_dir):

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from domaintune.cli import app
+from fixtures.cli import invoke as _invoke
 from fixtures.quickstart import make_quickstart_workdir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,11 +30,6 @@ def _overrides(tiny_model_dir: Path) -> list[str]:
             "export.max_new_tokens=8", "runtime.threads=1",
             "eval.gate.enabled=false"]  # a random tiny model has no skills to guard (tests/smoke/test_eval_gate.py)
 
-
-def _invoke(*args: str):
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 def test_validate_quickstart(workdir, tiny_model_dir):

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoTokenizer
-from typer.testing import CliRunner
 
-from domaintune.cli import app
+from fixtures.cli import invoke as _invoke
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sft" / "domaintune.yaml"
 
@@ -20,11 +19,6 @@ def _overrides(tiny_model_dir: Path, runs: Path) -> list[str]:
             "sft.max_len=512", "sft.template=chatml", "eval.max_docs=4", "eval.window=64", "eval.stride=64",
             "export.max_new_tokens=4", "runtime.threads=1"]
 
-
-def _invoke(*args: str, code: int = 0):
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == code, result.output + repr(result.exception)
-    return result
 
 
 def test_sft_example_runs_end_to_end(tmp_path, tiny_model_dir):
