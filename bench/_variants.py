@@ -264,9 +264,9 @@ def packed_dataset(setup: Setup, corpus: Corpus, out: Path):
     """What the mix stage would write: sampled segments, bucketed best-fit packing, saved rows."""
     from datasets import load_from_disk
 
-    from domaintune.mix.packing import pack
     from domaintune.mix.sampling import draw_stream
     from domaintune.mix.stage import _save_rows
+    from domaintune.packing import pack
 
     draw = draw_stream(corpus.train, 0, corpus.train_tokens, setup.max_len, 1, setup.seed)
     rows = pack(draw.segments, list(setup.buckets), setup.seed)

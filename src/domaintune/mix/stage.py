@@ -12,8 +12,8 @@ from domaintune.config import Config
 from domaintune.console import console, progress
 from domaintune.errors import DataError
 from domaintune.mix.boundaries import boundary_tokens
-from domaintune.mix.packing import pack, unfilled_fraction
 from domaintune.mix.sampling import Doc, draw_stream, token_targets
+from domaintune.packing import pack, unfilled_fraction
 
 STAGE = "mix"
 

@@ -9,7 +9,6 @@ each row holds one example and batches group similar lengths (padding-free in ef
 
 from __future__ import annotations
 
-import bisect
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from domaintune.console import progress
 from domaintune.instruct.formats import read_conversations
 from domaintune.instruct.masking import Encoded, TemplateError
 from domaintune.instruct.truncation import fit
+from domaintune.packing import pack
 
 
 @dataclass
@@ -92,20 +92,7 @@ def pack_examples(examples: list[Example], max_len: int, packed: bool, seed: int
     """Best-fit decreasing: each example goes to the fullest row it still fits (else a new row)."""
     if not packed:
         return [[e] for e in examples]
-    rows: list[list[Example]] = []
-    free: list[tuple[int, int]] = []  # sorted (free space, row index)
-    for ex in sorted(examples, key=lambda e: len(e.ids), reverse=True):
-        pos = bisect.bisect_left(free, (len(ex.ids), -1))
-        if pos < len(free):
-            space, idx = free.pop(pos)
-        else:
-            rows.append([])
-            space, idx = max_len, len(rows) - 1
-        rows[idx].append(ex)
-        if space - len(ex.ids) > 0:
-            bisect.insort(free, (space - len(ex.ids), idx))
-    random.Random(seed).shuffle(rows)
-    return rows
+    return [row.segments for row in pack(examples, [max_len], seed)]
 
 
 def row_bucket(length: int, max_len: int, packed: bool) -> int:

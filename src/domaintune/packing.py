@@ -2,6 +2,7 @@
 
 Rows carry segment boundaries, so training can restart position ids per segment and keep
 every token's attention inside its own document (exact packing, no cross-document leakage).
+A core module: the mix stage packs documents with it, the SFT stage conversations.
 """
 
 from __future__ import annotations
@@ -9,14 +10,13 @@ from __future__ import annotations
 import bisect
 import random
 from dataclasses import dataclass, field
-
-from domaintune.mix.sampling import Segment
+from typing import Any
 
 
 @dataclass
 class Row:
     capacity: int  # the length bucket this row belongs to
-    segments: list[Segment] = field(default_factory=list)
+    segments: list[Any] = field(default_factory=list)  # anything with token `ids`
     used: int = 0
 
 
@@ -28,7 +28,7 @@ def bucket_for(n: int, buckets: list[int]) -> int:
     return buckets[pos]
 
 
-def pack(segments: list[Segment], buckets: list[int], seed: int) -> list[Row]:
+def pack(segments: list[Any], buckets: list[int], seed: int) -> list[Row]:
     """Best-fit decreasing over length buckets.
 
     Segments go longest first; each goes into the fullest existing row it still fits in (of any

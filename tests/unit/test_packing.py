@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from domaintune.mix.packing import bucket_for, pack, unfilled_fraction
 from domaintune.mix.sampling import Segment
+from domaintune.packing import bucket_for, pack, unfilled_fraction
 
 
 def test_pack_respects_row_length_and_keeps_every_token():
