@@ -30,7 +30,7 @@ def heldout_loss(model, docs: list[Doc]) -> dict[str, float]:
 
 def _busiest_batch(dataset, batch_tokens: int, seed: int) -> list[int]:
     """The micro-batch (as train_loop would form it) holding the most documents."""
-    from domaintune.train.loop import epoch_batches
+    from domaintune.training.loop import epoch_batches
 
     batches = epoch_batches(list(dataset["bucket"]), list(dataset["length"]), 1, batch_tokens, seed, 0)
     counts = [sum(len(dataset[i]["segment_lengths"]) for i in b) for b in batches]
@@ -38,7 +38,7 @@ def _busiest_batch(dataset, batch_tokens: int, seed: int) -> list[int]:
 
 
 def _packed_doc_losses(model, rows: list[dict], pad_id: int, use_cache: bool) -> list[torch.Tensor]:
-    from domaintune.train.collate import collate_packed, token_losses
+    from domaintune.training.collate import collate_packed, token_losses
 
     b = collate_packed(rows, pad_id)
     logits = model(input_ids=b["input_ids"], position_ids=b["position_ids"], use_cache=use_cache).logits

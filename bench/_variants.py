@@ -277,7 +277,7 @@ def packed_dataset(setup: Setup, corpus: Corpus, out: Path):
 def loop_settings(setup: Setup, dataset):
     """LoopSettings for one epoch; built by field name, so optional fields added to it later keep
     their defaults (the loop's own logging/eval extras stay off)."""
-    from domaintune.train.loop import LoopSettings, steps_per_epoch
+    from domaintune.training.loop import LoopSettings, steps_per_epoch
 
     steps = steps_per_epoch(list(dataset["bucket"]), list(dataset["length"]), 1, setup.batch_tokens, 1)
     values = dict(batch_size=1, batch_tokens=setup.batch_tokens, grad_accum=1, total_steps=steps, lr=setup.lr,
@@ -294,7 +294,7 @@ def loop_settings(setup: Setup, dataset):
 def _run_ours(setup: Setup, corpus: Corpus):
     from accelerate import Accelerator
 
-    from domaintune.train.loop import train_loop
+    from domaintune.training.loop import train_loop
 
     model = fresh_model(setup)
     with tempfile.TemporaryDirectory(dir=setup.workdir) as out:

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from domaintune import __version__
+from domaintune import __version__, codegraph
 from domaintune.artifacts import (
     RunDir,
     StageResult,
@@ -121,13 +121,17 @@ def _without(keys: tuple[str, ...], config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _code_fingerprint(module: Any) -> str:
-    """Hash of the stage's package source: editing a stage's code re-runs it (and downstream). A
-    stage module inside a package (train.sft_stage) hashes the whole package, whose shared code
-    (loop, checkpoints, collate) it runs."""
+    """Hash of the code a stage runs: its own package and every project module it imports,
+    transitively (`codegraph`). Editing align's reward model re-runs align, not CPT; editing the
+    packer re-runs mix and the stages that pack."""
     path = Path(getattr(module, "__file__", "") or "")
     if not path.is_file():
         return "unknown"
-    return fingerprint_path(path.parent) if (path.parent / "__init__.py").is_file() else fingerprint_path(path)
+    try:
+        path.relative_to(codegraph.SRC)
+    except ValueError:  # a stage from outside the package (tests, plugins): hash the file or its package
+        return fingerprint_path(path.parent) if path.name == "__init__.py" else fingerprint_path(path)
+    return codegraph.code_fingerprint(path)
 
 
 def is_done(run_dir: RunDir, stage: str, fingerprint: str) -> bool:

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 
-from domaintune.train import checkpoint, loop
+from domaintune.training import checkpoint, loop
 
 mode, crash_step, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from domaintune.train.collate import IGNORE, collate_packed, token_losses
+from domaintune.training.collate import IGNORE, collate_packed, token_losses
 
 DOCS = [[5, 17, 42, 99, 3, 8, 11], [7, 7, 250, 31], [100, 101, 102, 103, 104, 105, 106, 107, 9], [64, 2, 3]]
 

@@ -5,8 +5,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from domaintune.instruct.masking import encode_conversation
-from domaintune.train.collate import IGNORE, collate_packed, packed_rows, token_losses
-from domaintune.train.sft_data import Example, pack_examples, to_dataset
+from domaintune.sft.data import Example, pack_examples, to_dataset
+from domaintune.training.collate import IGNORE, collate_packed, packed_rows, token_losses
 
 CONVS = [[("What is the wire fee?", "35 dollars.")],
          [("SWIFT code?", "HRVBUS6S."), ("And the hotline?", "0800-462-7000.")],

@@ -9,7 +9,7 @@ import torch
 from domaintune import models
 from domaintune.artifacts import RunDir
 from domaintune.config import Config
-from domaintune.train import sft_stage
+from domaintune.sft import stage as sft_stage
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None,
                                 reason="QLoRA needs a CUDA GPU and bitsandbytes")

@@ -11,13 +11,13 @@ from domaintune.artifacts import RunDir, StageResult
 from domaintune.config import Config
 from domaintune.console import console
 from domaintune.supervise import note_elastic_restart, restarts_of_this_run
-from domaintune.train.autoeval import AutoEval
-from domaintune.train.checkpoint import read_meta
-from domaintune.train.guards import PreemptionFlag, StepGuard
-from domaintune.train.loop import Checkpointing, LoopSettings, steps_per_epoch, train_loop
-from domaintune.train.metrics_log import plot_loss_curves
-from domaintune.train.reporting import StepReporter
-from domaintune.train.resume import choose_checkpoint, mark_finished, mix_fingerprint, resume_config
+from domaintune.training.autoeval import AutoEval
+from domaintune.training.checkpoint import read_meta
+from domaintune.training.guards import PreemptionFlag, StepGuard
+from domaintune.training.loop import Checkpointing, LoopSettings, steps_per_epoch, train_loop
+from domaintune.training.metrics_log import plot_loss_curves
+from domaintune.training.reporting import StepReporter
+from domaintune.training.resume import choose_checkpoint, mark_finished, mix_fingerprint, resume_config
 
 STAGE = "train"
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}

@@ -15,12 +15,12 @@ from typing import Any
 
 from safetensors.torch import save_file
 
+from domaintune.align.confidence import FilterResult
 from domaintune.artifacts import atomic_write_json, atomic_write_text, stable_hash
 from domaintune.console import console
-from domaintune.train.checkpoint import load_trainable_state, trainable_state
-from domaintune.train.confidence import FilterResult
-from domaintune.train.guards import PreemptionFlag, StepGuard
-from domaintune.train.trainer_bridge import (
+from domaintune.training.checkpoint import load_trainable_state, trainable_state
+from domaintune.training.guards import PreemptionFlag, StepGuard
+from domaintune.training.trainer_bridge import (
     FaultTolerance,
     GuardCallback,
     choose_hf_checkpoint,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from domaintune.errors import CheckpointError
-from domaintune.train.checkpoint import (
+from domaintune.training.checkpoint import (
     find_resume,
     list_checkpoints,
     load_checkpoint,

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from domaintune.config import AutoEvalConfig, EvalTaskConfig
-from domaintune.train.autoeval import AutoEval, plateau_reason
+from domaintune.training.autoeval import AutoEval, plateau_reason
 
 
 def test_no_decision_before_patience_evaluations_or_without_threshold():

@@ -1,6 +1,6 @@
 import pytest
 
-from domaintune.train.throughput import device_peak_flops, mfu, peak_flops
+from domaintune.training.throughput import device_peak_flops, mfu, peak_flops
 
 
 def test_peak_lookup_prefers_the_most_specific_name():

@@ -1,6 +1,6 @@
 import torch
 
-from domaintune.train.confidence import KEEP, REVERSED, UNCERTAIN, filter_pairs, margin_intervals
+from domaintune.align.confidence import KEEP, REVERSED, UNCERTAIN, filter_pairs, margin_intervals
 
 
 def test_interval_brackets_the_mean_and_narrows_with_agreement():

@@ -1,8 +1,8 @@
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from domaintune.align import dpo
 from domaintune.config import AdapterConfig
 from domaintune.models import build_peft_config
-from domaintune.train import dpo
 from fixtures.preferences import separable_rows
 
 

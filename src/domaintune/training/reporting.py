@@ -11,7 +11,7 @@ from typing import Any
 from domaintune.artifacts import atomic_write_json
 from domaintune.console import progress
 from domaintune.trackers import TrackerGroup, build_trackers
-from domaintune.train.metrics_log import MetricsLog
+from domaintune.training.metrics_log import MetricsLog
 
 HEARTBEAT = "heartbeat.json"
 

@@ -1,6 +1,6 @@
 import torch
 
-from domaintune.train.collate import IGNORE, collate_packed, stream_sums, token_losses
+from domaintune.training.collate import IGNORE, collate_packed, stream_sums, token_losses
 
 
 def test_collate_restarts_positions_and_masks_boundaries():
@@ -23,7 +23,7 @@ def test_stream_sums_attribute_every_target_to_its_stream():
 
 
 def test_epoch_batches_group_by_bucket_with_flat_token_budget():
-    from domaintune.train.loop import batch_padding, epoch_batches
+    from domaintune.training.loop import batch_padding, epoch_batches
 
     buckets = [128] * 10 + [512] * 4
     lengths = [100, 128, 120, 90, 127, 128, 101, 99, 119, 91] + [500, 300, 512, 310]

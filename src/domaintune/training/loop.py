@@ -20,10 +20,10 @@ from typing import Any
 import torch
 
 from domaintune.errors import Preempted
-from domaintune.train.checkpoint import load_checkpoint, newest_intact, save_checkpoint
-from domaintune.train.collate import collate_packed, packed_rows, row_targets, stream_sums, token_losses
-from domaintune.train.guards import PreemptionFlag, StepGuard
-from domaintune.train.throughput import device_peak_flops, mfu
+from domaintune.training.checkpoint import load_checkpoint, newest_intact, save_checkpoint
+from domaintune.training.collate import collate_packed, packed_rows, row_targets, stream_sums, token_losses
+from domaintune.training.guards import PreemptionFlag, StepGuard
+from domaintune.training.throughput import device_peak_flops, mfu
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,7 @@ def _eval_due(step: int, s: LoopSettings, heldout) -> bool:
 
 def _heldout(model, heldout, s: LoopSettings, device) -> dict[str, float]:
     """Every rank scores all held-out rows with the unwrapped model (no collectives involved)."""
-    from domaintune.train.heldout import heldout_losses
+    from domaintune.training.heldout import heldout_losses
 
     plan = epoch_batches(list(heldout["bucket"]), list(heldout["length"]), s.batch_size, s.batch_tokens, s.seed, 0)
     return heldout_losses(model, heldout, plan, s.stream_names, s.pad_id, device)

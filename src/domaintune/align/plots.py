@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from domaintune.train.confidence import FilterResult
+from domaintune.align.confidence import FilterResult
 
 COLORS = {"keep": "#2f6fdf", "uncertain": "#9aa5b1", "reversed": "#d64545"}
 

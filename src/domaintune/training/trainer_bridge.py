@@ -29,9 +29,9 @@ from transformers import TrainerCallback
 from domaintune.artifacts import atomic_write_json, stable_hash
 from domaintune.console import progress
 from domaintune.errors import CheckpointError, Preempted
-from domaintune.train.guards import PreemptionFlag, StepGuard
-from domaintune.train.metrics_log import MetricsLog
-from domaintune.train.reporting import HEARTBEAT
+from domaintune.training.guards import PreemptionFlag, StepGuard
+from domaintune.training.metrics_log import MetricsLog
+from domaintune.training.reporting import HEARTBEAT
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors")

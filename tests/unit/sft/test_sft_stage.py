@@ -7,7 +7,7 @@ import pytest
 from domaintune import models
 from domaintune.artifacts import RunDir
 from domaintune.config import Config
-from domaintune.train import sft_stage
+from domaintune.sft import stage as sft_stage
 
 QA = [("What is the wire fee?", "The wire fee is 35 dollars."),
       ("What is the SWIFT code?", "The SWIFT code is HRVBUS6S."),

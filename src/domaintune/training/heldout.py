@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from domaintune.models import evaluating
-from domaintune.train.collate import IGNORE, collate_packed, packed_rows, stream_sums, token_losses
+from domaintune.training.collate import IGNORE, collate_packed, packed_rows, stream_sums, token_losses
 
 
 @torch.no_grad()

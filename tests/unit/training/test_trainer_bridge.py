@@ -6,12 +6,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
+from domaintune.align import reward
 from domaintune.config import AdapterConfig
 from domaintune.errors import CheckpointError, Preempted, TrainingAborted
-from domaintune.train import reward
-from domaintune.train.guards import PreemptionFlag, StepGuard
-from domaintune.train.reporting import HEARTBEAT
-from domaintune.train.trainer_bridge import (
+from domaintune.training.guards import PreemptionFlag, StepGuard
+from domaintune.training.reporting import HEARTBEAT
+from domaintune.training.trainer_bridge import (
     FaultTolerance,
     GuardCallback,
     choose_hf_checkpoint,

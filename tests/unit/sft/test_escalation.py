@@ -1,4 +1,4 @@
-from domaintune.train.recipe import meets, run_recipe
+from domaintune.sft.escalation import meets, run_recipe
 
 
 def _skip_qlora(method):

@@ -17,7 +17,7 @@ from typing import Any
 from domaintune.artifacts import atomic_write_json, stable_hash
 from domaintune.config import Config
 from domaintune.errors import CheckpointError
-from domaintune.train.checkpoint import find_resume, read_meta, resolve_explicit
+from domaintune.training.checkpoint import find_resume, read_meta, resolve_explicit
 
 FINISHED = "finished.json"
 # Settings that change how a run is observed or saved, not what it computes.

@@ -1,7 +1,7 @@
 import torch
 
-from domaintune.train.collate import IGNORE, collate_packed, packed_rows, row_targets
-from domaintune.train.sft_data import Example, pack_examples, row_bucket, split_rows, to_dataset
+from domaintune.sft.data import Example, pack_examples, row_bucket, split_rows, to_dataset
+from domaintune.training.collate import IGNORE, collate_packed, packed_rows, row_targets
 
 
 def _examples():

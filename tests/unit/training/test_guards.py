@@ -10,9 +10,9 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM
 
 from domaintune.errors import TrainingAborted
-from domaintune.train.checkpoint import list_checkpoints, read_meta
-from domaintune.train.guards import StepGuard
-from domaintune.train.loop import Checkpointing, LoopSettings, train_loop
+from domaintune.training.checkpoint import list_checkpoints, read_meta
+from domaintune.training.guards import StepGuard
+from domaintune.training.loop import Checkpointing, LoopSettings, train_loop
 
 
 class Sabotage(torch.nn.Module):

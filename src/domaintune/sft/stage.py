@@ -22,16 +22,16 @@ from domaintune.config import Config, ModelConfig
 from domaintune.console import console
 from domaintune.errors import DataError
 from domaintune.instruct.templates import apply_template
+from domaintune.sft.data import SFTData, load_sft_data, pack_examples, to_dataset
+from domaintune.sft.escalation import run_recipe
 from domaintune.supervise import restarts_of_this_run
-from domaintune.train.checkpoint import read_meta
-from domaintune.train.guards import PreemptionFlag, StepGuard
-from domaintune.train.heldout import heldout_accuracy
-from domaintune.train.loop import Checkpointing, LoopSettings, epoch_batches, steps_per_epoch, train_loop
-from domaintune.train.metrics_log import plot_loss_curves
-from domaintune.train.recipe import run_recipe
-from domaintune.train.reporting import StepReporter
-from domaintune.train.resume import NOT_RESULT_AFFECTING, choose_checkpoint, mark_finished
-from domaintune.train.sft_data import SFTData, load_sft_data, pack_examples, to_dataset
+from domaintune.training.checkpoint import read_meta
+from domaintune.training.guards import PreemptionFlag, StepGuard
+from domaintune.training.heldout import heldout_accuracy
+from domaintune.training.loop import Checkpointing, LoopSettings, epoch_batches, steps_per_epoch, train_loop
+from domaintune.training.metrics_log import plot_loss_curves
+from domaintune.training.reporting import StepReporter
+from domaintune.training.resume import NOT_RESULT_AFFECTING, choose_checkpoint, mark_finished
 
 STAGE = "sft"
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}

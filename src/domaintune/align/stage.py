@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from domaintune import models
+from domaintune.align import confidence, dpo, reward
+from domaintune.align.phases import Phase, write_filter_report
+from domaintune.align.plots import plot_alignment
 from domaintune.artifacts import RunDir, StageResult, atomic_write_json, fingerprint_path, stable_hash
 from domaintune.config import Config
 from domaintune.console import console
@@ -31,10 +34,7 @@ from domaintune.instruct.preference import (
     to_dataset_rows,
     write_rejects,
 )
-from domaintune.train import confidence, dpo, reward
-from domaintune.train.align_phases import Phase, write_filter_report
-from domaintune.train.align_plots import plot_alignment
-from domaintune.train.trainer_bridge import FaultTolerance
+from domaintune.training.trainer_bridge import FaultTolerance
 
 STAGE = "align"
 

@@ -1,8 +1,8 @@
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from domaintune.align import reward
 from domaintune.config import AdapterConfig
-from domaintune.train import reward
 from fixtures.preferences import separable_rows
 
 

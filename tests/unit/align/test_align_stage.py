@@ -7,9 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from domaintune import models
+from domaintune.align import stage as align_stage
 from domaintune.artifacts import RunDir
 from domaintune.config import AdapterConfig, Config
-from domaintune.train import align_stage
 
 
 def _cfg(tiny_model_dir, tmp_path, with_train: bool) -> Config:
