@@ -17,9 +17,9 @@ from pathlib import Path
 import yaml
 
 from domaintune.config import QualityConfig
-from domaintune.data.langid import identify
 from domaintune.data.records import Record, Reject
 from domaintune.errors import ConfigError
+from domaintune.governance.langid import identify
 from domaintune.registry import import_target
 
 BOILERPLATE_FILE = Path(__file__).with_name("quality_boilerplate.yaml")
