@@ -24,7 +24,6 @@ from domaintune.registry import import_target
 
 BOILERPLATE_FILE = Path(__file__).with_name("quality_boilerplate.yaml")
 _WORDS = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]|[^\W_]+", re.UNICODE)
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
 def words(text: str) -> list[str]:
