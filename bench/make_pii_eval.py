@@ -1,12 +1,19 @@
 """Write bench/data/pii_eval.jsonl: a labelled PII evaluation set, English and Chinese.
 
     python bench/make_pii_eval.py [--seed 0] [--out bench/data/pii_eval.jsonl]
+                                  [--context-out bench/data/pii_context_eval.jsonl]
 
 Each line: {"id", "lang", "kind", "text", "spans": [{"start", "end", "type"}]}. `kind` is
 "valid" (the spans are real PII: IDs and cards generated with correct check digits) or
 "lookalike" (no spans: wrong checksums, impossible dates, order and tracking numbers, ISBNs,
 timestamps, versions, file names...). Fictional values only: example.com domains, reserved
 phone ranges where they exist, test card prefixes.
+
+The second file (pii_context_eval.jsonl) puts context words in front of VALID numbers: cards, IDs
+and phones after "reference", "order", "no.", "编号", "参考号" (kind "context": real PII that a
+context rule could wrongly hide), local numbers only a word like "电话" makes a phone and Luhn-valid
+cards outside the issuer table after "卡号" (kind "boost"), and invalid numbers after the same
+words (kind "context-lookalike", no spans).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from pathlib import Path
 from domaintune.governance.pii import cn_id_check_char, luhn_ok
 
 OUT = Path(__file__).resolve().parent / "data" / "pii_eval.jsonl"
+CONTEXT_OUT = OUT.with_name("pii_context_eval.jsonl")
 
 
 # ----------------------------------------------------------------------------- values
@@ -172,15 +180,48 @@ def build(seed: int) -> list[dict]:
     return [{"id": f"pii-{n:03d}", **item} for n, item in enumerate(items)]
 
 
+CONTEXT_WORDS = {"en": ["reference {}", "Ref: {}", "order {}", "order no. {}", "no. {}", "Reference number {} noted."],
+                 "zh": ["编号{}", "参考号：{}", "订单号{}", "编号：{}，请核对。", "参考号{}已登记"]}
+BOOST = {"PHONE": {"en": "Tel. {} (office)", "zh": "电话{}，工作日"},
+         "BANK_CARD": {"en": "Card no. {} on file", "zh": "卡号{}已绑定"}}
+
+
+def _at(template: str, value: str, kind: str) -> tuple[str, list[dict]]:
+    start = template.index("{}")
+    return template.format(value), [{"start": start, "end": start + len(value), "type": kind}]
+
+
+def build_context(seed: int) -> list[dict]:
+    rng = random.Random(seed + 1)
+    items = []
+    makers = {"BANK_CARD": card, "ID_CARD": resident_id, "PHONE": lambda r: f"1{r.choice('3456789')}{digits(r, 9)}"}
+    for i in range(90):  # 30 per type, words and languages in turn
+        kind, lang = list(makers)[i % 3], ("en", "zh")[(i // 3) % 2]
+        text, spans = _at(rng.choice(CONTEXT_WORDS[lang]), makers[kind](rng), kind)
+        items.append({"lang": lang, "kind": "context", "note": kind, "text": text, "spans": spans})
+    for i in range(20):
+        kind, lang = ("PHONE", "BANK_CARD")[i % 2], ("en", "zh")[(i // 2) % 2]
+        value = f"{rng.choice('2345678')}{digits(rng, 7)}" if kind == "PHONE" else luhn_number(rng, "94", 16)
+        text, spans = _at(BOOST[kind][lang], value, kind)
+        items.append({"lang": lang, "kind": "boost", "note": kind, "text": text, "spans": spans})
+    for i in range(30):
+        lang = ("en", "zh")[i % 2]
+        value = rng.choice([card(rng, valid=False), resident_id(rng, checksum_ok=False), f"HB{digits(rng, 10)}"])
+        text = rng.choice(CONTEXT_WORDS[lang]).format(value)
+        items.append({"lang": lang, "kind": "context-lookalike", "note": "invalid number", "text": text, "spans": []})
+    return [{"id": f"pii-ctx-{n:03d}", **item} for n, item in enumerate(items)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--context-out", type=Path, default=CONTEXT_OUT)
     args = parser.parse_args()
-    items = build(args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), encoding="utf-8")
-    print(f"{len(items)} items -> {args.out}")
+    for items, out in ((build(args.seed), args.out), (build_context(args.seed), args.context_out)):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), encoding="utf-8")
+        print(f"{len(items)} items -> {out}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
-"""PII detection quality on bench/data/pii_eval.jsonl: ours vs a naive regex-only baseline.
+"""PII detection quality on bench/data/pii_eval.jsonl: ours vs a naive regex-only baseline, and the
+recall with and without the opt-in context suppression on both labelled sets.
 
-    python bench/pii_eval.py [--data bench/data/pii_eval.jsonl] [--json bench/pii_eval.json]
+    python bench/pii_eval.py [--data bench/data/pii_eval.jsonl]
+                             [--context-data bench/data/pii_context_eval.jsonl] [--json bench/pii_eval.json]
 
-Both detectors run in the same process on the same items. "ours" is domaintune's PiiFinder
-(regex table + checksum/date/range validators + deny-context words). "naive" is what a quick
-regex redactor does: the usual pattern per type, no validation, no context, the same priority
-order and overlap rule. A prediction counts only if its type and exact span match a gold span.
+All detectors run in the same process on the same items. "ours" is domaintune's PiiFinder with its
+defaults (regex table + checksum/date/range validators; context words only add detections: fail
+closed). "ours+suppress" is the same with data.pii.suppress_context=true (deny-context words hide
+candidates). "naive" is what a quick regex redactor does: the usual pattern per type, no
+validation, no context, the same priority order and overlap rule. A prediction counts only if its
+type and exact span match a gold span.
 """
 
 from __future__ import annotations
@@ -55,18 +59,48 @@ def score(finder: PiiFinder, items: list[dict]) -> dict[str, dict[str, float]]:
     return table
 
 
+def finders() -> dict[str, PiiFinder]:
+    return {"ours": PiiFinder(builtin_detectors()),
+            "ours+suppress": PiiFinder(builtin_detectors(), suppress_context=True), "naive": naive_finder()}
+
+
+def recall_table(sets: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per labelled set and finder: micro precision/recall/F1 over all types, and the suppressed count."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for set_name, items in sets.items():
+        table[set_name] = {}
+        for name, finder in finders().items():
+            row = dict(score(finder, items)["ALL"])
+            row["suppressed"] = sum(len(finder.scan(i["text"])[1]) for i in items)
+            table[set_name][name] = row
+    return table
+
+
+def print_recall(table: dict[str, dict[str, dict[str, float]]]) -> None:
+    print(f"\n{'set':22} {'finder':14} {'P':>6} {'R':>6} {'F1':>6} {'FN':>4} {'FP':>4} {'suppressed':>10}")
+    for set_name, rows in table.items():
+        for name, r in rows.items():
+            print(f"{set_name:22} {name:14} {r['precision']:6.3f} {r['recall']:6.3f} {r['f1']:6.3f} "
+                  f"{r['fn']:>4} {r['fp']:>4} {r['suppressed']:>10}")
+
+
+def load(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=HERE / "data" / "pii_eval.jsonl")
+    parser.add_argument("--context-data", type=Path, default=HERE / "data" / "pii_context_eval.jsonl")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    items = [json.loads(line) for line in args.data.read_text(encoding="utf-8").splitlines()]
+    items = load(args.data)
     gold = Counter(s["type"] for i in items for s in i["spans"])
     langs = Counter(i["lang"] for i in items)
     kinds = Counter(i["kind"] for i in items)
     print(f"{len(items)} items ({dict(langs)}; {dict(kinds)}), {sum(gold.values())} gold spans")
     results = {}
-    for name, finder in (("ours", PiiFinder(builtin_detectors())), ("naive", naive_finder())):
+    for name, finder in finders().items():
         results[name] = score(finder, items)
     print(f"\n{'type':16} {'gold':>4} | {'ours P':>7} {'R':>6} {'F1':>6} {'FP':>3} | "
           f"{'naive P':>7} {'R':>6} {'F1':>6} {'FP':>3}")
@@ -78,8 +112,10 @@ def main() -> None:
     ratio = results["ours"]["ALL"]["f1"] / results["naive"]["ALL"]["f1"]
     print(f"\nmicro F1 ours/naive = {ratio:.2f}; false positives ours {results['ours']['ALL']['fp']} vs naive "
           f"{results['naive']['ALL']['fp']}")
+    recall = recall_table({args.data.stem: items, args.context_data.stem: load(args.context_data)})
+    print_recall(recall)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps({**results, "recall_by_set": recall}, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -159,6 +159,13 @@ class PiiConfig(Section):
     salt_file: str | None = Field(
         None, description="File holding a secret salt (overrides salt): without a secret, hashes of short values "
                           "such as phone numbers can be looked up by trying them all.")
+    suppress_context: bool = Field(
+        False, description="Opt in: a word such as 'order no.' or 'version' just before a number (deny_context "
+                           "in governance/pii_patterns.yaml) suppresses its detection; the suppressed count per "
+                           "type is reported (pii_suppressed_by_type). Off by default: a number that passes its "
+                           "checks is redacted whatever surrounds it.")
+
+
 class NearDedupConfig(Section):
     enabled: bool = Field(True, description="Find near-duplicates with MinHash LSH (datasketch).")
     threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard similarity that makes two "

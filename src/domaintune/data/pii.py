@@ -1,15 +1,19 @@
 """The data stage's PII step: redact each record with `governance.pii`, or reject it (action=drop).
 
-Counts per type go to `rec.meta["pii_redacted"]` (never the values), which the stage stats add up.
+Counts per type go to `rec.meta["pii_redacted"]` (never the values), which the stage stats add up;
+with the opt-in `data.pii.suppress_context`, what context words hid goes to `rec.meta["pii_suppressed"]`.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 from domaintune.config import PiiConfig
 from domaintune.data.records import Record, Reject
 from domaintune.governance.pii import Redactor
 
 META_KEY = "pii_redacted"
+SUPPRESSED_KEY = "pii_suppressed"
 
 
 class RedactPii:
@@ -23,10 +27,13 @@ class RedactPii:
         self.drop = cfg.action == "drop"
 
     def __call__(self, rec: Record) -> Record | Reject:
-        rec.text, counts = self.redactor.redact_value(rec.text)
+        suppressed: Counter = Counter()
+        rec.text, counts = self.redactor.redact_value(rec.text, suppressed)
         # Fields carried over from the source row (author, contact...) reach the split files too.
-        rec.meta, meta_counts = self.redactor.redact_value(rec.meta)
+        rec.meta, meta_counts = self.redactor.redact_value(rec.meta, suppressed)
         counts.update(meta_counts)
+        if suppressed:
+            rec.meta[SUPPRESSED_KEY] = dict(sorted(suppressed.items()))
         if not counts:
             return rec
         if self.drop:

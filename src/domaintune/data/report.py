@@ -49,6 +49,11 @@ def print_summary(streams: dict[str, dict[str, Any]], total: dict[str, Any]) -> 
     if found:
         listed = ", ".join(f"{kind}: {n:,}" for kind, n in found.items())
         console.print(f"  [dim]PII redacted[/] {listed} [dim](counts per type in stats.json)[/]")
+    hidden = total.get("pii_suppressed_by_type")
+    if hidden:
+        listed = ", ".join(f"{kind}: {n:,}" for kind, n in hidden.items())
+        console.print(f"  [yellow]PII NOT redacted[/] {listed} [dim](hidden by context words: "
+                      "data.pii.suppress_context=true)[/]")
 
 
 def length_histogram(lengths: list[int]) -> dict[str, int]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from domaintune.data.dedup import EXACT_DUPLICATE, NEAR_DUPLICATE
 from domaintune.data.pii import META_KEY as PII_META_KEY
+from domaintune.data.pii import SUPPRESSED_KEY
 from domaintune.data.records import Record, Reject, SourceContext
 
 
@@ -18,6 +19,7 @@ class Tally:
     chars: int = 0
     reasons: Counter = field(default_factory=Counter)
     pii: Counter = field(default_factory=Counter)  # redacted findings per type in kept records
+    pii_suppressed: Counter = field(default_factory=Counter)  # hidden by context words (opt-in), per type
 
     def add(self, item: Record | Reject) -> None:
         self.records += 1
@@ -29,6 +31,9 @@ class Tally:
             found = item.meta.get(PII_META_KEY)
             if isinstance(found, dict):
                 self.pii.update(found)
+            hidden = item.meta.get(SUPPRESSED_KEY)
+            if isinstance(hidden, dict):
+                self.pii_suppressed.update(hidden)
 
     @property
     def duplicates(self) -> int:
@@ -43,7 +48,8 @@ class Tally:
         return {"records": self.records, "kept": self.kept, "rejected": self.rejected,
                 "duplicates": self.duplicates, "chars": self.chars,
                 "rejected_by_reason": dict(sorted(self.reasons.items())),
-                "pii_by_type": dict(sorted(self.pii.items()))}
+                "pii_by_type": dict(sorted(self.pii.items())),
+                "pii_suppressed_by_type": dict(sorted(self.pii_suppressed.items()))}
 
 
 class StageStats:

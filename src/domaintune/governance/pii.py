@@ -3,7 +3,14 @@
 Candidates come from the regex table in pii_patterns.yaml; the checks that regexes cannot do
 live here: the GB 11643 check character and birth date of resident IDs, the Luhn digit of bank
 cards, address ranges of IPs, E.164 lengths of phone numbers. A number that fails its check is
-not reported, and words such as "order no." just before a number mark it as something else.
+not reported.
+
+Context words fail closed. A candidate that passes its checks is reported whatever surrounds it:
+"reference 6222 0212 3456 7897" is a UnionPay card even though "reference" precedes it. Words may
+only *add* detections (`boost` patterns: "tel. 62345678" is a phone number only next to such a
+word) or, when the caller opts in with `suppress_context=True`, suppress a candidate that has a
+`deny_context` word before it ("order no."); suppressed findings are returned separately so the
+caller can report how many there were.
 
 The surface every caller uses (data stage, audit-log redaction, synthesis filters):
 
@@ -47,6 +54,7 @@ class PiiSettings(Protocol):
     allow: list[str]
     salt: str
     salt_file: Any
+    suppress_context: bool
 
 
 # ---------------------------------------------------------------------------- validators
@@ -99,6 +107,13 @@ def valid_bank_card(value: str) -> bool:
     return _in_card_ranges(digits) and luhn_ok(digits)
 
 
+def luhn_any_range(value: str) -> bool:
+    """A card-length number passing Luhn in any range: used only next to words such as "card no.",
+    where an issuer outside the table (a private-label or new network) is still a card."""
+    digits = re.sub(r"[ -]", "", value)
+    return 12 <= len(digits) <= 19 and not _ID_LAYOUT.fullmatch(digits) and luhn_ok(digits)
+
+
 def valid_phone(value: str) -> bool:
     digits = re.sub(r"\D", "", value)
     return 7 <= len(digits) <= 15 and len(set(digits)) > 2  # 000-000-0000 and the like are not numbers
@@ -117,8 +132,8 @@ def _valid_email(value: str) -> bool:
 
 
 VALIDATORS: dict[str, Callable[[str], bool]] = {
-    "cn_resident_id": valid_cn_resident_id, "luhn": valid_bank_card, "phone": valid_phone,
-    "ip": valid_ip, "email": _valid_email,
+    "cn_resident_id": valid_cn_resident_id, "luhn": valid_bank_card, "luhn_any_range": luhn_any_range,
+    "phone": valid_phone, "ip": valid_ip, "email": _valid_email,
 }
 
 
@@ -132,24 +147,49 @@ class Finding:
 
 @dataclass(frozen=True)
 class Detector:
+    """Regexes + an optional check. `deny_context` words before a candidate may suppress it (opt-in);
+    `boost` regexes count only with one of the `boost_context` words before them."""
+
     type: str
     regexes: tuple[re.Pattern, ...]
     validator: Callable[[str], bool] | None = None
     deny_context: tuple[str, ...] = ()
+    boost: tuple[re.Pattern, ...] = ()
+    boost_context: tuple[str, ...] = ()
+    boost_validator: Callable[[str], bool] | None = None
 
-    def find(self, text: str, context_chars: int) -> Iterable[Finding]:
+    def candidates(self, text: str, context_chars: int) -> Iterable[tuple[Finding, bool]]:
+        """(finding, denied): every validated candidate, and whether a deny word precedes it."""
         for rx in self.regexes:
-            for m in rx.finditer(text):
-                group = "pii" if "pii" in rx.groupindex else 0
-                start, end = m.span(group)
-                if start == end:  # a custom pattern such as 'x*' matches nothing everywhere
-                    continue
-                if self.validator and not self.validator(m.group(group)):
-                    continue
-                before = text[max(0, start - context_chars):start].lower()
-                if any(word in before for word in self.deny_context):
-                    continue
-                yield Finding(self.type, start, end)
+            for start, end in _spans(rx, text, self.validator):
+                yield Finding(self.type, start, end), self._near(text, start, context_chars, self.deny_context)
+        for rx in self.boost:
+            for start, end in _spans(rx, text, self.boost_validator):
+                if self._near(text, start, context_chars, self.boost_context):
+                    yield Finding(self.type, start, end), False
+
+    def find(self, text: str, context_chars: int, suppress_context: bool = False) -> Iterable[Finding]:
+        for finding, denied in self.candidates(text, context_chars):
+            if not (suppress_context and denied):
+                yield finding
+
+    @staticmethod
+    def _near(text: str, start: int, context_chars: int, words: tuple[str, ...]) -> bool:
+        if not words:
+            return False
+        before = text[max(0, start - context_chars):start].lower()
+        return any(word in before for word in words)
+
+
+def _spans(rx: re.Pattern, text: str, validator: Callable[[str], bool] | None) -> Iterable[tuple[int, int]]:
+    group = "pii" if "pii" in rx.groupindex else 0
+    for m in rx.finditer(text):
+        start, end = m.span(group)
+        if start == end:  # a custom pattern such as 'x*' matches nothing everywhere
+            continue
+        if validator and not validator(m.group(group)):
+            continue
+        yield start, end
 
 
 @lru_cache(maxsize=1)
@@ -167,7 +207,10 @@ def builtin_detectors(types: Iterable[str] | None = None, key: str = DEFAULT_KEY
         raise ConfigError([f"{key}.types: unknown type(s) {sorted(unknown)}; built-in types: "
                            f"{', '.join(table['types'])} (add others under {key}.custom_patterns)"])
     return [Detector(name, tuple(re.compile(p) for p in spec["patterns"]), VALIDATORS.get(spec.get("validator")),
-                     tuple(w.lower() for w in spec.get("deny_context", [])))
+                     tuple(w.lower() for w in spec.get("deny_context", [])),
+                     tuple(re.compile(p) for p in spec.get("boost", [])),
+                     tuple(w.lower() for w in spec.get("boost_context", [])),
+                     VALIDATORS.get(spec.get("boost_validator")))
             for name, spec in table["types"].items() if name in wanted]
 
 
@@ -212,27 +255,49 @@ def dictionary_regex(entries: list[str]) -> re.Pattern:
 
 # ---------------------------------------------------------------------------- redaction
 class PiiFinder:
-    """Custom patterns and dictionaries first (the user's intent wins), then built-ins in priority order."""
+    """Custom patterns and dictionaries first (the user's intent wins), then built-ins in priority order.
 
-    def __init__(self, detectors: list[Detector], allow: Iterable[str] = (), context_chars: int | None = None):
+    `suppress_context=False` (the default) fails closed: deny-context words never hide a candidate."""
+
+    def __init__(self, detectors: list[Detector], allow: Iterable[str] = (), context_chars: int | None = None,
+                 suppress_context: bool = False):
         self.detectors = detectors
         self.allow = frozenset(allow)
         self.context_chars = _table()["context_chars"] if context_chars is None else context_chars
+        self.suppress_context = suppress_context
 
     @classmethod
     def from_config(cls, section: PiiSettings, key: str = DEFAULT_KEY) -> PiiFinder:
         detectors = custom_detectors(section.custom_patterns, section.dictionaries, key)
-        return cls(detectors + builtin_detectors(section.types, key), section.allow)
+        return cls(detectors + builtin_detectors(section.types, key), section.allow,
+                   # sections written before the opt-in existed (e.g. an audit section) fail closed
+                   suppress_context=getattr(section, "suppress_context", False))
 
     def find(self, text: str) -> list[Finding]:
+        return self.scan(text)[0]
+
+    def scan(self, text: str) -> tuple[list[Finding], list[Finding]]:
+        """(reported, suppressed): suppressed are candidates a deny-context word hid (opt-in only) that
+        no reported finding overlaps."""
         claimed: list[Finding] = []
+        denied: list[Finding] = []
         for detector in self.detectors:
-            for f in detector.find(text, self.context_chars):
+            for f, deny in detector.candidates(text, self.context_chars):
                 if text[f.start:f.end] in self.allow:
                     continue
-                if not any(f.start < c.end and c.start < f.end for c in claimed):
+                if self.suppress_context and deny:
+                    denied.append(f)
+                elif not _overlaps(f, claimed):
                     claimed.append(f)
-        return sorted(claimed, key=lambda f: f.start)
+        suppressed: list[Finding] = []
+        for f in denied:
+            if not _overlaps(f, claimed) and not _overlaps(f, suppressed):
+                suppressed.append(f)
+        return sorted(claimed, key=lambda f: f.start), sorted(suppressed, key=lambda f: f.start)
+
+
+def _overlaps(f: Finding, others: list[Finding]) -> bool:
+    return any(f.start < c.end and c.start < f.end for c in others)
 
 
 def placeholder(kind: str, value: str, action: str, salt: str) -> str:
@@ -280,18 +345,21 @@ class Redactor:
         findings = self.finder.find(text)
         return (redact(text, findings, self.action, self.salt) if findings else text), findings
 
-    def redact_value(self, value: Any) -> tuple[Any, Counter]:
-        """Redact every string inside a JSON-like value (dicts and lists, recursively); counts per type."""
+    def redact_value(self, value: Any, suppressed: Counter | None = None) -> tuple[Any, Counter]:
+        """Redact every string inside a JSON-like value (dicts and lists, recursively); counts per type.
+        With `suppressed`, the candidates that deny-context words hid are counted into it per type."""
         counts: Counter = Counter()
-        return self._value(value, counts), counts
+        return self._value(value, counts, suppressed), counts
 
-    def _value(self, value: Any, counts: Counter) -> Any:
+    def _value(self, value: Any, counts: Counter, suppressed: Counter | None) -> Any:
         if isinstance(value, str):
-            text, findings = self.redact(value)
+            findings, hidden = self.finder.scan(value)
             counts.update(f.type for f in findings)
-            return text
+            if suppressed is not None:
+                suppressed.update(f.type for f in hidden)
+            return redact(value, findings, self.action, self.salt) if findings else value
         if isinstance(value, dict):
-            return {k: self._value(v, counts) for k, v in value.items()}
+            return {k: self._value(v, counts, suppressed) for k, v in value.items()}
         if isinstance(value, list):
-            return [self._value(v, counts) for v in value]
+            return [self._value(v, counts, suppressed) for v in value]
         return value

@@ -46,17 +46,21 @@ def test_governed_stage(tmp_path, write_jsonl, make_docs, make_config):
     assert kept["p2"]["text"] == "客户<CUSTOMER_NAME>的身份证号<ID_CARD>,手机<PHONE>,外汇业务已办理。"
     assert kept["p2"]["steps"] == ["normalize.unicode", "rules.rewrite", "pii.redact"]
     assert kept["p1"]["meta"]["pii_redacted"] == {"BANK_CARD": 1, "CUSTOMER_NAME": 1, "EMAIL": 1}
-    assert "pii_redacted" not in kept["p3"]["meta"]  # invalid checksums / order-number context
+    # fail closed: a Luhn-valid number in a card range is a card even after "order no."; the
+    # resident-ID lookalike fails its check character and stays
+    assert kept["p3"]["text"] == "Order lookalike: order no. <BANK_CARD> and id 110105194912310021 shipped."
+    assert kept["p3"]["meta"]["pii_redacted"] == {"BANK_CARD": 1}
 
     stats = json.loads((out / "stats.json").read_text())
     total = stats["total"]
-    assert total["pii_by_type"] == {"BANK_CARD": 1, "CUSTOMER_NAME": 2, "EMAIL": 1, "ID_CARD": 1, "PHONE": 1}
+    assert total["pii_by_type"] == {"BANK_CARD": 2, "CUSTOMER_NAME": 2, "EMAIL": 1, "ID_CARD": 1, "PHONE": 1}
     assert total["rejected_by_reason"] == {"quality.symbol_ratio": 1, "quality.language": 1}
     assert stats["sources"][0]["pii_by_type"] == total["pii_by_type"]
+    assert total["pii_suppressed_by_type"] == {}  # suppression is opt-in
 
     # every text output (the shards' MinHash signatures are numbers: .npy)
     everything = "".join(p.read_text(encoding="utf-8") for p in out.rglob("*") if p.is_file() and p.suffix != ".npy")
-    for raw in ("alice.grant@mail.example", "Alice Grant", CARD, VALID_ID, "13812345678", "王丽"):
+    for raw in ("alice.grant@mail.example", "Alice Grant", CARD, VALID_ID, "13812345678", "王丽", "4111111111111111"):
         assert raw not in everything
 
 

@@ -64,3 +64,23 @@ def test_config_errors_name_the_key(tmp_path):
         RedactPii(PiiConfig(custom_patterns={"BAD": "(unclosed"}))
     with pytest.raises(ConfigError, match="dictionaries.NAMES: file not found"):
         RedactPii(PiiConfig(dictionaries={"NAMES": str(tmp_path / "missing.txt")}))
+
+
+UNIONPAY = "6222021234567894"  # Luhn-valid, in the UnionPay range
+
+
+def test_context_words_fail_closed_and_opt_in_is_counted():
+    from domaintune.data.stats import Tally
+    from domaintune.governance.pii import luhn_ok
+
+    assert luhn_ok(UNIONPAY)
+    text = f"reference {UNIONPAY}, order no. 13812345678"
+    out = RedactPii(PiiConfig(enabled=True))(rec(text))
+    assert out.text == "reference <BANK_CARD>, order no. <PHONE>"
+    assert out.meta["pii_redacted"] == {"BANK_CARD": 1, "PHONE": 1} and "pii_suppressed" not in out.meta
+
+    kept = RedactPii(PiiConfig(enabled=True, suppress_context=True))(rec(text))
+    assert kept.text == text and kept.meta == {"pii_suppressed": {"BANK_CARD": 1, "PHONE": 1}}
+    tally = Tally()
+    tally.add(kept)
+    assert tally.to_json()["pii_suppressed_by_type"] == {"BANK_CARD": 1, "PHONE": 1}

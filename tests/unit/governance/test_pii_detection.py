@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from datetime import date
 
 import pytest
@@ -70,17 +71,55 @@ def test_each_type_is_found(text, expected):
 @pytest.mark.parametrize("text", [
     f"身份证号{VALID_ID[:-1]}1。",          # ID with a wrong check character
     "card 4111 1111 1111 1112 expires",      # card failing Luhn
-    f"订单号{luhn_card('4000123412341', 16)}",  # Luhn-valid, but an order number
-    "ISBN 9780306406157 is a book",          # 13 digits, Luhn-valid-looking, but ISBN context
+    "ISBN 9780306406157 is a book",          # 13 digits, Luhn-valid-looking, but no card network starts with 9
     "timestamp 1700000000123 ms",            # 13-digit epoch millis (starts with 1: no network)
-    "version 1.2.3.4 released",              # version number, not an IP
     "bad ip 256.1.1.1 and 999.0.0.1",
     "icon@2x.png and @username",
-    "订单号13812345678已发货",                # looks like a mobile, but an order number
     "at 12:30:45 sharp",
+    "Event logged at 20240115123456 UTC",    # a timestamp: no boost word, 14 digits starting with 2
 ])
 def test_lookalikes_are_not_reported(text):
     assert find(text) == []
+
+
+UNIONPAY = luhn_card("6222021234567", 16)
+# A deny-context word before a number that passes its checks: reported by default (fail closed),
+# hidden only with the opt-in, which then reports it as suppressed.
+CONTEXT_CASES = [
+    (f"订单号{luhn_card('4000123412341', 16)}", "BANK_CARD"),
+    (f"reference {UNIONPAY[:4]} {UNIONPAY[4:8]} {UNIONPAY[8:12]} {UNIONPAY[12:]}", "BANK_CARD"),
+    (f"参考号{UNIONPAY}", "BANK_CARD"),
+    ("version 1.2.3.4 released", "IP"),
+    ("订单号13812345678已发货", "PHONE"),
+    ("会员编号13912345678", "PHONE"),
+]
+
+
+@pytest.mark.parametrize("text,kind", CONTEXT_CASES)
+def test_context_words_never_hide_valid_numbers_by_default(text, kind):
+    assert [t for t, _ in find(text)] == [kind]
+    _, hidden = PiiFinder.from_config(PiiConfig(enabled=True)).scan(text)
+    assert hidden == []
+
+
+@pytest.mark.parametrize("text,kind", CONTEXT_CASES)
+def test_opt_in_suppression_hides_and_reports(text, kind):
+    finder = PiiFinder.from_config(PiiConfig(enabled=True, suppress_context=True))
+    reported, hidden = finder.scan(text)
+    assert reported == [] and [f.type for f in hidden] == [kind]
+    value, counts = Redactor(finder).redact_value({"t": text}, suppressed := Counter())
+    assert value == {"t": text} and not counts and suppressed == Counter({kind: 1})
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("电话 62345678，工作日", [("PHONE", "62345678")]),          # local number: a phone only after 电话
+    ("Tel. 0755 2345678", [("PHONE", "0755 2345678")]),
+    ("卡号 9400000000000007 已绑定", [("BANK_CARD", "9400000000000007")]),  # Luhn-valid, range not in the table
+])
+def test_context_words_add_detections(text, expected):
+    assert find(text) == expected
+    bare = text.split(" ", 1)[1]  # the same number without its context word
+    assert find("see " + bare) == []
 
 
 def test_id_card_claims_span_before_bank_card():
