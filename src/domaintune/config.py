@@ -73,6 +73,10 @@ class SourceConfig(Section):
     conversation_field: str = Field("conversation_id", description="chat: field grouping turns into one document.")
     speaker_field: str = Field("speaker", description="chat: field naming who speaks a turn.")
     turn_field: str | None = Field("turn", description="chat: field ordering the turns (else file order).")
+    html: Literal["main", "all"] = Field(
+        "main", description="html: 'main' keeps the page's main content (trafilatura: no navigation, footer or "
+                            "cookie banner; falls back to all text when none is found); 'all' keeps every "
+                            "visible block, one per line.")
 
 
 class NormalizeConfig(Section):

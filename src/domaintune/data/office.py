@@ -1,5 +1,5 @@
-"""Readers for document formats that need a parser: HTML, PDF, DOCX (one document per file) and
-Parquet (one record per row).
+"""Readers for document formats that need a parser: PDF, DOCX (one document per file) and Parquet
+(one record per row). HTML has its own module (data/html.py).
 
 Any parser failure becomes a reject naming the file and the parser's message: a corrupt PDF in a
 folder of thousands must cost that one file, never the run.
@@ -13,15 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from domaintune.data.records import Item, Reject, SourceContext, row_to_record
-from domaintune.data.text_readers import document, too_large, whole_text_reader
-
-# Block-level tags end a line in the extracted text, so paragraphs and list items stay apart.
-_HTML_BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote",
-                "section", "article", "table", "ul", "ol", "dd", "dt", "header", "footer", "title"}
-_HTML_DROP = ("script", "style", "noscript", "template", "svg", "iframe")
+from domaintune.data.text_readers import document, too_large
 
 
-def _unreadable(path: Path, ctx: SourceContext, kind: str, exc: Exception) -> Reject:
+def unreadable(path: Path, ctx: SourceContext, kind: str, exc: Exception) -> Reject:
     return Reject(f"unreadable_{kind}", f"{kind} parser failed: {type(exc).__name__}: {exc}"[:500] +
                   "; re-export the file or remove it from the source", str(path), None, ctx.name)
 
@@ -35,31 +30,6 @@ def _checked(path: Path, ctx: SourceContext, text: str, steps: list[str]) -> Ite
     return document(path, ctx, text, steps)
 
 
-def html_to_text(html: str) -> str:
-    """Visible text of a page: scripts/styles dropped, one line per block element."""
-    import lxml.html
-    from lxml import etree
-
-    root = lxml.html.document_fromstring(html)
-    etree.strip_elements(root, *_HTML_DROP, etree.Comment, with_tail=False)
-    for el in root.iter():
-        if isinstance(el.tag, str) and el.tag.lower() in _HTML_BLOCKS:
-            el.tail = "\n" + (el.tail or "")
-    return root.text_content()
-
-
-def _html_document(path: Path, ctx: SourceContext, raw: str, steps: list[str]) -> Item:
-    """The page's visible text as one document."""
-    try:
-        text = html_to_text(raw) if raw.strip() else ""
-    except Exception as exc:  # lxml raises several types for broken markup
-        return _unreadable(path, ctx, "html", exc)
-    return document(path, ctx, text, [*steps, "extract.html"])
-
-
-read_html = whole_text_reader(_html_document)
-
-
 def read_pdf(path: Path, ctx: SourceContext) -> Iterator[Item]:
     from pypdf import PdfReader
 
@@ -68,7 +38,7 @@ def read_pdf(path: Path, ctx: SourceContext) -> Iterator[Item]:
         reader = PdfReader(path)
         pages = [page.extract_text() or "" for page in reader.pages]
     except Exception as exc:  # pypdf raises many types (PdfReadError, struct/zlib errors, ...)
-        yield _unreadable(path, ctx, "pdf", exc)
+        yield unreadable(path, ctx, "pdf", exc)
         return
     text = "\n\n".join(p.strip() for p in pages if p.strip())
     if not text:
@@ -87,7 +57,7 @@ def read_docx(path: Path, ctx: SourceContext) -> Iterator[Item]:
         for table in doc.tables:
             parts += ["\t".join(cell.text for cell in row.cells) for row in table.rows]
     except Exception as exc:  # zipfile/lxml/KeyError on a damaged package
-        yield _unreadable(path, ctx, "docx", exc)
+        yield unreadable(path, ctx, "docx", exc)
         return
     yield _checked(path, ctx, "\n".join(parts), ["extract.docx"])
 
@@ -107,4 +77,4 @@ def read_parquet(path: Path, ctx: SourceContext) -> Iterator[Item]:
                 values = json.loads(json.dumps(values, default=str))
                 yield row_to_record(values, ctx, path, row, str(values)[:1000])
     except Exception as exc:  # ArrowInvalid / OSError on a truncated or foreign file
-        yield _unreadable(path, ctx, "parquet", exc)
+        yield unreadable(path, ctx, "parquet", exc)

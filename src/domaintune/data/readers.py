@@ -26,7 +26,7 @@ for _name, _target in {
     "txt": "domaintune.data.text_readers:read_document",
     "md": "domaintune.data.text_readers:read_document",
     "csv": "domaintune.data.text_readers:read_csv",
-    "html": "domaintune.data.office:read_html",
+    "html": "domaintune.data.html:read_html",
     "pdf": "domaintune.data.office:read_pdf",
     "docx": "domaintune.data.office:read_docx",
     "parquet": "domaintune.data.office:read_parquet",

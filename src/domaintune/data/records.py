@@ -43,6 +43,7 @@ class SourceContext:
     conversation_field: str = "conversation_id"
     speaker_field: str = "speaker"
     turn_field: str | None = "turn"
+    html: str = "main"  # html: main content (trafilatura) or all visible text
 
     @property
     def key(self) -> str:

@@ -61,7 +61,7 @@ def _context(src: SourceConfig, index: int, root: Path, max_record_bytes: int) -
                          fmt=src.format, root=root, path=src.path, text_field=src.text_field,
                          id_field=src.id_field, encoding=src.encoding,
                          max_record_bytes=max_record_bytes, conversation_field=src.conversation_field,
-                         speaker_field=src.speaker_field, turn_field=src.turn_field)
+                         speaker_field=src.speaker_field, turn_field=src.turn_field, html=src.html)
 
 
 def _stream_problem(src: SourceConfig, index: int) -> str | None:

@@ -20,7 +20,7 @@ def test_html_drops_scripts_and_keeps_blocks_apart(tmp_path, make_ctx):
     (rec,) = read(path, make_ctx())
     assert rec.text.split() == ["Title", "First", "para.", "one", "two"]
     assert "First para.\n" in rec.text and "alert" not in rec.text and "hidden" not in rec.text
-    assert rec.steps == ["extract.html"] and rec.id == "src:p.html"
+    assert rec.steps == ["extract.html.main"] and rec.id == "src:p.html"
 
 
 def test_pdf_text_layer_and_corrupt_pdf(tmp_path, make_ctx):
