@@ -28,6 +28,7 @@ from domaintune.data.readers import read_file
 from domaintune.data.records import Record, Reject, SourceContext
 from domaintune.data.steps import Step, apply_steps
 from domaintune.data.writers import JsonlWriter
+from domaintune.governance.canonical import canonical
 from domaintune.governance.neardup import Signer
 
 MAX_AUTO_TASKS = 64
@@ -122,7 +123,8 @@ class RecordSteps(PipelineStep):
 
 
 class Signatures(PipelineStep):
-    """MinHash signature of every kept record (the corpus-wide LSH runs after the shards)."""
+    """MinHash signature of every kept record's canonical form (governance.canonical: the same text as
+    txt, Markdown, HTML or chat signs alike); the corpus-wide LSH runs after the shards."""
 
     name = "minhash signatures"
     type = "🫂 - DEDUP"
@@ -137,7 +139,7 @@ class Signatures(PipelineStep):
             item = doc.metadata["item"]
             if isinstance(item, Record):
                 with self.track_time():
-                    doc.metadata["sig"] = sign(item.text)
+                    doc.metadata["sig"] = sign(canonical(item.text))
             yield doc
 
 

@@ -19,6 +19,7 @@ from domaintune.data.records import Record, Reject
 from domaintune.data.shards import Dropped, Kept
 from domaintune.data.split import SPLITS, assign_group_splits, stratum
 from domaintune.data.steps import Step, apply_steps
+from domaintune.governance.canonical import canonical
 from domaintune.governance.neardup import cluster
 
 
@@ -51,8 +52,9 @@ def near_duplicates(kept: list[Kept], data: DataConfig) -> dict[str, str]:
     if not data.near_dedup.enabled or len(kept) < 2:
         return {}
     order = sorted(kept, key=lambda k: (-quality(k.record), -len(k.record.text), k.pos))
+    # signatures were taken of the canonical form (engine.Signatures): the Jaccard check compares the same
     return cluster([k.record.id for k in order], (k.sig for k in order), data.near_dedup.threshold,
-                   data.near_dedup.num_perm, [k.record.text for k in order], data.near_dedup.ngram)
+                   data.near_dedup.num_perm, [canonical(k.record.text) for k in order], data.near_dedup.ngram)
 
 
 def _clusters(duplicate_of: dict[str, str], top: int = 20) -> list[dict[str, Any]]:

@@ -31,6 +31,8 @@ RECENT = "recent.json"
 KEEP_SHARD_SETS = 3
 # Settings used only after the shards (merge, split, report): changing them reuses the shards.
 MERGE_ONLY = ("split", "exact_dedup", "max_reject_fraction", "engine")
+# What the shards' signatures are taken of: bumped when that changes, so old shard sets are not reused.
+SIGNATURE_FORM = "canonical-1"
 Sources = list[tuple[SourceContext, list[Path]]]
 
 
@@ -55,7 +57,7 @@ def phase_key(data: DataConfig, sources: Sources, tasks: int) -> str:
     settings = {k: v for k, v in data.model_dump(mode="json").items() if k not in MERGE_ONLY}
     settings["near_dedup"] = {k: settings["near_dedup"][k] for k in ("enabled", "num_perm", "ngram")}
     files = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for _, paths in sources for p in paths]
-    return stable_hash({"settings": settings, "files": files, "tasks": tasks})[:16]
+    return stable_hash({"settings": settings, "files": files, "tasks": tasks, "signature": SIGNATURE_FORM})[:16]
 
 
 def run_shards(data: DataConfig, sources: Sources, steps: list[Step], stage_dir: Path) -> Path:

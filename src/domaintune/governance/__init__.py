@@ -12,4 +12,6 @@ name what to fix.
 - `langid`: offline language identification (`identify(text).code`).
 - `neardup`: MinHash `signature(text)` / `Signer`, `NearDupIndex` (match a text against the ones
   kept so far), `cluster` (a whole list in keeper order), `exact_digest`.
+- `canonical`: `canonical(text)`, the form near-duplicate signatures are taken of (no markup,
+  speaker labels, headings or line structure), so one text in several formats signs alike.
 """

@@ -1,0 +1,65 @@
+"""The canonical form of a text for near-duplicate signatures: the same words, whatever format they
+were exported in.
+
+One text exported as plain text, as Markdown with a heading, as an HTML page (main content) and as
+a chat transcript ("agent: ..." lines) differs in markup, speaker labels, headings and line breaks,
+and each of those shifts the word shingles that MinHash compares: enough, on a few hundred words,
+to fall below a 0.8 Jaccard threshold. `canonical(text)` removes them; only the signature and the
+Jaccard confirmation see it, the kept text stays as it was.
+
+What is removed, on every text alike (so two plain-prose copies compare exactly as before):
+- markup: HTML tags and entities, Markdown heading/quote/list/table markers, emphasis, code
+  ticks, links (`[text](url)` keeps the text);
+- speaker labels: a short "Name:" / "客服：" at the start of a line;
+- headings: Markdown `#` lines and setext underlines, and heading-like lines (at most
+  HEADING_TOKENS tokens, no sentence-ending punctuation, no speaker label) — unless dropping them
+  would leave less than MIN_BODY_TOKENS tokens (a list, a table, a short note keeps its lines);
+- line breaks and runs of whitespace: the lines are joined with single spaces.
+A line break in the middle of a word (a transcript turn cut mid-word) still splits the word in two:
+no rule can tell "iss|ued" from "is|sued" without a vocabulary. It costs a few shingles, which a
+document of ordinary length absorbs well within the threshold.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+HEADING_TOKENS = 8
+MIN_BODY_TOKENS = 15
+_TAG = re.compile(r"<[^>\n]{1,400}>")
+_MD_LINK = re.compile(r"!?\[([^\]\n]*)\]\([^)\n]*\)")
+_MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s")
+_SETEXT = re.compile(r"^\s{0,3}(?:=+|-+)\s*$")
+_LINE_MARKERS = re.compile(r"^\s*(?:>\s*)*(?:#{1,6}\s+|[-*+•]\s+|\d{1,3}[.)]\s+)?")
+_EMPHASIS = re.compile(r"(\*{1,3}|_{2,3}|`+|~~)")
+_TABLE = re.compile(r"^\s*\|?(?:\s*:?-{3,}:?\s*\|)+\s*:?-*:?\s*$|\|")
+# "agent:", "Customer Service:", "客服：", "[10:32] Li Wei:" — a label, not a sentence: short, at line start
+_SPEAKER = re.compile(r"^\s*(?:\[[\d:. -]{3,20}\]\s*)?[^\s:：][^:：\n]{0,23}(?::\s+|：\s*)")
+_END_PUNCT = re.compile(r"[.!?;:,。！？；：，、…\"'”’)）]\s*$")
+_TOKENS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|\w+")
+
+
+def _clean_line(line: str) -> tuple[str, bool]:
+    """(the line without markup and label, whether it had a speaker label)."""
+    line = _MD_LINK.sub(r"\1", _TAG.sub(" ", line))
+    line = _LINE_MARKERS.sub("", line, count=1)
+    unlabelled = _SPEAKER.sub("", line, count=1)
+    return _TABLE.sub(" ", _EMPHASIS.sub("", unlabelled)).strip(), unlabelled != line
+
+
+def _is_heading(raw: str, clean: str, labelled: bool) -> bool:
+    if _MD_HEADING.match(raw):
+        return True
+    # a speaker's turn is never a heading, however short ("agent: one moment")
+    return not labelled and len(_TOKENS.findall(clean)) <= HEADING_TOKENS and not _END_PUNCT.search(clean)
+
+
+def canonical(text: str) -> str:
+    """The text without markup, speaker labels, headings and line structure (see the module doc)."""
+    lines = [(raw, *_clean_line(raw)) for raw in html.unescape(text).splitlines() if not _SETEXT.match(raw)]
+    lines = [(raw, clean, labelled) for raw, clean, labelled in lines if clean]
+    body = [clean for raw, clean, labelled in lines if not _is_heading(raw, clean, labelled)]
+    if sum(len(_TOKENS.findall(line)) for line in body) < MIN_BODY_TOKENS:
+        body = [clean for _, clean, _ in lines]
+    return " ".join(" ".join(body).split())

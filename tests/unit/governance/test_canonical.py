@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from domaintune.governance.canonical import canonical
+from domaintune.governance.neardup import jaccard, shingles
+
+BODY = ("The guarantee is issued under the uniform rules for demand guarantees, and the bank charges a fee "
+        "that depends on the amount and the term.")
+
+
+def test_markup_labels_and_headings_go_words_stay():
+    md = f"# Fees and terms\n\n**{BODY}** See [the rules](https://example.com/rules).\n"
+    html_page = f"<h1>Fees and terms</h1>\n<p>{BODY} See the rules.</p>"
+    chat = "agent: " + BODY.replace("the term.", "the term.\ncustomer: See the rules.")
+    plain = f"{BODY} See the rules."
+    assert canonical(md) == canonical(html_page) == canonical(chat) == canonical(plain) == plain
+
+
+def test_chinese_speaker_labels_and_setext_headings():
+    assert canonical("客服：您好，请问有什么可以帮您？\n客户：我想开户。") == "您好，请问有什么可以帮您？ 我想开户。"
+    assert canonical(f"Fees\n====\n{BODY}") == BODY
+
+
+def test_short_texts_keep_their_lines_and_urls_times_are_not_labels():
+    assert canonical("- savings account\n- current account") == "savings account current account"
+    assert canonical("See http://example.com at 10:30 today.") == "See http://example.com at 10:30 today."
+
+
+def test_a_word_cut_across_turns_costs_little():
+    whole = " ".join([BODY] * 3)
+    cut = whole.index("uniform") + 3
+    chat = f"agent: {whole[:cut]}\ncustomer: {whole[cut:]}"
+    assert jaccard(shingles(canonical(chat), 5), shingles(whole, 5)) >= 0.8  # data.near_dedup.threshold
+    assert jaccard(shingles(chat, 5), shingles(whole, 5)) < jaccard(shingles(canonical(chat), 5), shingles(whole, 5))
