@@ -99,6 +99,25 @@ def validate(config: Path = ConfigArg, overrides: list[str] | None = OverridesAr
                   f"{sources}{mixture}stages {' → '.join(enabled)}")
 
 
+@app.command()
+def init(folder: Path = typer.Argument(..., help="The folder of documents to look at."),
+         model: str = typer.Option("HuggingFaceTB/SmolLM2-135M-Instruct", help="Base model id or folder."),
+         out: Path = typer.Option(Path("."), help="Where to write domaintune.yaml and rules.yaml."),
+         force: bool = typer.Option(False, help="Overwrite existing files.")) -> None:
+    """Look at a folder (formats, languages, sizes, likely PII and duplicates); write a starter config."""
+    from domaintune.data.starter import print_findings, write_starter
+    from domaintune.data.survey import survey
+
+    if not folder.is_dir():
+        _fail(DomainTuneError(f"{folder}: not a folder; give the folder that holds your documents"))
+    try:
+        found = survey(folder)
+        config_path, rules_path = write_starter(found, out, model, force)
+    except DomainTuneError as err:
+        _fail(err)
+    print_findings(found, config_path, rules_path)
+
+
 SuperviseOpt = typer.Option(False, "--supervise", help="Run as a child process; restart it after crashes and "
                             "hangs (train.max_restarts, restart_backoff_s, hang_timeout_s).")
 
