@@ -249,6 +249,17 @@ def main() -> None:
             runs[variant].append(res)
             print(f"  repeat {r + 1} {variant}: {res['wall_s']:.1f}s")
     report(runs, truth, args)
+    pii_recall_table()
+
+
+def pii_recall_table() -> None:
+    """The labelled PII sets (bench/pii_eval.py), with and without the opt-in context suppression."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from pii_eval import HERE, load, print_recall, recall_table
+
+    data = HERE / "data"
+    print_recall(recall_table({"pii_eval": load(data / "pii_eval.jsonl"),
+                               "pii_context_eval": load(data / "pii_context_eval.jsonl")}))
 
 
 def report(runs: dict[str, list[dict]], truth: dict, args) -> None:

@@ -110,9 +110,15 @@ def init(folder: Path = typer.Argument(..., help="The folder of documents to loo
 
     if not folder.is_dir():
         _fail(DomainTuneError(f"{folder}: not a folder; give the folder that holds your documents"))
+    from domaintune.checks import validate as run_checks
+    from domaintune.errors import ConfigError
+
     try:
         found = survey(folder)
         config_path, rules_path = write_starter(found, out, model, force)
+        problems = run_checks(_load(config_path, []))  # the files must pass `domaintune validate`
+        if problems:
+            raise ConfigError(problems, source=str(config_path))
     except DomainTuneError as err:
         _fail(err)
     print_findings(found, config_path, rules_path)

@@ -187,6 +187,13 @@ class EngineConfig(Section):
     workers: int = Field(1, ge=1, description="Shards processed at once (local executor).")
     slurm_partition: str | None = Field(None, description="slurm: partition for the shard jobs.")
     slurm_time: str = Field("04:00:00", description="slurm: time limit per shard job.")
+    ray_address: str | None = Field(
+        None, description="ray: the cluster to join ('auto': the one `ray start` runs on this machine; "
+                          "'ray://host:10001': a remote head). null starts a local Ray on this machine. "
+                          "Ignored when the process has already called ray.init.")
+    cpus_per_task: int = Field(1, ge=1, description="slurm/ray: CPUs reserved per shard task.")
+    mem_per_cpu_gb: float = Field(2, gt=0, description="slurm/ray: memory reserved per CPU of a shard task, in GB "
+                                                       "(Slurm rounds it up to whole GB).")
 
 
 class DataConfig(Section):

@@ -12,8 +12,8 @@ reused as is (so only the in-process merge re-runs when only split/dedup setting
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +25,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from domaintune.data.readers import read_file
-from domaintune.data.records import Record, Reject, SourceContext
+from domaintune.data.records import Record, Reject, SourceContext, text_sha  # noqa: F401 (text_sha: re-exported)
 from domaintune.data.steps import Step, apply_steps
 from domaintune.data.writers import JsonlWriter
 from domaintune.governance.canonical import canonical
@@ -42,10 +42,6 @@ class Unit:
     file: int
     path: str
     size: int
-
-
-def text_sha(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 
 def plan_shards(sources: Sequence[tuple[SourceContext, list[Path]]], tasks: int | None) -> list[list[Unit]]:
@@ -183,13 +179,26 @@ def build_executor(settings: Any, pipeline: list[PipelineStep], tasks: int, logg
 
         return SlurmPipelineExecutor(pipeline=pipeline, tasks=tasks, time=settings.slurm_time,
                                      partition=settings.slurm_partition, logging_dir=str(logging_dir),
-                                     job_name="domaintune-data")
+                                     job_name="domaintune-data", cpus_per_task=settings.cpus_per_task,
+                                     # sbatch --mem-per-cpu takes whole units: 1.5 GB asks for 2G
+                                     mem_per_cpu_gb=math.ceil(settings.mem_per_cpu_gb))
     if settings.executor == "ray":
         from datatrove.executor.ray import RayPipelineExecutor
 
+        connect_ray(settings.ray_address)
         return RayPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=settings.workers,
-                                   logging_dir=str(logging_dir))
+                                   logging_dir=str(logging_dir), cpus_per_task=settings.cpus_per_task,
+                                   mem_per_cpu_gb=settings.mem_per_cpu_gb)
     from datatrove.executor import LocalPipelineExecutor
 
     return LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=min(settings.workers, tasks),
                                  logging_dir=str(logging_dir), start_method="spawn")
+
+
+def connect_ray(address: str | None) -> None:
+    """Join `data.engine.ray_address` (or start a local Ray), unless this process is already connected:
+    a caller that ran ray.init itself (a notebook, a test's loopback cluster) keeps its cluster."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)

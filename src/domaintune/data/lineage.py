@@ -34,7 +34,7 @@ def _entries(merged: Merged) -> Iterator[tuple[tuple, dict[str, Any]]]:
                 rec = k.record
                 yield k.pos, {"id": rec.id, "source_index": k.pos[0], "path": rec.path, "line": rec.line,
                               "source": rec.source_name,
-                              "orig": k.orig, "final": text_sha(rec.text), "steps": rec.steps,
+                              "orig": k.orig, "final": rec.sha, "steps": rec.steps,
                               "outcome": "kept", "stream": stream, "split": split,
                               "near_duplicates": None}
     for d in merged.dropped:

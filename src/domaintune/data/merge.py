@@ -14,7 +14,6 @@ from typing import Any
 
 from domaintune.config import DataConfig
 from domaintune.data.dedup import NEAR_DUPLICATE
-from domaintune.data.engine import text_sha
 from domaintune.data.records import Record, Reject
 from domaintune.data.shards import Dropped, Kept
 from domaintune.data.split import SPLITS, assign_group_splits, stratum
@@ -51,10 +50,12 @@ def run_corpus_steps(kept: list[Kept], steps: list[Step]) -> tuple[list[Kept], l
 def near_duplicates(kept: list[Kept], data: DataConfig) -> dict[str, str]:
     if not data.near_dedup.enabled or len(kept) < 2:
         return {}
-    order = sorted(kept, key=lambda k: (-quality(k.record), -len(k.record.text), k.pos))
-    # signatures were taken of the canonical form (engine.Signatures): the Jaccard check compares the same
+    order = sorted(kept, key=lambda k: (-quality(k.record), -k.record.chars, k.pos))
+    # Signatures were taken of the canonical form (engine.Signatures): the Jaccard check compares the
+    # same. Texts are passed as loaders so that the index never holds the kept corpus.
+    texts = [lambda rec=k.record: canonical(rec.text) for k in order]
     return cluster([k.record.id for k in order], (k.sig for k in order), data.near_dedup.threshold,
-                   data.near_dedup.num_perm, [canonical(k.record.text) for k in order], data.near_dedup.ngram)
+                   data.near_dedup.num_perm, texts, data.near_dedup.ngram)
 
 
 def _clusters(duplicate_of: dict[str, str], top: int = 20) -> list[dict[str, Any]]:
@@ -70,7 +71,7 @@ def _groups(kept: list[Kept], duplicate_of: dict[str, str]) -> dict[str, str]:
     first_with_text: dict[str, str] = {}
     group = {}
     for k in kept:
-        same = first_with_text.setdefault(text_sha(k.record.text), k.record.id)
+        same = first_with_text.setdefault(k.record.sha, k.record.id)
         group[k.record.id] = duplicate_of.get(k.record.id, same)
     return group
 

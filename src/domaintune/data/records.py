@@ -6,6 +6,7 @@ changed) or a reject. Nothing is dropped without becoming a reject with a reason
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -60,6 +61,10 @@ def _relative(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
 
 
+def text_sha(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
 @dataclass
 class Record:
     id: str
@@ -70,6 +75,14 @@ class Record:
     line: int | None
     steps: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def chars(self) -> int:
+        return len(self.text)
+
+    @property
+    def sha(self) -> str:
+        return text_sha(self.text)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -20,7 +20,7 @@ import numpy as np
 from domaintune.artifacts import atomic_write_json, stable_hash
 from domaintune.config import DataConfig
 from domaintune.data.engine import RecordSteps, ShardWriter, Signatures, SourceReader, build_executor, plan_shards
-from domaintune.data.records import Record, Reject, SourceContext
+from domaintune.data.records import Record, Reject, SourceContext, text_sha
 from domaintune.data.steps import Step
 from domaintune.errors import DataError
 
@@ -111,22 +111,64 @@ def _lines(path: Path):
             yield json.loads(line)
 
 
-def _record(obj: dict[str, Any]) -> Record:
-    src = obj["source"]
-    return Record(obj["id"], obj["text"], obj["stream"], src["name"], src["path"], src["line"],
-                  obj["steps"], obj["meta"])
+class StoredRecord(Record):
+    """A kept record whose text stays in its shard file.
+
+    The merge needs every kept record at once (keeper order, near-dup clusters, the split), but
+    only its small fields: holding the texts too cost about 5x the corpus in memory. The text is
+    read back from the shard line (by byte offset, not cached) when a corpus step, the near-dup
+    check or a writer asks for it; its length and hash are kept from the one full read."""
+
+    def __init__(self, obj: dict[str, Any], file: Path, offset: int):
+        src = obj["source"]
+        super().__init__(obj["id"], "", obj["stream"], src["name"], src["path"], src["line"], obj["steps"],
+                         obj["meta"])
+        self._file, self._offset = file, offset
+        self._chars, self._sha = len(obj["text"]), text_sha(obj["text"])
+
+    @property
+    def text(self) -> str:
+        if self._text is not None:
+            return self._text
+        with self._file.open("rb") as fh:
+            fh.seek(self._offset)
+            return json.loads(fh.readline())["record"]["text"]
+
+    @text.setter
+    def text(self, value: str) -> None:
+        # Record.__init__ assigns "" first; a later assignment (a step rewriting it) is held in memory
+        self._text = value if getattr(self, "_file", None) else None
+
+    @property
+    def chars(self) -> int:
+        return self._chars if self._text is None else len(self._text)
+
+    @property
+    def sha(self) -> str:
+        return self._sha if self._text is None else text_sha(self._text)
+
+
+def _kept_lines(path: Path):
+    """(byte offset, parsed object) per line of a shard's kept file."""
+    with path.open("rb") as fh:
+        offset = 0
+        for line in fh:
+            yield offset, json.loads(line)
+            offset += len(line)
 
 
 def load_shards(out: Path) -> tuple[list[Kept], list[Dropped], dict[str, dict[str, int]]]:
-    """Every shard's kept records (with signatures), rejects, and summed step counts."""
+    """Every shard's kept records (with signatures; texts stay on disk: `StoredRecord`), rejects, and
+    summed step counts."""
     kept: list[Kept] = []
     dropped: list[Dropped] = []
     counts: dict[str, dict[str, int]] = {}
     for kept_file in sorted(out.glob("*.kept.jsonl")):
         rank = kept_file.name.split(".")[0]
-        sigs = np.load(out / f"{rank}.sig.npy")
-        for row, obj in enumerate(_lines(kept_file)):
-            kept.append(Kept(tuple(obj["pos"]), obj["orig"], _record(obj["record"]), sigs[row]))
+        sigs = np.load(out / f"{rank}.sig.npy", mmap_mode="r")  # paged in from the file, not copied
+        for row, (offset, obj) in enumerate(_kept_lines(kept_file)):
+            kept.append(Kept(tuple(obj["pos"]), obj["orig"], StoredRecord(obj["record"], kept_file, offset),
+                             sigs[row]))
         for obj in _lines(out / f"{rank}.rejects.jsonl"):
             dropped.append(Dropped(tuple(obj["pos"]), obj["id"], obj["step"], obj["orig"], Reject(**obj["reject"])))
         for step, tally in json.loads((out / f"{rank}.counts.json").read_text(encoding="utf-8")).items():

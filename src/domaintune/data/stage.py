@@ -106,7 +106,7 @@ def _report(out: Path, summary: dict[str, Any], merged: Merged) -> None:
                 n = approx_tokens(k.record.text)
                 tokens[stream] += n
                 tokens["source:" + k.record.source_name] += n
-                lengths[stream].append(len(k.record.text))
+                lengths[stream].append(k.record.chars)
     sources = [{**src, "approx_tokens": tokens["source:" + src["name"]]} for src in summary["sources"]]
     by_stream = {s: tokens[s] for s in merged.splits}
     histograms = {s: length_histogram(v) for s, v in lengths.items()}
@@ -155,7 +155,7 @@ def _write_streams(out: Path, splits: dict[str, dict[str, list[Kept]]]) -> dict[
                     writer.write(k.record.to_json())
             entry[split] = rel
         entry["docs"] = {s: len(parts[s]) for s in SPLITS}
-        entry["chars"] = sum(len(k.record.text) for docs in parts.values() for k in docs)
+        entry["chars"] = sum(k.record.chars for docs in parts.values() for k in docs)
         streams[stream] = entry
     return streams
 

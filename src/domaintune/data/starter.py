@@ -2,8 +2,9 @@
 print what was found and what to edit.
 
 The files are written as text, not dumped from the config model, so that every choice `init` made
-carries a comment saying why and what else the key accepts. They are checked by loading them back
-with the real config loader and rules parser before `init` reports success.
+carries a comment saying why and what else the key accepts. They are loaded back with the real
+config loader and rules parser, and the command runs `domaintune validate`'s checks on them before
+it reports success.
 """
 
 from __future__ import annotations
@@ -126,15 +127,12 @@ def write_starter(survey: Survey, out_dir: Path, model: str = DEFAULT_MODEL, for
 
 
 def _check(config_path: Path, rules_path: Path) -> None:
-    from domaintune.checks import validate
+    """Load both files back with the real parsers (the CLI then runs `domaintune validate`'s checks)."""
     from domaintune.config import load_config
     from domaintune.governance.rules import load_rules
 
-    cfg = load_config(config_path, [])  # what `domaintune validate` runs: schema, then files and machine
+    load_config(config_path, [])
     load_rules(rules_path, "data.rules_file")
-    problems = validate(cfg)
-    if problems:
-        raise ConfigError(problems, source=str(config_path))
 
 
 def _size(n: int) -> str:

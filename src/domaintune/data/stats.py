@@ -27,7 +27,7 @@ class Tally:
             self.reasons[item.reason] += 1
         else:
             self.kept += 1
-            self.chars += len(item.text)
+            self.chars += item.chars
             found = item.meta.get(PII_META_KEY)
             if isinstance(found, dict):
                 self.pii.update(found)

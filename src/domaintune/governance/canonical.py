@@ -10,7 +10,8 @@ Jaccard confirmation see it, the kept text stays as it was.
 What is removed, on every text alike (so two plain-prose copies compare exactly as before):
 - markup: HTML tags and entities, Markdown heading/quote/list/table markers, emphasis, code
   ticks, links (`[text](url)` keeps the text);
-- speaker labels: a short "Name:" / "客服：" at the start of a line;
+- speaker labels: a short "Name:" / "客服：" (letters only) at the start of a line, in a text where
+  at least MIN_LABELLED_LINES lines carry one (a transcript);
 - headings: Markdown `#` lines and setext underlines, and heading-like lines (at most
   HEADING_TOKENS tokens, no sentence-ending punctuation, no speaker label) — unless dropping them
   would leave less than MIN_BODY_TOKENS tokens (a list, a table, a short note keeps its lines);
@@ -34,17 +35,18 @@ _SETEXT = re.compile(r"^\s{0,3}(?:=+|-+)\s*$")
 _LINE_MARKERS = re.compile(r"^\s*(?:>\s*)*(?:#{1,6}\s+|[-*+•]\s+|\d{1,3}[.)]\s+)?")
 _EMPHASIS = re.compile(r"(\*{1,3}|_{2,3}|`+|~~)")
 _TABLE = re.compile(r"^\s*\|?(?:\s*:?-{3,}:?\s*\|)+\s*:?-*:?\s*$|\|")
-# "agent:", "Customer Service:", "客服：", "[10:32] Li Wei:" — a label, not a sentence: short, at line start
-_SPEAKER = re.compile(r"^\s*(?:\[[\d:. -]{3,20}\]\s*)?[^\s:：][^:：\n]{0,23}(?::\s+|：\s*)")
+# "agent:", "Customer Service:", "客服：", "[10:32] Li Wei:": a name or role (letters, no digits: "Step 2:"
+# and "doc 7:" tell documents apart), short, at the start of a line
+_SPEAKER = re.compile(r"^\s*(?:\[[\d:. -]{3,20}\]\s*)?[^\W\d_](?:[^\W\d_]|[ .'-]){0,23}(?::\s+|：\s*)")
+MIN_LABELLED_LINES = 2  # one "Note: ..." line is part of a text; a transcript labels line after line
 _END_PUNCT = re.compile(r"[.!?;:,。！？；：，、…\"'”’)）]\s*$")
 _TOKENS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|\w+")
 
 
-def _clean_line(line: str) -> tuple[str, bool]:
-    """(the line without markup and label, whether it had a speaker label)."""
-    line = _MD_LINK.sub(r"\1", _TAG.sub(" ", line))
-    line = _LINE_MARKERS.sub("", line, count=1)
-    unlabelled = _SPEAKER.sub("", line, count=1)
+def _clean_line(line: str, transcript: bool) -> tuple[str, bool]:
+    """(the line without markup and, in a transcript, its speaker label; whether it had one)."""
+    line = _LINE_MARKERS.sub("", _MD_LINK.sub(r"\1", _TAG.sub(" ", line)), count=1)
+    unlabelled = _SPEAKER.sub("", line, count=1) if transcript else line
     return _TABLE.sub(" ", _EMPHASIS.sub("", unlabelled)).strip(), unlabelled != line
 
 
@@ -57,7 +59,9 @@ def _is_heading(raw: str, clean: str, labelled: bool) -> bool:
 
 def canonical(text: str) -> str:
     """The text without markup, speaker labels, headings and line structure (see the module doc)."""
-    lines = [(raw, *_clean_line(raw)) for raw in html.unescape(text).splitlines() if not _SETEXT.match(raw)]
+    raw_lines = [raw for raw in html.unescape(text).splitlines() if not _SETEXT.match(raw)]
+    transcript = sum(1 for raw in raw_lines if _SPEAKER.match(raw)) >= MIN_LABELLED_LINES
+    lines = [(raw, *_clean_line(raw, transcript)) for raw in raw_lines]
     lines = [(raw, clean, labelled) for raw, clean, labelled in lines if clean]
     body = [clean for raw, clean, labelled in lines if not _is_heading(raw, clean, labelled)]
     if sum(len(_TOKENS.findall(line)) for line in body) < MIN_BODY_TOKENS:

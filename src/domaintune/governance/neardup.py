@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import xxhash
@@ -99,27 +99,29 @@ class NearDupIndex:
         matches = [c for c in candidates if jaccard(self._kept_shingles(c), mine) >= self.threshold]
         return min(matches, key=self._rank.__getitem__) if matches else None
 
-    def add(self, doc_id: str, text: str, sig: np.ndarray) -> None:
+    def add(self, doc_id: str, text: str | Callable[[], str], sig: np.ndarray) -> None:
         self._rank[doc_id] = len(self._rank)
         self._texts[doc_id] = text
         self._lsh.insert(doc_id, self._sketch(sig), check_duplication=False)
 
     def _kept_shingles(self, doc_id: str) -> set[bytes]:
         if doc_id not in self._shingles:
-            self._shingles[doc_id] = shingles(self._texts[doc_id], self.ngram)
+            text = self._texts[doc_id]
+            self._shingles[doc_id] = shingles(text() if callable(text) else text, self.ngram)
         return self._shingles[doc_id]
 
 
 def cluster(ids: list[str], signatures: Iterable[np.ndarray], threshold: float, num_perm: int,
-            texts: Sequence[str], ngram: int) -> dict[str, str]:
+            texts: Sequence[str | Callable[[], str]], ngram: int) -> dict[str, str]:
     """Near-duplicate -> keeper id. `ids` come in keeper order (best copy first): a document whose
-    shingle Jaccard with an earlier keeper is >= `threshold` joins the best-ranked such keeper."""
+    shingle Jaccard with an earlier keeper is >= `threshold` joins the best-ranked such keeper.
+    `texts` may be loaders (called when a text is needed): the index then keeps no text."""
     index = NearDupIndex(threshold, num_perm, ngram)
     duplicate_of: dict[str, str] = {}
-    for doc_id, sig, text in zip(ids, signatures, texts):
-        keeper = index.match(text, sig)
+    for doc_id, sig, source in zip(ids, signatures, texts):
+        keeper = index.match(source() if callable(source) else source, sig)
         if keeper is None:
-            index.add(doc_id, text, sig)
+            index.add(doc_id, source, sig)
         else:
             duplicate_of[doc_id] = keeper
     return duplicate_of

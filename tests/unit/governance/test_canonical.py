@@ -31,3 +31,9 @@ def test_a_word_cut_across_turns_costs_little():
     chat = f"agent: {whole[:cut]}\ncustomer: {whole[cut:]}"
     assert jaccard(shingles(canonical(chat), 5), shingles(whole, 5)) >= 0.8  # data.near_dedup.threshold
     assert jaccard(shingles(chat, 5), shingles(whole, 5)) < jaccard(shingles(canonical(chat), 5), shingles(whole, 5))
+
+
+def test_numbered_prefixes_and_single_labels_still_tell_texts_apart():
+    assert canonical("doc 1: some ordinary text") != canonical("doc 2: some ordinary text")
+    assert canonical("Note: rates change monthly.") == "Note: rates change monthly."
+    assert canonical("Step 2: open the app.\nStep 3: sign in.") == "Step 2: open the app. Step 3: sign in."
