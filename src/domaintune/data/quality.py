@@ -31,21 +31,26 @@ def words(text: str) -> list[str]:
     return _WORDS.findall(text)
 
 
+_SPACE = re.compile(r"\s+")  # \s in a str pattern is exactly str.isspace()
+_SYMBOL_RUN = re.compile(r"([^\w]|_)\1+")  # a run of one repeated non-alphanumeric character (\w: isalnum or _)
+
+
 def char_ratios(text: str) -> tuple[float, float]:
     """(symbol ratio, digit ratio) over the non-space characters. A run of one repeated symbol
-    counts once: table rules and underlines (+-----+, =====) are layout, not noise."""
-    symbols = digits = total = 0
-    previous = ""
-    for ch in text:
-        if ch.isspace() or (ch == previous and not ch.isalnum()):
-            continue
-        previous = ch
-        total += 1
+    counts once (spaces between its characters too): table rules and underlines (+-----+, =====)
+    are layout, not noise."""
+    # Whole-string operations in C, then one look per *distinct* character: the per-character loop
+    # this replaces was the costliest quality check (profiled: about a third of the filter's time).
+    kept = _SYMBOL_RUN.sub(r"\1", _SPACE.sub("", text))
+    if not kept:
+        return 0.0, 0.0
+    digits = symbols = 0
+    for ch, n in Counter(kept).items():
         if ch.isdigit():
-            digits += 1
+            digits += n
         elif unicodedata.category(ch)[0] in "PS":
-            symbols += 1
-    return (symbols / total, digits / total) if total else (0.0, 0.0)
+            symbols += n
+    return symbols / len(kept), digits / len(kept)
 
 
 def repeated_line_share(text: str) -> float:

@@ -157,9 +157,12 @@ class Detector:
     boost: tuple[re.Pattern, ...] = ()
     boost_context: tuple[str, ...] = ()
     boost_validator: Callable[[str], bool] | None = None
+    requires: tuple[str, ...] = ()  # GATES: skip the regexes when the text has none of these (cheap checks)
 
     def candidates(self, text: str, context_chars: int) -> Iterable[tuple[Finding, bool]]:
         """(finding, denied): every validated candidate, and whether a deny word precedes it."""
+        if self.requires and not any(GATES[g](text) for g in self.requires):
+            return
         for rx in self.regexes:
             for start, end in _spans(rx, text, self.validator):
                 yield Finding(self.type, start, end), self._near(text, start, context_chars, self.deny_context)
@@ -192,6 +195,18 @@ def _spans(rx: re.Pattern, text: str, validator: Callable[[str], bool] | None) -
         yield start, end
 
 
+# Cheap whole-text checks a detector can require (pii_patterns.yaml `requires`, any of them): each
+# is implied by every candidate its validator accepts, so skipping the regexes loses nothing. Most
+# prose has no run of 7+ digits, and each built-in regex otherwise costs a scan of the text.
+_DIGIT_RUN = re.compile(r"\d[\d\s()+.-]{5,}\d")
+GATES: dict[str, Callable[[str], bool]] = {
+    "digit_run": lambda text: _DIGIT_RUN.search(text) is not None,  # IDs, cards, phones (7+ digits), IPv4
+    "at": lambda text: "@" in text,
+    "scheme": lambda text: "://" in text,
+    "colons": lambda text: text.count(":") >= 2,  # IPv6
+}
+
+
 @lru_cache(maxsize=1)
 def _table() -> dict:
     table = yaml.safe_load(PATTERNS_FILE.read_text(encoding="utf-8"))
@@ -210,7 +225,7 @@ def builtin_detectors(types: Iterable[str] | None = None, key: str = DEFAULT_KEY
                      tuple(w.lower() for w in spec.get("deny_context", [])),
                      tuple(re.compile(p) for p in spec.get("boost", [])),
                      tuple(w.lower() for w in spec.get("boost_context", [])),
-                     VALIDATORS.get(spec.get("boost_validator")))
+                     VALIDATORS.get(spec.get("boost_validator")), tuple(spec.get("requires", [])))
             for name, spec in table["types"].items() if name in wanted]
 
 

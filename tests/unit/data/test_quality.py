@@ -89,3 +89,34 @@ def test_scorer_config_errors():
         QualityFilter(QualityConfig(scorer="no_such_module_x:f", min_score=0))
     with pytest.raises(ValueError, match="both scorer and min_score"):
         QualityConfig(scorer=f"{__name__}:length_score")
+
+
+def _char_ratios_reference(text: str) -> tuple[float, float]:
+    """The per-character definition `char_ratios` must keep (its first implementation)."""
+    import unicodedata
+
+    symbols = digits = total = 0
+    previous = ""
+    for ch in text:
+        if ch.isspace() or (ch == previous and not ch.isalnum()):
+            continue
+        previous = ch
+        total += 1
+        if ch.isdigit():
+            digits += 1
+        elif unicodedata.category(ch)[0] in "PS":
+            symbols += 1
+    return (symbols / total, digits / total) if total else (0.0, 0.0)
+
+
+def test_char_ratios_matches_its_per_character_definition():
+    import random
+
+    from domaintune.data.quality import char_ratios
+
+    rng = random.Random(0)
+    alphabet = "ab1_-=+|. \t\n\u00a0\u3000²٣，。！中-—__**##==  \u2028x9"
+    cases = ["", "   ", "+-----+ | a | b |", "- - - -", "=====\n=====", "__init__", "１２３", "a²b³"]
+    cases += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 80))) for _ in range(2000)]
+    for text in cases:
+        assert char_ratios(text) == _char_ratios_reference(text), repr(text)
