@@ -190,7 +190,7 @@ class EngineConfig(Section):
     ray_address: str | None = Field(
         None, description="ray: the cluster to join ('auto': the one `ray start` runs on this machine; "
                           "'ray://host:10001': a remote head). null starts a local Ray on this machine. "
-                          "Ignored when the process has already called ray.init.")
+                          "A process that already called ray.init (a notebook, a test) keeps that cluster.")
     cpus_per_task: int = Field(1, ge=1, description="slurm/ray: CPUs reserved per shard task.")
     mem_per_cpu_gb: float = Field(2, gt=0, description="slurm/ray: memory reserved per CPU of a shard task, in GB "
                                                        "(Slurm rounds it up to whole GB).")
