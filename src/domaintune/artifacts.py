@@ -3,6 +3,8 @@
 runs/<name>/<stage>/            outputs of one stage
 runs/<name>/<stage>/manifest.json   written LAST and atomically: its presence means "done"
 runs/<name>/cache/              results reusable across stages (e.g. base-model eval)
+runs/<name>/<stage>/heartbeat.json  "a training step finished, at this time" (the --supervise watchdog)
+runs/<name>/<stage>/restarts.json   the crashes of the current series of restarts (--supervise, torchrun)
 
 Stages talk to each other only through these folders: a stage reads its upstream's manifest
 (`RunDir.require`) and the files it lists under `outputs`.
@@ -24,6 +26,7 @@ from typing import Any
 from domaintune.errors import StageError
 
 MANIFEST = "manifest.json"
+HEARTBEAT, RESTARTS = "heartbeat.json", "restarts.json"
 # Files above this size are fingerprinted by (size, mtime) instead of content: hashing a
 # multi-GB checkpoint on every `run` would make "skip when unchanged" slow.
 CONTENT_HASH_LIMIT = 64 * 1024 * 1024
@@ -111,6 +114,63 @@ def git_sha(cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def read_heartbeat(path: Path) -> dict[str, Any] | None:
+    """A heartbeat `{"stage", "phase", "step", "time", "pid"}` (written by training.heartbeat), or None."""
+    try:
+        beat = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # absent, or (never, given atomic writes) unreadable
+    return beat if isinstance(beat, dict) and "time" in beat else None
+
+
+@dataclass
+class RestartLog:
+    """One stage's `restarts.json`: the crashes of one *series* of attempts (one `--supervise`
+    session, or one torchrun restart series), as `{"series": id, "records": [...]}`.
+
+    The stage names the series it finished in its manifest (`metrics.restart_series`), so a later
+    supervisor starts a new series instead of continuing a finished one; no file times are compared.
+    """
+
+    path: Path
+    manifest_path: Path
+
+    def read(self) -> tuple[str | None, list[dict[str, Any]]]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None, []
+        if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+            return None, []
+        return data.get("series"), data["records"]
+
+    def write(self, series: str, records: list[dict[str, Any]]) -> None:
+        atomic_write_json(self.path, {"series": series, "records": records})
+
+    def open_series(self) -> tuple[str | None, list[dict[str, Any]]]:
+        """The series to continue: the file's, unless the stage has finished it since."""
+        series, records = self.read()
+        if series is None or series == self._finished_series():
+            return None, []
+        return series, records
+
+    def _finished_series(self) -> str | None:
+        try:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return manifest.get("metrics", {}).get("restart_series") if isinstance(manifest, dict) else None
+
+    def for_manifest(self) -> dict[str, Any]:
+        """The stage's manifest entries: the restarts that led to *this* process ([] unless it was
+        restarted), and the series it thereby finishes. The supervisor stamps the pid of the process
+        it starts on the last record; under `accelerate launch` that is this rank's parent."""
+        series, records = self.read()
+        current = bool(records) and isinstance(records[-1], dict) \
+            and records[-1].get("resumed_pid") in (os.getpid(), os.getppid())
+        return {"restarts": records if current else [], "restart_series": series}
+
+
 class RunDir:
     """The folder of one run: `runs_dir/name`."""
 
@@ -126,6 +186,20 @@ class RunDir:
         d = self.root / "cache" / kind
         d.mkdir(parents=True, exist_ok=True)
         return d
+
+    def heartbeat_path(self, stage: str) -> Path:
+        """Where a training stage beats after every step (one file per stage, whatever its phases)."""
+        return self.root / stage / HEARTBEAT
+
+    def heartbeats(self) -> dict[str, dict[str, Any]]:
+        """The current heartbeat of every stage that wrote one, by stage name."""
+        if not self.root.is_dir():
+            return {}
+        beats = {d.name: read_heartbeat(d / HEARTBEAT) for d in self.root.iterdir() if d.is_dir()}
+        return {stage: beat for stage, beat in beats.items() if beat is not None}
+
+    def restarts(self, stage: str) -> RestartLog:
+        return RestartLog(self.root / stage / RESTARTS, self.manifest_path(stage))
 
     def manifest_path(self, stage: str) -> Path:
         return self.root / stage / MANIFEST

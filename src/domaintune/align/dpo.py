@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from domaintune.training.trainer_bridge import no_activation_checkpointing, without_log_printer
+from domaintune.training.hf_trainer import no_activation_checkpointing, without_log_printer
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """One resumable training phase of the align stage (a reward-model stage or DPO), and the filter report.
 
-A phase runs an HF/trl trainer under trainer_bridge's guards. When it finishes, its trainable
+A phase runs an HF/trl trainer under our guards (training/hf_callbacks.py). When it finishes, its trainable
 weights are kept in `<phase>/done/` with the key of the settings that produced them, so a re-run
 of an interrupted stage reloads finished phases instead of training them again.
 """
@@ -20,13 +20,10 @@ from domaintune.artifacts import atomic_write_json, atomic_write_text, stable_ha
 from domaintune.console import console
 from domaintune.training.checkpoint import load_trainable_state, trainable_state
 from domaintune.training.guards import PreemptionFlag, StepGuard
-from domaintune.training.trainer_bridge import (
-    FaultTolerance,
-    GuardCallback,
-    choose_hf_checkpoint,
-    mark_finished,
-    train_guarded,
-)
+from domaintune.training.heartbeat import Heartbeat
+from domaintune.training.hf_callbacks import GuardCallback
+from domaintune.training.hf_trainer import FaultTolerance, train_guarded
+from domaintune.training.resume import HFCheckpoints, choose_checkpoint, mark_finished
 
 DONE, WEIGHTS, KEY = "done", "trainable.safetensors", "key.json"
 
@@ -36,8 +33,10 @@ def _warn(message: str) -> None:
 
 
 class Phase:
-    def __init__(self, phase_dir: Path, key: dict[str, Any], ft: FaultTolerance, reuse: bool = True):
+    def __init__(self, phase_dir: Path, key: dict[str, Any], ft: FaultTolerance, heartbeat: Heartbeat,
+                 reuse: bool = True):
         self.dir, self.key, self.ft, self.reuse = Path(phase_dir), key, ft, reuse
+        self.heartbeat = heartbeat
         self.resume_from: Path | None = None
         self.records: list[dict[str, Any]] = []
 
@@ -61,16 +60,17 @@ class Phase:
             model = model_for_reuse()
             load_trainable_state(model, weights, str(weights))
             return model
-        guard = StepGuard(self.ft.nan_policy, self.ft.max_bad_steps, None, self.dir / "diagnostics")
+        guard = StepGuard(self.ft.nan_policy, self.ft.max_bad_steps, None, self.dir / "diagnostics",
+                          section=self.ft.section)
         preempt = PreemptionFlag()
-        callback = GuardCallback(self.name, self.dir, guard, preempt)
+        callback = GuardCallback(self.name, self.dir, guard, preempt, self.heartbeat)
         root = self.dir / "checkpoints"
-        self.resume_from = choose_hf_checkpoint(root, self.key, self.ft, _warn)
+        self.resume_from = choose_checkpoint(HFCheckpoints(root), self.key, self.ft.resume_policy, _warn)
         if self.resume_from is not None:
             console.print(f"  {self.name}: resuming from {self.resume_from.name}")
         trainer = make_trainer(root, [callback])
         train_guarded(trainer, callback, self.resume_from, preempt)
-        mark_finished(root)
+        mark_finished(root, self.key)
         self.records = callback.records
         if guard.skipped:
             console.print(f"  [yellow]{self.name}: {guard.skipped} non-finite step(s) skipped[/]")

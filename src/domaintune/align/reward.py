@@ -18,7 +18,7 @@ import torch
 
 from domaintune.config import AdapterConfig
 from domaintune.models import evaluating
-from domaintune.training.trainer_bridge import no_activation_checkpointing, without_log_printer
+from domaintune.training.hf_trainer import no_activation_checkpointing, without_log_printer
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ import torch
 
 from domaintune.errors import CheckpointError
 from domaintune.training.checkpoint import (
-    find_resume,
     list_checkpoints,
     load_checkpoint,
     rng_state,
@@ -15,6 +14,7 @@ from domaintune.training.checkpoint import (
     set_rng_state,
     verify,
 )
+from domaintune.training.resume import OwnCheckpoints, newest_intact
 
 
 class Evil:
@@ -66,7 +66,7 @@ def test_corrupt_newest_is_skipped_with_a_warning(tmp_path):
     newest = save_checkpoint(tmp_path, 2, model, opt, sched, {}, keep_last=3)
     (newest / "scheduler.pt").write_bytes(b"x")
     warnings = []
-    assert find_resume(tmp_path, warnings.append).name == "step-00000001"
+    assert newest_intact(OwnCheckpoints(tmp_path), warnings.append).name == "step-00000001"
     assert "scheduler.pt does not match its checksum" in warnings[0]
     assert verify(newest) is not None
 

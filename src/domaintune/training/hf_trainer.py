@@ -1,0 +1,68 @@
+"""Running an HF/trl trainer (reward model, DPO) under our fault tolerance: its checkpoint
+arguments, signal handling around `trainer.train()`, and the trainer options we always set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from domaintune.errors import Preempted
+from domaintune.training.guards import PreemptionFlag
+from domaintune.training.hf_callbacks import GuardCallback
+from domaintune.training.resume import ResumePolicy
+
+
+@dataclass(frozen=True)
+class FaultTolerance:
+    """The fault-tolerance settings of a stage that trains through HF trainers (align)."""
+
+    nan_policy: str = "skip"
+    max_bad_steps: int = 5
+    save_every: int | None = None
+    keep_last: int = 2
+    resume: str = "auto"
+    allow_config_change: bool = False
+    section: str = "train"  # the config section these come from, named in messages
+
+    @property
+    def resume_policy(self) -> ResumePolicy:
+        return ResumePolicy(self.resume, self.allow_config_change, self.section)
+
+    def checkpoint_args(self) -> dict[str, Any]:
+        """TrainingArguments for checkpointing: saves every `save_every` steps, at most `keep_last` kept."""
+        if not self.save_every:
+            return {"save_strategy": "no"}
+        return {"save_strategy": "steps", "save_steps": self.save_every, "save_total_limit": self.keep_last}
+
+
+def no_activation_checkpointing() -> dict[str, bool]:
+    """trl turns activation (gradient) checkpointing on by default; off here (small models, CPU).
+    transformers >= 5 renamed the argument and warns on the old name."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}
+
+
+def without_log_printer(trainer):
+    """GuardCallback shows progress and metrics; drop the trainer's raw log-dict printing."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def train_guarded(trainer, callback: GuardCallback, resume_from: Path | None, preempt: PreemptionFlag) -> None:
+    """trainer.train() with signals handled; raises Preempted after a signal-triggered save."""
+    preempt.install()
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        preempt.restore()
+        callback.close()
+    if callback.preempted_at is not None:
+        raise Preempted(f"{callback.phase}: stopped by signal after step {callback.preempted_at}; checkpoint saved "
+                        f"in {trainer.args.output_dir}. Re-run the same command to resume.")
