@@ -50,7 +50,8 @@ def test_align_stage_end_to_end_then_skip(workdir, tiny_model_dir):
             "dpo_after/rewards/margins", "filter/rm_agreement_before", "filter/rm_agreement_after"} <= set(m)
     assert (align / "model" / "adapter_config.json").is_file()  # started from the base: adapter only
     assert (align / "reward_model" / "adapter_config.json").is_file()
-    assert (align / "reward_margin.png").is_file() and (align / "dpo" / "heartbeat.json").is_file()
+    assert (align / "reward_margin.png").is_file() and (align / "heartbeat.json").is_file()  # one per stage
+    assert (align / manifest["outputs"]["loss_curves"]).is_file()  # reward-model and DPO losses, for the report
     assert list((align / "dpo" / "checkpoints").glob("checkpoint-*"))
     assert (workdir / "runs" / "dpo-bank" / "export" / "model" / "model.safetensors").is_file()
     results = json.loads((workdir / "runs" / "dpo-bank" / "eval" / "eval.json").read_text())
