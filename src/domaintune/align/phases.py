@@ -1,4 +1,4 @@
-"""One resumable training phase of the align stage (a reward-model stage or DPO), and the filter report.
+"""One resumable training phase of the align stage (a reward-model stage or DPO).
 
 A phase runs an HF/trl trainer under our guards (training/hf_callbacks.py). When it finishes, its trainable
 weights are kept in `<phase>/done/` with the key of the settings that produced them, so a re-run
@@ -15,8 +15,7 @@ from typing import Any
 
 from safetensors.torch import save_file
 
-from domaintune.align.confidence import FilterResult
-from domaintune.artifacts import atomic_write_json, atomic_write_text, stable_hash
+from domaintune.artifacts import atomic_write_json, stable_hash
 from domaintune.console import console
 from domaintune.training.checkpoint import load_trainable_state, trainable_state
 from domaintune.training.guards import PreemptionFlag, StepGuard
@@ -86,15 +85,3 @@ class Phase:
         atomic_write_json(staging / KEY, {"key": stable_hash(self.key)})
         shutil.rmtree(self.dir / DONE, ignore_errors=True)
         staging.rename(self.dir / DONE)
-
-
-def write_filter_report(path: Path, pairs, report: FilterResult) -> Path:
-    """One line per scored pair: where it came from, the decision and the margin interval."""
-    lines = []
-    for p, decision, mean, lo, hi in zip(pairs, report.decisions, report.mean_margin, report.low, report.high):
-        question = next((m["content"] for m in reversed(p.prompt) if m["role"] == "user"), "")
-        lines.append(json.dumps({"source": p.source, "line": p.line, "decision": decision,
-                                 "margin": round(mean, 5), "interval": [round(lo, 5), round(hi, 5)],
-                                 "prompt": question[:120]}, ensure_ascii=False))
-    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
-    return path

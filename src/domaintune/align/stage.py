@@ -22,7 +22,8 @@ from typing import Any
 
 from domaintune import models
 from domaintune.align import confidence, dpo, reward
-from domaintune.align.phases import Phase, write_filter_report
+from domaintune.align.confidence import write_filter_report
+from domaintune.align.phases import Phase
 from domaintune.artifacts import RunDir, StageResult, atomic_write_json, fingerprint_path, stable_hash
 from domaintune.config import Config
 from domaintune.console import console

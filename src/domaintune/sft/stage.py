@@ -44,8 +44,8 @@ def inputs(cfg: Config) -> list[str]:
     return models.model_inputs(cfg.model) + [d.path for d in cfg.sft.data] + files
 
 
-def _section(cfg: Config) -> runner.Section:
-    return runner.Section(STAGE, cfg.sft)
+def _section(cfg: Config) -> runner.TrainingSection:
+    return runner.TrainingSection(STAGE, cfg.sft)
 
 
 # --------------------------------------------------------------------------- setup

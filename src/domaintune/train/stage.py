@@ -27,8 +27,8 @@ def inputs(cfg: Config) -> list[str]:
     return models.model_inputs(cfg.model)
 
 
-def _section(cfg: Config) -> runner.Section:
-    return runner.Section(STAGE, cfg.train)
+def _section(cfg: Config) -> runner.TrainingSection:
+    return runner.TrainingSection(STAGE, cfg.train)
 
 
 def _read_mix(run_dir: RunDir):

@@ -275,16 +275,8 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
         for key in ("tokens", "padded"):
             totals[key] += out[key]
         totals["time"] += dt
-        rec = _step_metrics(step, out["sums"], out["counts"], s, float(grad_norm), scheduler.get_last_lr()[0],
-                            dt, out["tokens"], accelerator.device)
-        rec["rows"] = rows  # which packed rows this step consumed
-        if d.spike:
-            rec["spike"] = True
-        if skipped:
-            rec["skipped"] = True
-        step_mfu = mfu(s.n_params, out["tokens"] / dt / accelerator.num_processes, peak)
-        if step_mfu is not None:
-            rec["mfu"] = step_mfu
+        rec = _step_record(step, out, s, grad_norm, scheduler.get_last_lr()[0], dt, rows, d.spike, skipped,
+                           accelerator, peak)
         if _eval_due(step, s, heldout):
             rec |= _heldout(accelerator.unwrap_model(model), heldout, s, accelerator.device)
         if auto_eval is not None:  # benchmarks every N steps; may ask to stop (training/autoeval.py)
@@ -299,6 +291,20 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
         if auto_eval is not None and auto_eval.stop_reason:
             break
     return _summary(totals, guard, start, batches_skipped, accelerator, s.n_params, peak)
+
+
+def _step_record(step: int, out: dict[str, Any], s: LoopSettings, grad_norm: float, lr: float, dt: float,
+                 rows: list[int], spike: bool, skipped: bool, accelerator, peak: float | None) -> dict[str, Any]:
+    rec = _step_metrics(step, out["sums"], out["counts"], s, grad_norm, lr, dt, out["tokens"], accelerator.device)
+    rec["rows"] = rows  # which packed rows this step consumed
+    if spike:
+        rec["spike"] = True
+    if skipped:
+        rec["skipped"] = True
+    step_mfu = mfu(s.n_params, out["tokens"] / dt / accelerator.num_processes, peak)
+    if step_mfu is not None:
+        rec["mfu"] = step_mfu
+    return rec
 
 
 def _summary(totals: dict[str, Any], guard: StepGuard | None, start: int, batches_skipped: int, accelerator,

@@ -32,7 +32,7 @@ NOT_RESULT_AFFECTING = {"resume", "save_every", "keep_last", "allow_config_chang
 
 
 @dataclass(frozen=True)
-class Section:
+class TrainingSection:
     """A training stage's config section (TrainConfig, SFTConfig) and its name in messages."""
 
     name: str
@@ -43,7 +43,7 @@ def warn(message: str) -> None:
     console.print(f"  [yellow]warning:[/] {message}")
 
 
-def make_accelerator(section: Section, device: str):
+def make_accelerator(section: TrainingSection, device: str):
     from accelerate import Accelerator
 
     return Accelerator(mixed_precision=PRECISION[section.cfg.precision], cpu=device == "cpu")
@@ -54,7 +54,7 @@ def result_settings(section_dump: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in section_dump.items() if k not in NOT_RESULT_AFFECTING}
 
 
-def loop_settings(section: Section, seed: int, dataset, streams, pad_id: int, n_params: int) -> LoopSettings:
+def loop_settings(section: TrainingSection, seed: int, dataset, streams, pad_id: int, n_params: int) -> LoopSettings:
     t = section.cfg
     total = t.max_steps or t.epochs * steps_per_epoch(list(dataset["bucket"]), list(dataset["length"]),
                                                       t.batch_size, t.batch_tokens, t.grad_accum)
@@ -65,22 +65,22 @@ def loop_settings(section: Section, seed: int, dataset, streams, pad_id: int, n_
                         n_params=n_params)
 
 
-def step_guard(section: Section, diagnostics_dir: Path) -> StepGuard:
+def step_guard(section: TrainingSection, diagnostics_dir: Path) -> StepGuard:
     t = section.cfg
     return StepGuard(t.nan_policy, t.max_bad_steps, t.spike_factor, diagnostics_dir,
                      rollback=t.spike_policy == "rollback", max_rollbacks=t.max_rollbacks, section=section.name)
 
 
-def auto_eval(section: Section, tokenizer, total_steps: int) -> AutoEval | None:
+def auto_eval(section: TrainingSection, tokenizer, total_steps: int) -> AutoEval | None:
     t = section.cfg
     return AutoEval(t.auto_eval, tokenizer, total_steps, section=section.name) if t.auto_eval else None
 
 
-def report_settings(section: Section, run_name: str, config: dict[str, Any]) -> ReportSettings:
+def report_settings(section: TrainingSection, run_name: str, config: dict[str, Any]) -> ReportSettings:
     return ReportSettings(section.cfg.report_to, run_name, config, section.cfg.log_every, section.name)
 
 
-def checkpointing(section: Section, root: Path, current: dict[str, Any]) -> Checkpointing:
+def checkpointing(section: TrainingSection, root: Path, current: dict[str, Any]) -> Checkpointing:
     """Checkpoints in `root`, resuming from an interrupted attempt of the same settings (training/resume.py)."""
     t = section.cfg
     policy = ResumePolicy(t.resume, t.allow_config_change, section.name)
@@ -88,7 +88,7 @@ def checkpointing(section: Section, root: Path, current: dict[str, Any]) -> Chec
     return Checkpointing(root, t.save_every, t.keep_last, {"resume_config": current}, resume_from)
 
 
-def build_trainable(start: ModelConfig, method: str, section: Section, seed: int, device: str,
+def build_trainable(start: ModelConfig, method: str, section: TrainingSection, seed: int, device: str,
                     prefix_tokens: int | None = None):
     """The start model with `method` applied (LoRA/QLoRA adapter, full, or prefix tuning);
     returns (model, trainable parameter count)."""
@@ -121,7 +121,7 @@ def start_step(ckpt: Checkpointing, total_steps: int) -> int:
     return step
 
 
-def run_loop(model, dataset, s: LoopSettings, accelerator, *, section: Section, out_dir: Path,
+def run_loop(model, dataset, s: LoopSettings, accelerator, *, section: TrainingSection, out_dir: Path,
              heartbeat: Heartbeat, ckpt: Checkpointing, report: ReportSettings, heldout=None, tokenizer=None,
              resume_step: int = 0) -> LoopOutcome:
     """`train_loop` with its reporter, step guard, auto-eval (when the section sets one) and
