@@ -32,47 +32,55 @@ def _warn(message: str) -> None:
 
 
 class Phase:
+    """setup (`begin`: resume point + callbacks) → the stage builds its trainer → `train` → keep the weights.
+    `finished_model` short-circuits all of it when the phase already finished with the same key."""
+
     def __init__(self, phase_dir: Path, key: dict[str, Any], ft: FaultTolerance, heartbeat: Heartbeat,
                  reuse: bool = True):
         self.dir, self.key, self.ft, self.reuse = Path(phase_dir), key, ft, reuse
         self.heartbeat = heartbeat
+        self.root = self.dir / "checkpoints"  # the trainer's output_dir
         self.resume_from: Path | None = None
         self.records: list[dict[str, Any]] = []
+        self._guard: StepGuard | None = None
+        self._callback: GuardCallback | None = None
 
     @property
     def name(self) -> str:
         return self.dir.name
 
-    def _finished_weights(self) -> Path | None:
+    def finished_model(self, model_for_reuse: Callable[[], Any]):
+        """The phase's trained model from an earlier attempt with the same key, or None."""
         done = self.dir / DONE
         try:
             same = json.loads((done / KEY).read_text(encoding="utf-8"))["key"] == stable_hash(self.key)
         except (OSError, ValueError, KeyError):
             return None
-        return done / WEIGHTS if same and (done / WEIGHTS).is_file() else None
+        weights = done / WEIGHTS
+        if not (self.reuse and same and weights.is_file()):
+            return None
+        console.print(f"  {self.name}: finished in an earlier attempt; weights reloaded from {done}")
+        model = model_for_reuse()
+        load_trainable_state(model, weights, str(weights))
+        return model
 
-    def run(self, make_trainer: Callable[[Path, list], Any], model_for_reuse: Callable[[], Any] | None = None):
-        """Train (or resume) and return the trained model; a finished phase is reloaded instead."""
-        weights = self._finished_weights() if self.reuse and model_for_reuse else None
-        if weights is not None:
-            console.print(f"  {self.name}: finished in an earlier attempt; weights reloaded from {weights.parent}")
-            model = model_for_reuse()
-            load_trainable_state(model, weights, str(weights))
-            return model
-        guard = StepGuard(self.ft.nan_policy, self.ft.max_bad_steps, None, self.dir / "diagnostics",
-                          section=self.ft.section)
-        preempt = PreemptionFlag()
-        callback = GuardCallback(self.name, self.dir, guard, preempt, self.heartbeat)
-        root = self.dir / "checkpoints"
-        self.resume_from = choose_checkpoint(HFCheckpoints(root), self.key, self.ft.resume_policy, _warn)
+    def begin(self) -> list:
+        """Choose the checkpoint to resume from; returns the callbacks the phase's trainer must get."""
+        self._guard = StepGuard(self.ft.nan_policy, self.ft.max_bad_steps, None, self.dir / "diagnostics",
+                                section=self.ft.section)
+        self._callback = GuardCallback(self.name, self.dir, self._guard, PreemptionFlag(), self.heartbeat)
+        self.resume_from = choose_checkpoint(HFCheckpoints(self.root), self.key, self.ft.resume_policy, _warn)
         if self.resume_from is not None:
             console.print(f"  {self.name}: resuming from {self.resume_from.name}")
-        trainer = make_trainer(root, [callback])
-        train_guarded(trainer, callback, self.resume_from, preempt)
-        mark_finished(root, self.key)
-        self.records = callback.records
-        if guard.skipped:
-            console.print(f"  [yellow]{self.name}: {guard.skipped} non-finite step(s) skipped[/]")
+        return [self._callback]
+
+    def train(self, trainer):
+        """Train (or resume) the trainer built with `begin()`'s callbacks; returns the trained model."""
+        train_guarded(trainer, self._callback, self.resume_from, self._callback.preempt)
+        mark_finished(self.root, self.key)
+        self.records = self._callback.records
+        if self._guard.skipped:
+            console.print(f"  [yellow]{self.name}: {self._guard.skipped} non-finite step(s) skipped[/]")
         if self.reuse:
             self._keep(trainer.model)
         return trainer.model

@@ -129,16 +129,16 @@ def _train_reward(ctx: _Ctx, name: str, rm, pairs: list[PreferencePair], seed: i
     phase = Phase(ctx.out_dir / name, {**ctx.keys["reward"], "phase": name, "seed": seed,
                                        "pairs": stable_hash(rows)}, ctx.ft, ctx.heartbeat)
 
-    def make(output_dir, callbacks):
-        return reward.build_reward_trainer(rm, ctx.tokenizer, rows, settings, output_dir,
-                                           ctx.ft.checkpoint_args(), callbacks, peft_config=peft_config)
-
     def same_shape():  # how the trainer wraps the model, to reload a finished phase's weights
         from peft import get_peft_model
 
         return rm if peft_config is None else get_peft_model(rm, peft_config)
 
-    return phase.run(make, model_for_reuse=same_shape)
+    if (reused := phase.finished_model(same_shape)) is not None:
+        return reused
+    trainer = reward.build_reward_trainer(rm, ctx.tokenizer, rows, settings, phase.root, ctx.ft.checkpoint_args(),
+                                          phase.begin(), peft_config=peft_config)
+    return phase.train(trainer)
 
 
 def _reward_and_filter(ctx: _Ctx, policy, pairs: Pairs):
@@ -221,17 +221,11 @@ def _dpo(ctx: _Ctx, policy, train_pairs: list[PreferencePair], val_pairs: list[P
         peft_config = models.build_peft_config(a.adapter)  # trl: reference = adapter disabled
     ctx.phases.append("dpo")
     phase = Phase(ctx.out_dir / "dpo", {**ctx.keys["dpo"], "phase": "dpo"}, ctx.ft, ctx.heartbeat, reuse=False)
-    holder: dict[str, Any] = {}
-
-    def make(output_dir, callbacks):
-        holder["trainer"] = dpo.build_dpo_trainer(policy, ctx.tokenizer, ctx.rows(train_pairs), ctx.rows(val_pairs),
-                                                  s, output_dir, ctx.ft.checkpoint_args(), callbacks, peft_config,
-                                                  ref_model)
-        holder["before"] = dpo.heldout_metrics(holder["trainer"]) if phase.resume_from is None else {}
-        return holder["trainer"]
-
-    model = phase.run(make)
-    return model, holder["before"], dpo.heldout_metrics(holder["trainer"]), phase.records
+    trainer = dpo.build_dpo_trainer(policy, ctx.tokenizer, ctx.rows(train_pairs), ctx.rows(val_pairs), s, phase.root,
+                                    ctx.ft.checkpoint_args(), phase.begin(), peft_config, ref_model)
+    before = dpo.heldout_metrics(trainer) if phase.resume_from is None else {}
+    model = phase.train(trainer)
+    return model, before, dpo.heldout_metrics(trainer), phase.records
 
 
 def _save_model(model, tokenizer, out_dir: Path, from_stage: str | None) -> None:
