@@ -26,6 +26,7 @@ from domaintune.data.normalize import NormalizeUnicode, NormalizeWhitespace
 from domaintune.data.records import Record, Reject
 from domaintune.data.steps import Step, TextStep
 from domaintune.errors import ConfigError
+from domaintune.extras import require
 
 SENTINEL_BASE, SENTINEL_LAST = 0xF0000, 0xFFFFD  # Supplementary Private Use Area-A
 _SENTINEL = re.compile("[\U000F0000-\U000FFFFD]")
@@ -107,10 +108,7 @@ class Width(TextStep):
 
 @lru_cache(maxsize=2)
 def _opencc(mode: str):
-    try:
-        import opencc
-    except ImportError:
-        raise ConfigError([f"data.normalize.chinese={mode} needs the OpenCC package: pip install opencc"]) from None
+    opencc = require("opencc", "zh", f"data.normalize.chinese={mode}")
     return opencc.OpenCC(f"{mode}.json")
 
 
