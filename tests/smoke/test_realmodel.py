@@ -37,7 +37,7 @@ def test_import_keeps_every_parameter_and_the_logits(smollm2_dir):
 
 
 def test_chat_answers_a_factual_question(smollm2_dir):
-    out = invoke("chat", str(smollm2_dir), "--prompt", "What is the capital of France? Answer in one word.",
+    out = invoke("chat", str(smollm2_dir), "--prompt", "What is the capital of France?",
                  "--max-new-tokens", "12").output
     assert "Paris" in out, out
 
@@ -51,5 +51,5 @@ def test_perplexity_of_plain_english_is_low(smollm2_dir):
     ids = tokenizer(SENTENCE, return_tensors="pt").input_ids
     with torch.inference_mode():
         loss = model(ids, labels=ids, use_cache=False).loss.item()
-    # measured 2.4e1 here; a random model of this vocabulary (49,152) scores ~5e4
-    assert math.exp(loss) < 60, math.exp(loss)
+    # measured 17.1 here (greedy reply: "The capital of France is Paris."); random tokens score ~1.5e6
+    assert math.exp(loss) < 40, math.exp(loss)
