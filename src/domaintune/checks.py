@@ -182,6 +182,9 @@ def check_align(cfg: Config) -> list[str]:
     problems = [f"align.data.{key}[{i}]: file not found: {path} (relative paths resolve against the config "
                 f"file's folder)" for key in ("general", "domain")
                 for i, path in enumerate(getattr(cfg.align.data, key)) if not Path(path).is_file()]
+    if not _has("trl"):
+        problems.append("align: the align stage trains with trl, which is not installed: "
+                        "pip install 'domaintune[align]'")
     if cfg.align.method == "qlora":
         if not _cuda():
             problems.append("align.method: 'qlora' loads 4-bit weights with bitsandbytes and needs a CUDA GPU; "

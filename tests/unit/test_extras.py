@@ -124,3 +124,16 @@ def test_a_missing_tracker_backend_is_reported_with_its_extra(monkeypatch, tmp_p
     assert missing_packages(["tensorboard"]) == [
         "train.report_to: 'tensorboard' needs the tensorboard package: pip install 'domaintune[tensorboard]' "
         "(or remove 'tensorboard' from train.report_to)"]
+
+
+def test_validate_names_the_align_extra_when_trl_is_missing(monkeypatch, tmp_path):
+    from domaintune import checks
+    from domaintune.config import load_config
+
+    (tmp_path / "pairs.jsonl").write_text("")
+    (tmp_path / "cfg.yaml").write_text("name: t\nmodel: {base: org/model}\nalign: {data: {domain: [pairs.jsonl]}}\n")
+    cfg = load_config(tmp_path / "cfg.yaml")
+    assert not any("trl" in p for p in checks.check_align(cfg))  # installed here
+    monkeypatch.setitem(sys.modules, "trl", None)
+    assert checks.check_align(cfg) == [
+        "align: the align stage trains with trl, which is not installed: pip install 'domaintune[align]'"]
