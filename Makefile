@@ -22,9 +22,10 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# torch first, pinned, so pip uses the CPU wheel on disk instead of a multi-GB CUDA build.
-$(VENV)/.torch: $(BIN)/python
-	$(BIN)/pip install -q $(TORCH)
+# torch first, pinned, so pip uses the CPU wheel on disk instead of a multi-GB CUDA build (its own
+# dependencies, e.g. sympy, at the constrained versions).
+$(VENV)/.torch: $(BIN)/python constraints.txt
+	$(PIP) $(TORCH)
 	touch $@
 
 # .installed-demo / .installed-test: the project with the extras that set of commands needs.
