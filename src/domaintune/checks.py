@@ -51,7 +51,8 @@ def check_data_files(cfg: Config) -> list[str]:
     governance += [("data.pii.salt_file", cfg.data.pii.salt_file)]
     problems += [f"{key}: file not found: {path}" for key, path in governance if path and not Path(path).is_file()]
     if cfg.data.normalize.chinese != "none" and not _has("opencc"):
-        problems.append(f"data.normalize.chinese: '{cfg.data.normalize.chinese}' needs OpenCC: pip install opencc")
+        problems.append(f"data.normalize.chinese: '{cfg.data.normalize.chinese}' needs OpenCC: "
+                        "pip install 'domaintune[zh]'")
     return problems
 
 
@@ -64,13 +65,13 @@ def check_machine(cfg: Config) -> list[str]:
             problems.append("train.method: 'qlora' loads 4-bit weights with bitsandbytes and needs a CUDA "
                             "GPU; on this CPU machine use 'lora' (same adapter, full-precision base)")
         if not _has("bitsandbytes"):
-            problems.append("train.method: 'qlora' needs bitsandbytes: pip install 'domaintune[gpu]'")
+            problems.append("train.method: 'qlora' needs bitsandbytes: pip install 'domaintune[qlora]'")
     if cfg.model.attn_implementation == "flash_attention_2":
         if not gpu:
             problems.append("model.attn_implementation: 'flash_attention_2' needs a CUDA GPU; use 'sdpa'")
         if not _has("flash_attn"):
             problems.append("model.attn_implementation: 'flash_attention_2' needs flash-attn: "
-                            "pip install 'domaintune[gpu]'")
+                            "pip install 'domaintune[flash]'")
     if cfg.train.precision == "fp16" and not gpu:
         problems.append("train.precision: 'fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on CPU")
     problems += missing_packages(cfg.train.report_to)
@@ -144,7 +145,7 @@ def check_sft(cfg: Config) -> list[str]:
         problems.append("sft.method: 'qlora' loads 4-bit NF4 weights with bitsandbytes and needs a CUDA GPU; on "
                         "this CPU machine use 'lora' (same adapter, full-precision base) or 'auto' (skips qlora)")
     if cfg.sft.method == "qlora" and not _has("bitsandbytes"):
-        problems.append("sft.method: 'qlora' needs bitsandbytes: pip install 'domaintune[gpu]'")
+        problems.append("sft.method: 'qlora' needs bitsandbytes: pip install 'domaintune[qlora]'")
     if cfg.sft.precision == "fp16" and not gpu:
         problems.append("sft.precision: 'fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on CPU")
     problems += missing_packages([t for t in cfg.sft.report_to if t not in cfg.train.report_to])
@@ -181,12 +182,15 @@ def check_align(cfg: Config) -> list[str]:
     problems = [f"align.data.{key}[{i}]: file not found: {path} (relative paths resolve against the config "
                 f"file's folder)" for key in ("general", "domain")
                 for i, path in enumerate(getattr(cfg.align.data, key)) if not Path(path).is_file()]
+    if not _has("trl"):
+        problems.append("align: the align stage trains with trl, which is not installed: "
+                        "pip install 'domaintune[align]'")
     if cfg.align.method == "qlora":
         if not _cuda():
             problems.append("align.method: 'qlora' loads 4-bit weights with bitsandbytes and needs a CUDA GPU; "
                             "on this CPU machine use 'lora' (same adapter, full-precision base)")
         if not _has("bitsandbytes"):
-            problems.append("align.method: 'qlora' needs bitsandbytes: pip install 'domaintune[gpu]'")
+            problems.append("align.method: 'qlora' needs bitsandbytes: pip install 'domaintune[qlora]'")
     return problems
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from domaintune.config import AdapterConfig, ModelConfig
 from domaintune.errors import ModelError
+from domaintune.extras import require
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 ADAPTER_CONFIG = "adapter_config.json"
@@ -56,6 +57,7 @@ def _common_kwargs(cfg: ModelConfig) -> dict[str, Any]:
     if cfg.revision:
         kw["revision"] = cfg.revision
     if gguf:
+        require("gguf", "gguf", f"a GGUF model ({gguf})")  # transformers reads GGUF through it
         kw["gguf_file"] = gguf
     return kw
 
@@ -262,6 +264,7 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, verify: bool = True,
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     if not gguf_path.is_file():
         raise ModelError(f"GGUF file not found: {gguf_path}")
+    require("gguf", "gguf", "domaintune models import-gguf")  # transformers reads GGUF through it
     kw = {"gguf_file": gguf_path.name}
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kw)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from domaintune.extras import require
 from domaintune.training.trainer_bridge import no_activation_checkpointing, without_log_printer
 
 
@@ -40,7 +41,7 @@ def loss_mix(sft_weight: float) -> dict[str, Any]:
 
 
 def dpo_args(s: DPOSettings, output_dir, checkpoint_args: dict[str, Any], has_eval: bool):
-    from trl import DPOConfig
+    DPOConfig = require("trl", "align", "the align stage (DPO)").DPOConfig
 
     steps = {"max_steps": s.max_steps} if s.max_steps else {"num_train_epochs": s.epochs}
     evals = ({"eval_strategy": "steps", "eval_steps": s.eval_every} if has_eval and s.eval_every
@@ -58,7 +59,7 @@ def build_dpo_trainer(model, tokenizer, train_rows: list[dict], val_rows: list[d
     """`peft_config` (LoRA/QLoRA): reference = the same model with the adapter disabled.
     Otherwise (full) pass a frozen `ref_model`."""
     from datasets import Dataset
-    from trl import DPOTrainer
+    DPOTrainer = require("trl", "align", "the align stage (DPO)").DPOTrainer
 
     eval_dataset = Dataset.from_list(val_rows) if val_rows else None
     args = dpo_args(s, output_dir, checkpoint_args, bool(val_rows))

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from domaintune.config import AdapterConfig
+from domaintune.extras import require
 from domaintune.models import evaluating
 from domaintune.training.trainer_bridge import no_activation_checkpointing, without_log_printer
 
@@ -54,7 +55,7 @@ def reward_peft_config(adapter: AdapterConfig):
 
 
 def reward_args(s: RewardSettings, output_dir, checkpoint_args: dict[str, Any]):
-    from trl import RewardConfig
+    RewardConfig = require("trl", "align", "the align stage (reward model)").RewardConfig
 
     steps = {"max_steps": s.max_steps} if s.max_steps else {"num_train_epochs": s.epochs}
     return RewardConfig(output_dir=str(output_dir), learning_rate=s.lr, per_device_train_batch_size=s.batch_size,
@@ -69,7 +70,7 @@ def build_reward_trainer(model, tokenizer, train_rows: list[dict], s: RewardSett
                          checkpoint_args: dict[str, Any], callbacks: list, peft_config=None):
     """trl's RewardTrainer through its public constructor. Pass `peft_config` for a fresh LoRA
     adapter; a model that already carries one (stage 2) continues training it."""
-    from trl import RewardTrainer
+    RewardTrainer = require("trl", "align", "the align stage (reward model)").RewardTrainer
 
     trainer = RewardTrainer(model=model, args=reward_args(s, output_dir, checkpoint_args),
                             train_dataset=tokenized_pairs(tokenizer, train_rows, s.max_len),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from domaintune.data.records import Item, Reject, SourceContext, row_to_record
 from domaintune.data.text_readers import document, too_large, whole_text_reader
+from domaintune.extras import require
 
 # Block-level tags end a line in the extracted text, so paragraphs and list items stay apart.
 _HTML_BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote",
@@ -37,6 +38,7 @@ def _checked(path: Path, ctx: SourceContext, text: str, steps: list[str]) -> Ite
 
 def html_to_text(html: str) -> str:
     """Visible text of a page: scripts/styles dropped, one line per block element."""
+    require("lxml", "office", "format: html")
     import lxml.html
     from lxml import etree
 
@@ -61,7 +63,7 @@ read_html = whole_text_reader(_html_document)
 
 
 def read_pdf(path: Path, ctx: SourceContext) -> Iterator[Item]:
-    from pypdf import PdfReader
+    PdfReader = require("pypdf", "office", "format: pdf").PdfReader
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings repeat what the reject says
     try:
@@ -79,7 +81,7 @@ def read_pdf(path: Path, ctx: SourceContext) -> Iterator[Item]:
 
 
 def read_docx(path: Path, ctx: SourceContext) -> Iterator[Item]:
-    import docx
+    docx = require("docx", "office", "format: docx")
 
     try:
         doc = docx.Document(str(path))

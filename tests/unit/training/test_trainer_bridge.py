@@ -21,6 +21,8 @@ from domaintune.training.trainer_bridge import (
 )
 from fixtures.preferences import separable_rows
 
+pytestmark = pytest.mark.slow  # trains with HF trainers
+
 
 class _Args:
     process_index = 0
