@@ -101,3 +101,17 @@ def test_storage_error_ignores_other_errors():
     assert storage_error(FileNotFoundError(errno.ENOENT, "No such file", "/x")) is None
     err = storage_error(PermissionError(errno.EACCES, "Permission denied", "/srv/runs"))
     assert isinstance(err, StorageError) and "/srv/runs" in str(err) and "permission denied" in str(err)
+
+
+def test_the_cli_keeps_library_warnings_but_not_their_progress_bars(tmp_path, tiny_model_dir):
+    import logging
+
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_warning()
+    invoke("validate", str(_config(tmp_path, tiny_model_dir, tmp_path / "runs")))
+    # "Some weights ... were not initialized" is a transformers warning: it must still be shown
+    assert transformers.utils.logging.get_verbosity() <= logging.WARNING
+    assert not transformers.utils.logging.is_progress_bar_enabled()
+    assert not datasets.utils.logging.is_progress_bar_enabled()
