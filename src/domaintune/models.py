@@ -171,7 +171,9 @@ def _bnb_4bit_kwargs(compute_dtype) -> dict[str, Any]:
     from transformers import BitsAndBytesConfig
 
     if not torch.cuda.is_available():
-        raise ModelError("train.method 'qlora' needs a CUDA GPU (bitsandbytes 4-bit); use 'lora' on CPU")
+        # the stage is not known here: name every key that can ask for it
+        raise ModelError("method 'qlora' (train.method, sft.method or align.method) needs a CUDA GPU "
+                         "(bitsandbytes 4-bit); use 'lora' on CPU")
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                              bnb_4bit_compute_dtype=torch.bfloat16 if compute_dtype == torch.float32
                              else compute_dtype)
