@@ -108,11 +108,13 @@ def trained_base(path: Path, base: ModelConfig | None, manifest: dict | None, ex
     if base is not None:
         return base, "argument"
     for source, section in (("export", (export or {}).get("model")),
-                            ("manifest", (manifest or {}).get("config", {}).get("model"))):
+                            ("manifest", ((manifest or {}).get("config") or {}).get("model"))):
         if isinstance(section, dict):
             try:
                 return ModelConfig.model_validate(section), source
             except ValueError as exc:
+                if kind == "full":  # only metadata for a full model: it loads without its base
+                    continue
                 raise ModelError(f"the model section recorded for {path} ({source}) no longer validates: {exc}; "
                                  f"re-run the stage that wrote it") from exc
     named = (read_json(path / ADAPTER_CONFIG) or {}).get("base_model_name_or_path") if kind == "adapter" else None

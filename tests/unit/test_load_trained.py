@@ -217,3 +217,17 @@ def test_a_base_missing_weights_is_refused_naming_them(missing_a_weight):
 def test_a_trained_folder_missing_weights_is_refused(missing_a_weight):
     with pytest.raises(ModelError, match="model.layers.0.mlp.down_proj.weight"):
         load_trained(missing_a_weight)
+
+
+def test_a_stale_model_record_stops_an_adapter_but_not_a_full_model(lora, tiny_model_dir, tmp_path):
+    stale = {"config": {"model": {"base": str(tiny_model_dir), "renamed_key": True}}}
+    full = tmp_path / "full" / "train" / "model"
+    shutil.copytree(tiny_model_dir, full)
+    (full.parent / "manifest.json").write_text(json.dumps({"stage": "train", "outputs": {"model": "model"}, **stale}))
+    trained = load_trained(full)
+    assert (trained.meta.kind, trained.meta.stage, trained.meta.base) == ("full", "train", None)
+
+    model, _ = lora
+    adapter = _stage_folder(tmp_path / "adapter", "train", "model", model, _tuned_tokenizer(tiny_model_dir), stale)
+    with pytest.raises(ModelError, match="no longer validates.*re-run the stage"):
+        load_trained(adapter)
