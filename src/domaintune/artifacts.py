@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -27,7 +28,10 @@ MANIFEST = "manifest.json"
 # Files above this size are fingerprinted by (size, mtime) instead of content: hashing a
 # multi-GB checkpoint on every `run` would make "skip when unchanged" slow.
 CONTENT_HASH_LIMIT = 64 * 1024 * 1024
-TRACKED_PACKAGES = ("domaintune", "torch", "transformers", "peft", "accelerate", "datasets")
+# Packages whose version can change a result (trl decides DPO and reward training, datatrove the
+# data pipeline, tokenizers the token ids); manifests record the installed ones.
+TRACKED_PACKAGES = ("domaintune", "torch", "transformers", "peft", "accelerate", "datasets", "trl", "datatrove",
+                    "tokenizers", "safetensors", "bitsandbytes")
 
 
 @dataclass
@@ -93,6 +97,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide a result (those installed; bitsandbytes only with QLoRA)."""
     versions = {"python": platform.python_version()}
     for name in TRACKED_PACKAGES:
         try:
@@ -102,13 +107,34 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def git_sha(cwd: Path | None = None) -> str | None:
+def _git(cwd: Path, *args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _is_domaintune_checkout(root: Path) -> bool:
+    try:
+        text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return re.search(r'(?m)^name\s*=\s*"domaintune"\s*$', text) is not None
+
+
+def git_sha(package_dir: Path | None = None) -> str | None:
+    """domaintune's own commit, or None unless this package runs from its source checkout
+    (<checkout>/src/domaintune: an editable install or PYTHONPATH=src). Installed into a virtualenv
+    inside a user's repository, `git rev-parse` would otherwise report that repository's HEAD."""
+    package_dir = Path(package_dir or Path(__file__).parent).resolve()
+    root = package_dir.parent.parent
+    if package_dir.parent.name != "src" or not _is_domaintune_checkout(root):
+        return None
+    top = _git(root, "rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != root:
+        return None
+    return _git(root, "rev-parse", "HEAD")
 
 
 class RunDir:
@@ -131,16 +157,35 @@ class RunDir:
         return self.root / stage / MANIFEST
 
     def manifest(self, stage: str) -> dict[str, Any] | None:
-        """The stage's manifest, or None if the stage never finished (or the file is unreadable)."""
-        path = self.manifest_path(stage)
+        """The stage's manifest, or None if the stage never finished or its manifest is unreadable
+        (a corrupt manifest counts as "not finished": running the stage again rewrites it)."""
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
+            return self._read_manifest(stage)
+        except StageError:
             return None
 
+    def _read_manifest(self, stage: str) -> dict[str, Any] | None:
+        path = self.manifest_path(stage)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StageError(self._corrupt(stage, path, f"{type(exc).__name__}: {exc}")) from exc
+        if not isinstance(data, dict):
+            raise StageError(self._corrupt(stage, path, f"a JSON {type(data).__name__}, not an object"))
+        return data
+
+    @staticmethod
+    def _corrupt(stage: str, path: Path, why: str) -> str:
+        return (f"the manifest of stage '{stage}' is corrupt ({path}: {why}); it was probably cut short by a crash "
+                f"or a full disk. Run that stage again (a corrupt manifest counts as not finished): "
+                f"domaintune run CONFIG --stages {stage}")
+
     def require(self, stage: str, by: str) -> dict[str, Any]:
-        """The upstream manifest a stage needs; a clear error if that stage has not run."""
-        m = self.manifest(stage)
+        """The upstream manifest a stage needs; a clear error if that stage has not run or its
+        manifest is corrupt."""
+        m = self._read_manifest(stage)
         if m is None:
             raise StageError(
                 f"stage '{by}' needs the outputs of stage '{stage}', which has not finished in "

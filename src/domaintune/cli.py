@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 import typer.core
 
 from domaintune.console import console
-from domaintune.errors import DomainTuneError
+from domaintune.errors import DomainTuneError, storage_error
 from domaintune.pipeline import MODEL, StageSpec
 
 
@@ -73,6 +75,21 @@ def _fail(err: DomainTuneError) -> None:
     raise typer.Exit(err.exit_code)
 
 
+@contextmanager
+def _handled() -> Iterator[None]:
+    """Expected failures (our own errors, a full disk, an unwritable folder) print one line and exit
+    with their code; any other exception keeps its traceback, since it is a bug to report."""
+    try:
+        yield
+    except DomainTuneError as err:
+        _fail(err)
+    except Exception as exc:
+        known = storage_error(exc)
+        if known is None:
+            raise
+        _fail(known)
+
+
 def _load(config: Path, overrides: list[str] | None):
     from domaintune.config import load_config
 
@@ -85,13 +102,11 @@ def validate(config: Path = ConfigArg, overrides: list[str] | None = OverridesAr
     from domaintune.checks import validate as run_checks
     from domaintune.errors import ConfigError
 
-    try:
+    with _handled():
         cfg = _load(config, overrides)
         problems = run_checks(cfg)
         if problems:
             raise ConfigError(problems, source=str(config))
-    except DomainTuneError as err:
-        _fail(err)
     enabled = [s.name for s in STAGES if s.enabled(cfg)]
     sources = f"{len(cfg.data.sources)} source(s); " if cfg.data else ""
     mixture = "mixture " + ", ".join(f"{k}:{v:g}" for k, v in cfg.mix.mixture.items()) + "; " if cfg.mix else ""
@@ -107,10 +122,8 @@ def _supervised(config: Path, overrides, command: list[str], force: bool) -> Non
     """Re-invoke this same command without --supervise, as a supervised child process."""
     from domaintune.supervise import supervise
 
-    try:
+    with _handled():
         cfg = _load(config, overrides)
-    except DomainTuneError as err:
-        _fail(err)
     argv = [sys.executable, "-m", "domaintune", *command, str(config), *(overrides or []),
             *(["--force"] if force else [])]
     code = supervise(argv, cfg, cfg.run_path)
@@ -122,12 +135,10 @@ def _run(config: Path, overrides, stages: str | None, force: bool) -> None:
     from domaintune.pipeline import run_pipeline
 
     t0 = time.perf_counter()
-    try:
+    with _handled():
         cfg = _load(config, overrides)
         names = [s.strip() for s in stages.split(",")] if stages else None
         outcomes = run_pipeline(cfg, STAGES, names, force=force)
-    except DomainTuneError as err:
-        _fail(err)
     _summary(outcomes, time.perf_counter() - t0, cfg.run_path)
 
 
@@ -198,11 +209,9 @@ def data_trace(config: Path = ConfigArg, record_id: str = typer.Argument(..., he
     from domaintune.data.lineage import print_trace
     from domaintune.data.stage import trace_record
 
-    try:
+    with _handled():
         cfg = _load(config, overrides)
         print_trace(trace_record(cfg, RunDir(cfg.run_path), record_id), max_chars=max_chars)
-    except DomainTuneError as err:
-        _fail(err)
 
 
 @data_app.command("report")
@@ -210,11 +219,9 @@ def data_report(config: Path = ConfigArg, overrides: list[str] | None = Override
     """Re-render data_report.html from the last data run's data_report.json."""
     from domaintune.data.report import rerender
 
-    try:
+    with _handled():
         cfg = _load(config, overrides)
         path = rerender(cfg.run_path / "data")
-    except DomainTuneError as err:
-        _fail(err)
     console.print(f"[green]ok[/] {path}")
 
 
@@ -225,11 +232,8 @@ def import_gguf(gguf: Path = typer.Argument(..., help="The .gguf file."),
     """Convert a GGUF checkpoint into a normal safetensors model folder (loads 10x faster)."""
     from domaintune.models import import_gguf as do_import
 
-    try:
-        with console.status(f"importing {gguf} (dequantizing to fp32)…"):
-            report = do_import(gguf, out_dir, verify=verify)
-    except DomainTuneError as err:
-        _fail(err)
+    with _handled(), console.status(f"importing {gguf} (dequantizing to fp32)…"):
+        report = do_import(gguf, out_dir, verify=verify)
     diff = report.get("max_abs_logit_diff")
     checked = f"; logits match (max abs diff {diff:.2g})" if diff is not None else ""
     console.print(f"[green]ok[/] {report['parameters']:,} parameters → {out_dir}{checked}")
@@ -244,11 +248,9 @@ def chat(model_dir: Path = typer.Argument(..., help="A model folder (e.g. runs/<
     """Chat with a model using its own chat template (interactive, or one-shot with --prompt)."""
     from domaintune.chat import chat_session
 
-    try:
+    with _handled():
         chat_session(model_dir, prompt=prompt, system=system, max_new_tokens=max_new_tokens,
                      temperature=temperature, device=device)
-    except DomainTuneError as err:
-        _fail(err)
 
 
 @app.command()
@@ -256,10 +258,8 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/qui
     """Regenerate eval_report.html (+ .json) of a run from its eval results and training metrics."""
     from domaintune.eval.report import write_report
 
-    try:
+    with _handled():
         written = write_report(run_dir)
-    except DomainTuneError as err:
-        _fail(err)
     console.print(f"[green]ok[/] {written['html']} and {written['json'].name}")
 
 

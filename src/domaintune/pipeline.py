@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from domaintune import __version__, codegraph
+from domaintune import __version__, codegraph, models
 from domaintune.artifacts import (
     RunDir,
     StageResult,
@@ -189,6 +189,7 @@ def run_stage(spec: StageSpec, cfg: Config, run_dir: RunDir, force: bool = False
         "summary": result.summary,
         "versions": package_versions(),
         "git_sha": git_sha(),
+        "base_revision": models.revision_record(cfg.model) if "model" in spec.sections else None,
         "started_at": started.isoformat(),
         "wall_time_s": round(wall, 3),
     }
