@@ -17,10 +17,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from domaintune.config import DataConfig
+from domaintune.config.load import load_yaml_model
 from domaintune.data.langid import identify
 from domaintune.data.normalize import NormalizeUnicode, NormalizeWhitespace
 from domaintune.data.records import Record, Reject
@@ -55,19 +55,7 @@ class RulesFile(_Strict):
 
 def load_rules(path: str | Path) -> RulesFile:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"data.rules_file: file not found: {path}"])
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise ConfigError([f"{where}invalid YAML: {getattr(exc, 'problem', exc)}"], source=str(path)) from None
-    try:
-        rules = RulesFile.model_validate(raw)
-    except ValidationError as err:
-        problems = [f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors()]
-        raise ConfigError(problems, source=str(path)) from None
+    rules = load_yaml_model(path, RulesFile, key="data.rules_file")
     problems = [f"glossary[{i}]: empty term" for i, t in enumerate(rules.glossary) if not t]
     for i, rule in enumerate(rules.rewrites):
         try:
