@@ -106,6 +106,15 @@ def check_machine(cfg: Config) -> list[str]:
     return problems
 
 
+def check_mix_budget(cfg: Config) -> list[str]:
+    """A budget below one row packs nothing. Reported by `validate` rather than the schema, so tiny
+    test and tooling configs still load."""
+    if cfg.mix and cfg.mix.tokens < min(cfg.mix.bucket_lengths):
+        return [f"mix.tokens ({cfg.mix.tokens}) is smaller than one row (smallest bucket "
+                f"{min(cfg.mix.bucket_lengths)})"]
+    return []
+
+
 def check_model_context(cfg: Config) -> list[str]:
     """Rows longer than the model's context would fail (or silently extrapolate) mid-run."""
     config_file = Path(cfg.model.base) / "config.json"
@@ -190,5 +199,5 @@ def check_align(cfg: Config) -> list[str]:
 
 
 def validate(cfg: Config) -> list[str]:
-    return (check_files(cfg) + check_machine(cfg) + check_model_context(cfg)
+    return (check_files(cfg) + check_machine(cfg) + check_mix_budget(cfg) + check_model_context(cfg)
             + check_data_engine(cfg) + check_sft(cfg) + check_tasks(cfg) + check_align(cfg))

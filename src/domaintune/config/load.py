@@ -16,7 +16,6 @@ from domaintune.config.base import BASE_DIR
 from domaintune.config.migrate import migrate, migrate_override
 from domaintune.config.schema import Config
 from domaintune.errors import ConfigError
-from domaintune.registry import suggest
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -54,13 +53,13 @@ def load_yaml_model(path: str | Path, model: type[M], what: str = "file", key: s
 
 # --------------------------------------------------------------------------- error formatting
 def _sub_model(annotation: Any) -> type[BaseModel] | None:
-    candidates = [annotation, *getattr(annotation, "__args__", ())]
-    for c in candidates:
-        if isinstance(c, type) and issubclass(c, BaseModel):
-            return c
-        inner = _sub_model(c) if getattr(c, "__args__", None) else None  # list[Model], dict[str, Model]
-        if inner is not None:
-            return inner
+    """The model inside an annotation: Model, Model | None, list[Model], dict[str, Model]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _sub_model(arg)
+        if found is not None:
+            return found
     return None
 
 
@@ -91,14 +90,14 @@ def _dotted_fields(model: type[BaseModel], prefix: str = "", depth: int = 2) -> 
 
 
 def _unknown_key_hint(model: type[BaseModel] | None, key: str) -> str:
+    """The closest key of `model`, or of one of its sub-sections as 'block.key'."""
     if model is None:
         return ""
-    direct = suggest(key, list(model.model_fields))
-    if direct:
-        return direct
-    nested = {name.rsplit(".", 1)[-1]: name for name in _dotted_fields(model) if "." in name}
-    close = difflib.get_close_matches(key, sorted(nested), n=1, cutoff=0.6)
-    return f" (did you mean '{nested[close[0]]}'?)" if close else ""
+    candidates = {name: name for name in model.model_fields}  # a direct key wins a tie
+    for dotted in _dotted_fields(model):  # the first block holding a key wins (batch before auto_eval)
+        candidates.setdefault(dotted.rsplit(".", 1)[-1], dotted)
+    close = difflib.get_close_matches(key, sorted(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{candidates[close[0]]}'?)" if close else ""
 
 
 def _written_as(path: str, renamed: dict[str, str]) -> str:

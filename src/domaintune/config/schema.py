@@ -72,9 +72,6 @@ class MixConfig(Section):
         if self.buckets is not None and (not self.buckets or min(self.buckets) < 16
                                          or sorted(set(self.buckets)) != self.buckets):
             raise ValueError(f"buckets must be increasing, unique and >= 16 (got {self.buckets})")
-        if self.tokens < min(self.bucket_lengths):
-            raise ValueError(f"tokens ({self.tokens}) is smaller than one row (smallest bucket "
-                             f"{min(self.bucket_lengths)})")
         return self
 
     @property
