@@ -15,7 +15,8 @@ class SourceConfig(Section):
     stream: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
                         description="Stream the documents belong to, e.g. english, chinese, finance.")
     name: str | None = Field(None, description="Source name for lineage; defaults to the path.")
-    format: Literal["auto", "jsonl", "txt", "md", "csv", "html", "pdf", "docx", "parquet", "chat"] = "auto"
+    format: Literal["auto", "jsonl", "txt", "md", "csv", "html", "pdf", "docx", "parquet", "chat"] = Field(
+        "auto", description="File format; auto: from the file extension.")
     text_field: str = Field("text", description="Field holding the text in jsonl/csv rows.")
     id_field: str | None = Field(None, description="Field holding a stable id; else path+line.")
     encoding: str = Field("utf-8", description="Encoding of txt/md/html/csv files: a codec name, or 'auto' to "
@@ -51,9 +52,9 @@ class NormalizeConfig(Section):
 
 
 class SplitConfig(Section):
-    train: float = Field(0.8, ge=0, le=1)
-    val: float = Field(0.1, ge=0, le=1)
-    test: float = Field(0.1, ge=0, le=1)
+    train: float = Field(0.8, ge=0, le=1, description="Share of each stream's documents for training.")
+    val: float = Field(0.1, ge=0, le=1, description="Share held out for validation (held-out loss).")
+    test: float = Field(0.1, ge=0, le=1, description="Share held out for the eval stage.")
 
     stratify: str = Field(
         "stream", pattern=r"^(stream|source|meta\.[A-Za-z0-9_.-]+)$",
@@ -143,19 +144,19 @@ class EngineConfig(Section):
 
 
 class DataConfig(Section):
-    sources: list[SourceConfig] = Field(min_length=1)
-    near_dedup: NearDedupConfig = NearDedupConfig()
-    engine: EngineConfig = EngineConfig()
+    sources: list[SourceConfig] = Field(min_length=1, description="Where the text comes from, and its stream.")
+    near_dedup: NearDedupConfig = Field(default_factory=NearDedupConfig, description="Near-duplicate detection.")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="How the sharded read phase executes.")
     max_record_bytes: int = Field(8 << 20, ge=1024, description="Rows/lines/files larger than this are "
                                                                  "quarantined (huge lines).")
-    normalize: NormalizeConfig = NormalizeConfig()
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig, description="Text normalization.")
     rules_file: FilePath | None = Field(
         None, description="YAML with rewrite rules and a protected glossary (see README, data governance).")
-    quality: QualityConfig = QualityConfig()
-    pii: PiiConfig = PiiConfig()
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="Document quality filters.")
+    pii: PiiConfig = Field(default_factory=PiiConfig, description="Personal data detection and redaction.")
     exact_dedup: bool = Field(True, description="Drop documents whose normalized text was already seen.")
     min_chars: int = Field(20, ge=0, description="Drop documents shorter than this after normalization.")
-    split: SplitConfig = SplitConfig()
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Deterministic train/val/test split.")
     max_reject_fraction: float = Field(
         0.2, ge=0, le=1, description="Fail the stage if more than this share of records is rejected."
     )

@@ -40,18 +40,18 @@ class GateConfig(Section):
 
 
 class EvalConfig(Section):
-    split: Literal["val", "test"] = "test"
+    split: Literal["val", "test"] = Field("test", description="The data split scored for perplexity.")
     streams: list[str] | None = Field(None, description="Streams to score; default: all data streams.")
     max_docs: int | None = Field(200, ge=1, description="Documents per stream (deterministic subset).")
     max_tokens: Count | None = Field(
         None, description="Token budget per stream: whole documents are added until it is reached.")
     window: int = Field(1024, ge=16, description="Tokens per scoring window.")
     stride: int = Field(512, ge=1, description="Window step for documents longer than `window`.")
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, description="Windows per forward pass when scoring perplexity.")
     compare_base: bool = Field(True, description="Also score the base model (cached by fingerprint).")
     tasks: list[EvalTaskConfig] = Field(default_factory=list, description="Benchmark tasks, base vs tuned.")
     task_batch_size: int = Field(8, ge=1, description="Requests per forward pass when scoring tasks.")
-    gate: GateConfig = GateConfig()
+    gate: GateConfig = Field(default_factory=GateConfig, description="The forgetting gate: base vs tuned.")
     report: bool = Field(True, description="Write eval_report.html + eval_report.json.")
 
     @model_validator(mode="after")

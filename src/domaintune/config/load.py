@@ -6,6 +6,7 @@ resolved against the config file's folder (through the validation context)."""
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -119,11 +120,22 @@ def format_validation_error(err: ValidationError, model: type[BaseModel] = Confi
         elif e["type"] == "missing":
             problems.append(f"{path}: required key is missing")
         else:
-            msg = e["msg"].removeprefix("Value error, ")
-            given = e.get("input")
-            got = "" if isinstance(given, dict) else f" (got {given!r:.80})"
-            problems.append(f"{path}: {msg}{got}")
+            problems.append(_value_problem(path, e["msg"].removeprefix("Value error, "), e.get("input")))
     return problems
+
+
+def _value_problem(path: str, msg: str, given: Any) -> str:
+    """A section validator's messages start with the key inside the section ('guards.x: ...'):
+    joined to the section's path they name the full dotted key."""
+    if isinstance(given, dict):  # a section-level rule: the input is the whole section
+        parts = [p.strip() for p in msg.split("; ")]
+        if path == "(root)":
+            return "; ".join(parts)
+        return "; ".join(f"{path}.{p}" if _KEY_FIRST.match(p) else f"{path}: {p}" for p in parts)
+    return f"{path}: {msg} (got {given!r:.80})"
+
+
+_KEY_FIRST = re.compile(r"^[a-z_][\w.\[\]]*:")
 
 
 # --------------------------------------------------------------------------- the run config

@@ -157,7 +157,8 @@ class Config(Section):
             warnings.warn("train: settings without a mix section do nothing (continual pre-training runs on the "
                           "mix stage's packed data); add mix (and data), or remove train", ConfigWarning, stacklevel=2)
         gate = self.eval.gate
-        if self.data is not None and gate.enabled and "domain_streams" not in gate.model_fields_set:
+        if (self.data is not None and self.final_model_stage is not None and gate.enabled
+                and "domain_streams" not in gate.model_fields_set):
             streams = {s.stream for s in self.data.sources}
             if not streams & set(gate.domain_streams):
                 warnings.warn(f"eval.gate.domain_streams: the default {gate.domain_streams} names no data stream "
