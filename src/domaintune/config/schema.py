@@ -86,6 +86,8 @@ class ExportConfig(Section):
     max_new_tokens: int = Field(64, ge=1, description="Length limit of each sample answer.")
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
 # Which config section switches each stage on (eval and export run when any model stage does).
 # The model stages, in order: each starts from the previous one's model.
 STAGE_SECTIONS = {"data": "data", "mix": "mix", "train": "mix", "sft": "sft", "align": "align"}
@@ -217,12 +219,19 @@ class Config(Section):
         return None if value.volatile else result_settings(value, self._dump_context())
 
     def relative(self, path: str | Path) -> str:
-        """`path` named relative to the config file's folder (inputs in fingerprints and manifests)."""
+        """`path` as named in fingerprints and manifests: a file shipped with domaintune as
+        'package:domaintune/...', any other relative to the config file's folder (so a moved or
+        cloned project, with the folders it refers to, keeps its fingerprints)."""
         import os
 
-        if self._source_dir is None or not Path(path).is_absolute():
+        p = Path(path)
+        if not p.is_absolute():
             return str(path)
-        return Path(os.path.relpath(path, self._source_dir)).as_posix()
+        if p.resolve().is_relative_to(_PACKAGE_DIR):
+            return f"package:domaintune/{p.resolve().relative_to(_PACKAGE_DIR).as_posix()}"
+        if self._source_dir is None:
+            return str(path)
+        return Path(os.path.relpath(p, self._source_dir)).as_posix()
 
     @property
     def run_path(self) -> Path:
