@@ -188,8 +188,12 @@ def prepare_for_training(model, method: str, adapter: AdapterConfig,
 
 def _checkpoint_activations(model):
     """Non-reentrant checkpointing: gradients still reach an adapter whose inputs come from frozen
-    embeddings (the reentrant variant would need enable_input_require_grads)."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    embeddings (the reentrant variant would need enable_input_require_grads). transformers >= 5
+    renamed the method and warns on the old name."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 

@@ -75,7 +75,7 @@ def activation_checkpointing(enabled: bool) -> dict[str, Any]:
     name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     args: dict[str, Any] = {name: enabled}
     if enabled:
-        args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+        args[f"{name}_kwargs"] = {"use_reentrant": False}
     return args
 
 

@@ -87,7 +87,8 @@ def test_schema_rules_live_in_the_sections(tmp_path):
     with pytest.raises(ConfigError, match="export.merge: false only makes sense with an adapter"):
         load_config(write(tmp_path, BASE + "train: {method: full}\nexport: {merge: false}\n"))
     with pytest.raises(ConfigError, match="activation_checkpointing: not available with prefix tuning"):
-        load_config(write(tmp_path, BASE + "sft: {data: [{path: a}], method: prefix, activation_checkpointing: true}\n"))
+        load_config(write(tmp_path, BASE + "sft: {data: [{path: a}], method: prefix, "
+                                           "activation_checkpointing: true}\n"))
 
 
 def test_unknown_codec_fails_at_validation(tmp_path):
