@@ -42,7 +42,8 @@ def test_activation_checkpointing_is_switched_on_in_the_model(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     lora = models.prepare_for_training(model, "lora", AdapterConfig(r=4), activation_checkpointing=True)
     assert _checkpointing(lora)
-    plain = models.prepare_for_training(AutoModelForCausalLM.from_pretrained(tiny_model_dir), "lora", AdapterConfig(r=4))
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    plain = models.prepare_for_training(fresh, "lora", AdapterConfig(r=4))
     assert not _checkpointing(plain)
 
 
