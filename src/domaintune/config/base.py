@@ -32,6 +32,11 @@ class Section(BaseModel):
     # A whole section that cannot change a result (logging, runtime): see `result_settings`.
     volatile: ClassVar[bool] = False
 
+    def decisive_volatile(self) -> set[str]:
+        """Dotted keys (relative to this section) marked volatile that do decide the result with
+        these particular settings (e.g. save_every under spike rollback)."""
+        return set()
+
 
 def is_volatile_field(model: type[BaseModel], name: str) -> bool:
     extra = model.model_fields[name].json_schema_extra
@@ -101,19 +106,19 @@ ModelRef = _path_type(lambda v, base: v.startswith((".", "/", "~")) or (base / v
 def result_settings(section: BaseModel, context: dict[str, Any] | None = None) -> dict[str, Any]:
     """`section` as JSON-able data without its volatile fields and sub-sections: the settings
     that decide a result (hashed for stage fingerprints and checkpoint resume keys)."""
-    dumped = section.model_dump(mode="json", context=context)
-    return _strip(type(section), section, dumped)
+    return _strip(section, section.model_dump(mode="json", context=context), set())
 
 
-def _strip(model: type[BaseModel], value: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
+def _strip(value: BaseModel, dumped: dict[str, Any], keep: set[str]) -> dict[str, Any]:
+    keep = keep | (value.decisive_volatile() if isinstance(value, Section) else set())
     out = {}
     for name in type(value).model_fields:
-        if is_volatile_field(type(value), name):
-            continue
         sub = getattr(value, name)
-        if isinstance(sub, Section) and sub.volatile:
+        volatile = is_volatile_field(type(value), name) or (isinstance(sub, Section) and sub.volatile)
+        if volatile and name not in keep:
             continue
-        out[name] = _strip(type(sub), sub, dumped[name]) if isinstance(sub, BaseModel) else dumped[name]
+        inner = {k.split(".", 1)[1] for k in keep if k.startswith(name + ".")}
+        out[name] = _strip(sub, dumped[name], inner) if isinstance(sub, BaseModel) else dumped[name]
     return out
 
 

@@ -21,6 +21,7 @@ from domaintune.config.training import (
     OptimConfig,
     Precision,
     raise_problems,
+    rollback_decisive,
     rollback_problems,
 )
 
@@ -107,6 +108,9 @@ class SFTConfig(Section):
             problems.append("method 'auto' scores each attempt on held-out rows; set val_fraction > 0")
         raise_problems(problems)
         return self
+
+    def decisive_volatile(self) -> set[str]:
+        return rollback_decisive(self.guards)
 
     @property
     def packed(self) -> bool:

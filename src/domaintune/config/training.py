@@ -65,10 +65,11 @@ class BatchConfig(Section):
 
 
 class CheckpointConfig(Section):
-    """Checkpoints and resume. Only save_every can change a result (spike rollback restores the last
-    checkpoint); the rest decides what is kept and where a restarted run continues."""
+    """Checkpoints and resume: what is kept and where a restarted run continues. None of it changes a
+    result, except save_every under spike rollback (which restores the last checkpoint)."""
 
-    save_every: int | None = Field(None, ge=1, description="Steps between checkpoints (atomic, verified).")
+    save_every: int | None = Field(None, ge=1, description="Steps between checkpoints (atomic, verified).",
+                                   json_schema_extra=VOLATILE)  # decisive only under spike rollback
     keep_last: int = Field(2, ge=1, description="Checkpoints kept (older ones are deleted).",
                            json_schema_extra=VOLATILE)
     resume: str = Field("auto", description="'auto': continue from the newest intact checkpoint; 'never'; "
@@ -118,6 +119,11 @@ def rollback_problems(guards: GuardConfig, checkpoint: CheckpointConfig) -> list
     return []
 
 
+def rollback_decisive(guards: GuardConfig) -> set[str]:
+    """Under spike rollback the checkpoint interval decides which batches a rollback skips."""
+    return {"checkpoint.save_every"} if guards.spike_policy == "rollback" else set()
+
+
 def raise_problems(problems: list[str]) -> None:
     if problems:
         raise ValueError("; ".join(problems))
@@ -145,3 +151,6 @@ class TrainConfig(Section):
     def _consistent(self) -> TrainConfig:
         raise_problems(rollback_problems(self.guards, self.checkpoint))
         return self
+
+    def decisive_volatile(self) -> set[str]:
+        return rollback_decisive(self.guards)

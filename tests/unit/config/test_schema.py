@@ -37,10 +37,15 @@ def test_volatile_keys_follow_from_the_schema():
     keys = volatile_keys(Config)
     assert {"train.logging", "train.checkpoint.keep_last", "train.checkpoint.resume", "sft.logging",
             "align.checkpoint.allow_config_change", "runtime"} <= set(keys)
-    assert "train.checkpoint.save_every" not in keys and "train.guards.spike_factor" not in keys
+    assert "train.checkpoint.save_every" in keys and "train.guards.spike_factor" not in keys
     cfg = Config.model_validate({"name": "t", "model": {"base": "a/b"}})
     assert "logging" not in cfg.result_section("train") and "resume" not in cfg.result_section("train")["checkpoint"]
+    assert "save_every" not in cfg.result_section("train")["checkpoint"]
     assert cfg.result_section("runtime") is None
+    # under spike rollback the checkpoint interval decides which batches are skipped: it counts then
+    rollback = Config.model_validate({"name": "t", "model": {"base": "a/b"}, "train": {
+        "guards": {"spike_policy": "rollback", "spike_factor": 3}, "checkpoint": {"save_every": 2}}})
+    assert rollback.result_section("train")["checkpoint"] == {"save_every": 2}
 
 
 def test_editing_train_does_not_change_the_align_fingerprint(tmp_path):
