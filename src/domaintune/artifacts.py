@@ -25,9 +25,6 @@ from typing import Any
 from domaintune.errors import StageError
 
 MANIFEST = "manifest.json"
-# Files above this size are fingerprinted by (size, mtime) instead of content: hashing a
-# multi-GB checkpoint on every `run` would make "skip when unchanged" slow.
-CONTENT_HASH_LIMIT = 64 * 1024 * 1024
 # Packages whose version can change a result (trl decides DPO and reward training, datatrove the
 # data pipeline, tokenizers the token ids); manifests record the installed ones.
 TRACKED_PACKAGES = ("domaintune", "torch", "transformers", "peft", "accelerate", "datasets", "trl", "datatrove",
@@ -49,10 +46,37 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def fingerprint_file(path: Path) -> str:
-    st = path.stat()
-    if st.st_size > CONTENT_HASH_LIMIT:
-        return f"stat:{st.st_size}:{st.st_mtime_ns}"
+class FileHashCache:
+    """Content hashes of files, remembered by (path, size, mtime) so an unchanged multi-GB model is
+    hashed once, not on every `run`. A file that was copied or moved is hashed again (its stat
+    changed) and gets the same hash: fingerprints depend on content only."""
+
+    def __init__(self, path: Path | None = None):
+        self.path, self._dirty = path, False
+        self._hashes: dict[str, str] = {}
+        if path is not None and path.is_file():
+            try:
+                self._hashes = dict(json.loads(path.read_text(encoding="utf-8")))
+            except (ValueError, TypeError):  # a corrupt cache is only a slower run
+                self._hashes = {}
+
+    def hash(self, path: Path) -> str:
+        st = path.stat()
+        key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        if key not in self._hashes:
+            self._hashes[key], self._dirty = _sha256_file(path), True
+        return self._hashes[key]
+
+    def save(self) -> None:
+        if self.path is not None and self._dirty:
+            atomic_write_json(self.path, self._hashes)
+            self._dirty = False
+
+
+_PROCESS_CACHE = FileHashCache()
+
+
+def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -60,13 +84,18 @@ def fingerprint_file(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def fingerprint_path(path: str | Path) -> str:
-    """Fingerprint a file or a folder (recursively); a non-existent path hashes its name only."""
+def fingerprint_file(path: Path, cache: FileHashCache | None = None) -> str:
+    return (cache or _PROCESS_CACHE).hash(path)
+
+
+def fingerprint_path(path: str | Path, cache: FileHashCache | None = None) -> str:
+    """Fingerprint a file or a folder (recursively) by content; a non-existent path hashes its name
+    only. Folder entries are named relative to the folder, so the location never matters."""
     p = Path(path)
     if p.is_file():
-        return fingerprint_file(p)
+        return fingerprint_file(p, cache)
     if p.is_dir():
-        entries = {str(f.relative_to(p)): fingerprint_file(f)
+        entries = {f.relative_to(p).as_posix(): fingerprint_file(f, cache)
                    for f in sorted(p.rglob("*")) if f.is_file() and "__pycache__" not in f.parts}
         return "dir:" + stable_hash(entries)
     return "ref:" + str(path)  # e.g. a hub id: identified by name (+ revision, hashed by caller)

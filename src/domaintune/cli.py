@@ -15,39 +15,21 @@ from domaintune.console import console
 from domaintune.errors import DomainTuneError, storage_error
 from domaintune.pipeline import MODEL, StageSpec
 
-
-def _has_mix(cfg) -> bool:
-    return cfg.mix is not None
-
-
-def _has_model_stage(cfg) -> bool:
-    return cfg.final_model_stage is not None
-
-
-# Settings of how a training run is watched and restarted, not of what it computes.
-TRAIN_RUNTIME_KEYS = tuple(f"train.{k}" for k in ("log_every", "report_to", "keep_last", "resume",
-                                                   "allow_config_change", "max_restarts", "restart_backoff_s",
-                                                   "hang_timeout_s"))
-
-# The pipeline, in order. `sections` are the config keys whose values change a stage's result;
-# `when` says whether a config switches the stage on; MODEL is the model a stage starts from.
+# The pipeline, in order. `sections` are the config sections a stage reads (their settings that can
+# change a result are fingerprinted; the schema marks the rest); which section switches a stage on
+# is config.STAGE_SECTIONS; MODEL is the model a stage starts from.
 STAGES: list[StageSpec] = [
-    StageSpec("data", "domaintune.data", ("data", "seed"), (), "read, normalize, dedup, split",
-              when=lambda cfg: cfg.data is not None),
-    StageSpec("mix", "domaintune.mix", ("mix", "model", "seed"), ("data",), "token mixture + packing",
-              when=_has_mix),
+    StageSpec("data", "domaintune.data", ("data", "seed"), (), "read, normalize, dedup, split"),
+    StageSpec("mix", "domaintune.mix", ("mix", "model", "seed"), ("data",), "token mixture + packing"),
     StageSpec("train", "domaintune.train", ("train", "model", "seed"), ("mix",), "continual pre-training",
-              distributed=True, when=_has_mix, volatile=TRAIN_RUNTIME_KEYS),
+              distributed=True),
     StageSpec("sft", "domaintune.sft", ("sft", "model", "seed"), (MODEL,),
-              "supervised fine-tuning on conversations", distributed=True, when=lambda cfg: cfg.sft is not None,
-              volatile=tuple(k.replace("train.", "sft.") for k in TRAIN_RUNTIME_KEYS)),
-    StageSpec("align", "domaintune.align", ("align", "model", "seed", "train"), (MODEL,),
-              "reward model, confidence filter, DPO", when=lambda cfg: cfg.align is not None,
-              volatile=TRAIN_RUNTIME_KEYS),
+              "supervised fine-tuning on conversations", distributed=True),
+    StageSpec("align", "domaintune.align", ("align", "model", "seed"), (MODEL,),
+              "reward model, confidence filter, DPO"),
     StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL),
-              "perplexity per stream, benchmark tasks, forgetting gate, report", when=_has_model_stage),
-    StageSpec("export", "domaintune.export", ("export", "model"), (MODEL,), "merged model + samples",
-              when=_has_model_stage),
+              "perplexity per stream, benchmark tasks, forgetting gate, report"),
+    StageSpec("export", "domaintune.export", ("export", "model"), (MODEL,), "merged model + samples"),
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -65,7 +47,7 @@ def _setup() -> None:
 
 
 ConfigArg = typer.Argument(..., exists=False, help="The run's domaintune.yaml.")
-OverridesArg = typer.Argument(None, help="Overrides like train.lr=1e-4 mix.tokens=2M.")
+OverridesArg = typer.Argument(None, help="Overrides like train.optim.lr=1e-4 mix.tokens=2M.")
 
 
 def _fail(err: DomainTuneError) -> None:
@@ -91,9 +73,22 @@ def _handled() -> Iterator[None]:
 
 
 def _load(config: Path, overrides: list[str] | None):
-    from domaintune.config import load_config
+    """Load the config; its warnings (old key names, settings that do nothing) are printed once."""
+    import warnings
 
-    return load_config(config, overrides or [])
+    from rich.markup import escape
+
+    from domaintune.config import ConfigWarning, load_config
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConfigWarning)
+        cfg = load_config(config, overrides or [])
+    for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, ConfigWarning)):
+        console.print(f"[yellow]warning:[/] {escape(message)}")
+    for w in caught:  # anything else goes on as it came
+        if not issubclass(w.category, ConfigWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return cfg
 
 
 @app.command()
@@ -115,7 +110,7 @@ def validate(config: Path = ConfigArg, overrides: list[str] | None = OverridesAr
 
 
 SuperviseOpt = typer.Option(False, "--supervise", help="Run as a child process; restart it after crashes and "
-                            "hangs (train.max_restarts, restart_backoff_s, hang_timeout_s).")
+                            "hangs (runtime.supervise: max_restarts, restart_backoff_s, hang_timeout_s).")
 
 
 def _supervised(config: Path, overrides, command: list[str], force: bool) -> None:

@@ -140,9 +140,10 @@ def _checked_from_pretrained(source: str, what: str, **kw):
     return model
 
 
-def load_model(cfg: ModelConfig, device: str = "cpu", quantize_4bit: bool = False, extend: bool = True):
+def load_model(cfg: ModelConfig, device: str = "cpu", quantize_4bit: bool = False, extend: bool = True,
+               method_key: str = "train.method"):
     """Load the base causal LM described by `cfg` onto `device` (with `cfg.new_tokens` added
-    unless `extend` is False)."""
+    unless `extend` is False). `method_key`: the config key that asked for 4-bit (named in errors)."""
     import torch
 
     base, gguf = _source(cfg)
@@ -152,7 +153,7 @@ def load_model(cfg: ModelConfig, device: str = "cpu", quantize_4bit: bool = Fals
     if not gguf:
         kw["use_safetensors"] = None if cfg.allow_pickle else True
     if quantize_4bit:
-        kw.update(_bnb_4bit_kwargs(kw["dtype"]))
+        kw.update(_bnb_4bit_kwargs(kw["dtype"], method_key))
     try:
         model = _checked_from_pretrained(base, f"model.base='{cfg.base}'", **kw)
     except (OSError, ValueError) as exc:
@@ -167,15 +168,13 @@ def load_model(cfg: ModelConfig, device: str = "cpu", quantize_4bit: bool = Fals
     return model if quantize_4bit else model.to(device)
 
 
-def _bnb_4bit_kwargs(compute_dtype) -> dict[str, Any]:
+def _bnb_4bit_kwargs(compute_dtype, method_key: str) -> dict[str, Any]:
     """QLoRA: NF4 weights with double quantization (bitsandbytes, CUDA only)."""
     import torch
     from transformers import BitsAndBytesConfig
 
     if not torch.cuda.is_available():
-        # the stage is not known here: name every key that can ask for it
-        raise ModelError("method 'qlora' (train.method, sft.method or align.method) needs a CUDA GPU "
-                         "(bitsandbytes 4-bit); use 'lora' on CPU")
+        raise ModelError(f"{method_key} 'qlora' needs a CUDA GPU (bitsandbytes 4-bit); use 'lora' on CPU")
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                              bnb_4bit_compute_dtype=torch.bfloat16 if compute_dtype == torch.float32
                              else compute_dtype)
@@ -191,9 +190,10 @@ def build_peft_config(adapter: AdapterConfig):
 
 
 def prepare_for_training(model, method: str, adapter: AdapterConfig,
-                         train_embeddings: bool = False):
+                         train_embeddings: bool = False, activation_checkpointing: bool = False):
     """Attach a LoRA adapter (lora/qlora) or make every weight trainable (full).
 
+    `activation_checkpointing` (the section's setting) recomputes activations in the backward pass.
     `train_embeddings` (train.train_embeddings) also trains the input embeddings and lm_head in
     full next to the adapter, as peft `modules_to_save`: needed for new tokens (model.new_tokens),
     whose rows LoRA cannot reach. `full` trains them anyway.
@@ -201,13 +201,16 @@ def prepare_for_training(model, method: str, adapter: AdapterConfig,
     if method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
-        return model
+        return _checkpoint_activations(model) if activation_checkpointing else model
     from dataclasses import replace
 
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if method == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=activation_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif activation_checkpointing:
+        model = _checkpoint_activations(model)
     peft_config = build_peft_config(adapter)
     if train_embeddings:
         # Tied embeddings (one matrix for input and lm_head): with ensure_weight_tying, peft keeps
@@ -222,6 +225,17 @@ def prepare_for_training(model, method: str, adapter: AdapterConfig,
         extra = {"ensure_weight_tying": True} if can_tie else {}
         peft_config = replace(peft_config, modules_to_save=names, **extra)
     return get_peft_model(model, peft_config)
+
+
+def _checkpoint_activations(model):
+    """Non-reentrant checkpointing: gradients still reach an adapter whose inputs come from frozen
+    embeddings (the reentrant variant would need enable_input_require_grads). transformers >= 5
+    renamed the method and warns on the old name."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
 
 
 def prepare_prefix_tuning(model, num_virtual_tokens: int):

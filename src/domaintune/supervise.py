@@ -2,7 +2,7 @@
 
 The child resumes by itself (``train.resume: auto`` picks the newest intact checkpoint), so the
 supervisor only decides *whether* and *when* to start it again, kills it when it hangs (no step
-finished for ``train.hang_timeout_s``, read from the heartbeat the training loop writes after every
+finished for ``runtime.supervise.hang_timeout_s``, read from the heartbeat the training loop writes after every
 step), and records every crash in ``<run>/train/restarts.json`` for the train manifest.
 
 Not retried: exit code 2 (user/config error), 3 (evaluation gate failed) and 4 (training stopped on
@@ -132,7 +132,7 @@ class _Attempt:
 class Supervisor:
     def __init__(self, argv: list[str], cfg: Config, run_path: Path, kill_grace_s: float = KILL_GRACE_S,
                  poll_s: float = POLL_S):
-        self.argv, self.t = list(argv), cfg.train
+        self.argv, self.t = list(argv), cfg.runtime.supervise
         self.train_dir = Path(run_path) / "train"
         self.final_stage = cfg.final_model_stage
         self.kill_grace_s, self.poll_s = kill_grace_s, poll_s
@@ -208,7 +208,7 @@ class Supervisor:
                 last = float(beat["time"]) if beat else attempt.started_at
                 if time.time() - last > timeout:
                     console.print(f"[bold yellow]supervise:[/] no training step finished for {timeout:g}s "
-                                  f"(train.hang_timeout_s); killing the child")
+                                  f"(runtime.supervise.hang_timeout_s); killing the child")
                     attempt.hung = True
                     return self._kill(attempt.proc)
 
@@ -273,7 +273,7 @@ class Supervisor:
         from rich.table import Table
 
         console.print(f"[bold red]supervise:[/] giving up after {self.t.max_restarts} restart(s) "
-                      f"(train.max_restarts); last cause: {last['cause']}")
+                      f"(runtime.supervise.max_restarts); last cause: {last['cause']}")
         table = Table(title=f"restarts — {self.train_dir / RESTARTS}", title_justify="left")
         for col in ("attempt", "cause", "last step", "time lost", "recovery"):
             table.add_column(col)
@@ -286,7 +286,7 @@ class Supervisor:
 
 def supervise(argv: list[str], cfg: Config, run_path: Path, launcher: list[str] | None = None) -> int:
     """Run `argv` (a domaintune command) as a child process, restarting it after crashes and hangs
-    per `cfg.train.max_restarts`, `restart_backoff_s` and `hang_timeout_s`. `launcher` is put in
+    per `cfg.runtime.supervise` (max_restarts, restart_backoff_s, hang_timeout_s). `launcher` is put in
     front of `argv` (e.g. a fault-injecting wrapper in tests). Returns 0 once a child succeeds,
     otherwise the last child's exit code (1 if it died by a signal)."""
     return Supervisor([*(launcher or []), *argv], cfg, run_path).run()

@@ -1,4 +1,4 @@
-"""Metric backends besides the always-on metrics.jsonl (`train.report_to`).
+"""Metric backends besides the always-on metrics.jsonl (`train.logging.report_to`, `sft.logging.report_to`).
 
 Each backend is a thin adapter over the library's public API. Backend packages are optional and
 imported only when a tracker is built; `missing_packages` checks for them without importing, so
@@ -25,7 +25,7 @@ from domaintune.console import console
 from domaintune.errors import ConfigError
 from domaintune.extras import available, require
 
-CONFIG_KEY = "train.report_to"
+CONFIG_KEY = "train.logging.report_to"  # the default key named in messages; callers pass the one in use
 DEFAULT_PROJECT = "domaintune"
 
 
@@ -190,31 +190,32 @@ BACKENDS: dict[str, tuple[str, Callable[[Path, str, str], Tracker]]] = {
 }
 
 
-def missing_packages(report_to: Iterable[str]) -> list[str]:
-    """One problem line per unknown backend or backend whose package is not installed."""
+def missing_packages(report_to: Iterable[str], key: str = CONFIG_KEY) -> list[str]:
+    """One problem line per unknown backend or backend whose package is not installed (`key`: the
+    config key that named them)."""
     problems = []
     for name in dict.fromkeys(report_to):
         if name not in BACKENDS:
             close = difflib.get_close_matches(name, list(BACKENDS), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            problems.append(f"{CONFIG_KEY}: unknown backend '{name}'{hint}; "
+            problems.append(f"{key}: unknown backend '{name}'{hint}; "
                             f"choose from {', '.join(BACKENDS)}")
             continue
         package = BACKENDS[name][0]
         if not available(package):
-            problems.append(f"{CONFIG_KEY}: '{name}' needs the {package} package: "
-                            f"pip install 'domaintune[{name}]' (or remove '{name}' from {CONFIG_KEY})")
+            problems.append(f"{key}: '{name}' needs the {package} package: "
+                            f"pip install 'domaintune[{name}]' (or remove '{name}' from {key})")
     return problems
 
 
 def build_trackers(report_to: list[str], out_dir: Path, run_name: str,
-                   project: str = DEFAULT_PROJECT) -> list[Tracker]:
-    """The trackers named in `train.report_to`, writing under the stage folder `out_dir`.
+                   project: str = DEFAULT_PROJECT, key: str = CONFIG_KEY) -> list[Tracker]:
+    """The trackers named in `report_to` (the config `key`), writing under the stage folder `out_dir`.
 
     `project` is the wandb project and the MLflow experiment. Raises ConfigError listing every
     unknown or uninstalled backend before any is started.
     """
-    problems = missing_packages(report_to)
+    problems = missing_packages(report_to, key)
     if problems:
         raise ConfigError(problems)
     out_dir = Path(out_dir)

@@ -24,7 +24,7 @@ def fake_stage(monkeypatch):
             CALLS.append(name)
             out = run_dir.stage_dir(name) / "out.txt"
             prev = (run_dir.root / upstream / "out.txt").read_text() if upstream else ""
-            out.write_text(prev + f"{name}:{cfg.train.lr};")
+            out.write_text(prev + f"{name}:{cfg.train.optim.lr};")
             return StageResult(outputs={"out": "out.txt"}, metrics={"n": 1}, summary=name)
 
         mod.run = run
@@ -152,8 +152,7 @@ def test_model_upstream_follows_the_last_model_stage(cfg_path, fake_stage):
 
 def test_volatile_keys_do_not_rerun_a_stage(cfg_path, fake_stage):
     spec = fake_stage("train", None)
-    spec = StageSpec(spec.name, spec.target, spec.sections, volatile=("train.max_restarts", "train.log_every"))
     run_pipeline(load_config(cfg_path), [spec])
-    assert [o.status for o in run_pipeline(load_config(cfg_path, ["train.max_restarts=9", "train.log_every=1"]),
-                                           [spec])] == ["skipped"]
+    volatile = ["runtime.supervise.max_restarts=9", "train.logging.log_every=1", "train.checkpoint.keep_last=5"]
+    assert [o.status for o in run_pipeline(load_config(cfg_path, volatile), [spec])] == ["skipped"]
     assert [o.status for o in run_pipeline(load_config(cfg_path, ["train.lr=0.5"]), [spec])] == ["ran"]

@@ -192,7 +192,7 @@ def test_missing_package_raises_config_error_with_pip_command(monkeypatch, tmp_p
         tr.build_trackers(["wandb", "mlflow"], tmp_path, "run-1")
     problems = err.value.problems
     assert len(problems) == 2
-    assert all("train.report_to" in p for p in problems)
+    assert all("train.logging.report_to" in p for p in problems)
     assert "pip install 'domaintune[wandb]'" in problems[0] and "pip install 'domaintune[mlflow]'" in problems[1]
     assert not any(tmp_path.iterdir())  # nothing started
 
@@ -201,7 +201,9 @@ def test_unknown_backend_is_a_config_error_with_suggestion(tmp_path):
     with pytest.raises(ConfigError) as err:
         tr.build_trackers(["tensorbord"], tmp_path, "run-1")
     (problem,) = err.value.problems
-    assert "train.report_to" in problem and "'tensorboard'" in problem
+    assert "train.logging.report_to" in problem and "'tensorboard'" in problem
+    with pytest.raises(ConfigError, match=r"sft\.logging\.report_to: unknown backend"):  # the section in use
+        tr.build_trackers(["tensorbord"], tmp_path, "run-1", key="sft.logging.report_to")
 
 
 def test_missing_packages_does_not_import(monkeypatch):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domaintune.extras import require
-from domaintune.training.trainer_bridge import no_activation_checkpointing, without_log_printer
+from domaintune.training.trainer_bridge import activation_checkpointing, precision_args, without_log_printer
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class DPOSettings:
     eval_every: int | None
     seed: int
     use_cpu: bool
+    precision: str = "fp32"  # align.precision
+    activation_checkpointing: bool = False  # align.activation_checkpointing
 
 
 def loss_mix(sft_weight: float) -> dict[str, Any]:
@@ -49,9 +51,10 @@ def dpo_args(s: DPOSettings, output_dir, checkpoint_args: dict[str, Any], has_ev
     return DPOConfig(output_dir=str(output_dir), beta=s.beta, learning_rate=s.lr,
                      per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=s.batch_size,
                      gradient_accumulation_steps=s.grad_accum, max_length=s.max_len, seed=s.seed,
-                     bf16=False, fp16=False, use_cpu=s.use_cpu, padding_free=False,
+                     use_cpu=s.use_cpu, padding_free=False, **precision_args(s.precision),
                      report_to=[], logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
-                     **no_activation_checkpointing(), **loss_mix(s.sft_weight), **steps, **evals, **checkpoint_args)
+                     **activation_checkpointing(s.activation_checkpointing), **loss_mix(s.sft_weight), **steps,
+                     **evals, **checkpoint_args)
 
 
 def build_dpo_trainer(model, tokenizer, train_rows: list[dict], val_rows: list[dict], s: DPOSettings, output_dir,

@@ -61,7 +61,8 @@ class Phase:
             model = model_for_reuse()
             load_trainable_state(model, weights, str(weights))
             return model
-        guard = StepGuard(self.ft.nan_policy, self.ft.max_bad_steps, None, self.dir / "diagnostics")
+        guard = StepGuard(self.ft.nan_policy, self.ft.max_bad_steps, None, self.dir / "diagnostics",
+                          section=self.ft.section, lr_key=f"{self.ft.section}.dpo.lr or {self.ft.section}.reward.lr")
         preempt = PreemptionFlag()
         callback = GuardCallback(self.name, self.dir, guard, preempt)
         root = self.dir / "checkpoints"

@@ -107,7 +107,8 @@ def _keys(cfg: Config, run_dir: RunDir, prev: str | None) -> dict[str, Any]:
     a = cfg.section("align")
     files = [*cfg.align.data.general, *cfg.align.data.domain]
     base = {"model": cfg.section("model"), "seed": cfg.seed, "method": a["method"], "adapter": a["adapter"],
-            "data": {p: fingerprint_path(p) for p in files}, "val_fraction": a["data"]["val_fraction"],
+            "precision": a["precision"], "data": {cfg.relative(p): fingerprint_path(p) for p in files},
+            "val_fraction": a["data"]["val_fraction"],
             "upstream": run_dir.require(prev, by=STAGE)["fingerprint"] if prev else None}
     rm = {**base, "reward": a["reward"], "filter": a["filter"]}
     return {"reward": rm, "dpo": {**rm, "dpo": a["dpo"]}}
@@ -119,7 +120,7 @@ def _train_reward(ctx: _Ctx, name: str, rm, pairs: list[PreferencePair], seed: i
     a = ctx.cfg.align
     peft_config = reward.reward_peft_config(a.adapter) if fresh and a.method != "full" else None
     settings = reward.RewardSettings(a.reward.epochs, a.reward.max_steps, a.reward.lr, a.reward.batch_size,
-                                     a.dpo.max_len, seed, ctx.use_cpu)
+                                     a.dpo.max_len, seed, ctx.use_cpu, a.precision, a.activation_checkpointing)
     rows = ctx.rows(pairs)  # the exact pairs are part of the key: stage 2's depend on the filter
     phase = Phase(ctx.out_dir / name, {**ctx.keys["reward"], "phase": name, "seed": seed,
                                        "pairs": stable_hash(rows)}, ctx.ft)
@@ -207,7 +208,7 @@ def _dpo(ctx: _Ctx, policy, train_pairs: list[PreferencePair], val_pairs: list[P
     """DPO on the kept pairs; held-out metrics before and after. Returns (model, before, after, records)."""
     a, d = ctx.cfg.align, ctx.cfg.align.dpo
     s = dpo.DPOSettings(d.beta, d.sft_weight, d.epochs, d.max_steps, d.lr, d.batch_size, d.grad_accum, d.max_len,
-                        d.eval_every, ctx.cfg.seed, ctx.use_cpu)
+                        d.eval_every, ctx.cfg.seed, ctx.use_cpu, a.precision, a.activation_checkpointing)
     peft_config, ref_model = None, None
     if a.method == "full":
         policy = models.prepare_for_training(policy, "full", a.adapter)
@@ -242,7 +243,7 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     pairs = _read(cfg, out_dir)
     device = models.resolve_device(cfg.runtime.device)
     policy, tokenizer, prev = _start_model(cfg, run_dir, device)
-    ctx = _Ctx(cfg, out_dir, tokenizer, _keys(cfg, run_dir, prev), FaultTolerance.from_train(cfg.train),
+    ctx = _Ctx(cfg, out_dir, tokenizer, _keys(cfg, run_dir, prev), FaultTolerance.from_section(cfg.align, STAGE),
                use_cpu=device == "cpu")
     metrics: dict[str, Any] = {"pairs/general": len(pairs.general_train) + len(pairs.general_val),
                                "pairs/domain": len(pairs.domain_train) + len(pairs.domain_val),
@@ -282,8 +283,8 @@ def _quantized_policy(cfg, out_dir, policy, tokenizer, prev, device):
     del policy
     from peft import prepare_model_for_kbit_training
 
-    quantized = models.load_model(model_cfg, device=device, quantize_4bit=True)
-    return prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=False)
+    quantized = models.load_model(model_cfg, device=device, quantize_4bit=True, method_key="align.method")
+    return prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=cfg.align.activation_checkpointing)
 
 
 def _summary(m: dict[str, Any]) -> str:

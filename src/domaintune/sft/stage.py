@@ -31,7 +31,7 @@ from domaintune.training.heldout import heldout_accuracy
 from domaintune.training.loop import Checkpointing, LoopSettings, epoch_batches, steps_per_epoch, train_loop
 from domaintune.training.metrics_log import plot_loss_curves
 from domaintune.training.reporting import StepReporter
-from domaintune.training.resume import NOT_RESULT_AFFECTING, choose_checkpoint, mark_finished
+from domaintune.training.resume import choose_checkpoint, mark_finished
 
 STAGE = "sft"
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -87,23 +87,24 @@ def _prepare_data(cfg: Config, tokenizer, out_dir: Path, main: bool) -> SFTData:
 
 
 def _settings(cfg: Config, dataset, streams: list[str], pad_id: int, n_params: int) -> LoopSettings:
-    t = cfg.sft
-    total = t.max_steps or t.epochs * steps_per_epoch(list(dataset["bucket"]), list(dataset["length"]),
-                                                      t.batch_size, t.batch_tokens, t.grad_accum)
-    return LoopSettings(batch_size=t.batch_size, batch_tokens=t.batch_tokens, grad_accum=t.grad_accum,
-                        total_steps=total, lr=t.lr, weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio,
-                        scheduler=t.scheduler, max_grad_norm=t.max_grad_norm, log_every=t.log_every,
-                        eval_every=t.eval_every, seed=cfg.seed, stream_names=tuple(streams), pad_id=pad_id,
+    b, o, g = cfg.sft.batch, cfg.sft.optim, cfg.sft.logging
+    total = b.max_steps or b.epochs * steps_per_epoch(list(dataset["bucket"]), list(dataset["length"]),
+                                                      b.batch_size, b.batch_tokens, b.grad_accum)
+    return LoopSettings(batch_size=b.batch_size, batch_tokens=b.batch_tokens, grad_accum=b.grad_accum,
+                        total_steps=total, lr=o.lr, weight_decay=o.weight_decay, warmup_ratio=o.warmup_ratio,
+                        scheduler=o.scheduler, max_grad_norm=o.max_grad_norm, log_every=g.log_every,
+                        eval_every=g.eval_every, seed=cfg.seed, stream_names=tuple(streams), pad_id=pad_id,
                         n_params=n_params)
 
 
 def _build_model(cfg: Config, start: ModelConfig, method: str, device: str):
-    model = models.load_model(start, device=device, quantize_4bit=method == "qlora")
+    model = models.load_model(start, device=device, quantize_4bit=method == "qlora", method_key="sft.method")
     torch.manual_seed(cfg.seed)  # adapter / prefix initialisation is random
     if method == "prefix":
         model = models.prepare_prefix_tuning(model, cfg.sft.prefix.num_virtual_tokens)
     else:
-        model = models.prepare_for_training(model, method, cfg.sft.adapter, train_embeddings=cfg.sft.train_embeddings)
+        model = models.prepare_for_training(model, method, cfg.sft.adapter, train_embeddings=cfg.sft.train_embeddings,
+                                            activation_checkpointing=cfg.sft.activation_checkpointing)
     trainable, total = models.trainable_parameters(model)
     console.print(f"  {method}: training {trainable:,} of {total:,} parameters ({trainable / total:.2%}) on {device}")
     return model, trainable
@@ -111,8 +112,8 @@ def _build_model(cfg: Config, start: ModelConfig, method: str, device: str):
 
 # --------------------------------------------------------------------------- one attempt
 def _resume_key(cfg: Config, method: str, data_key: str) -> dict[str, Any]:
-    sft = {k: v for k, v in cfg.section("sft").items() if k not in NOT_RESULT_AFFECTING}
-    return {"sft": sft, "method": method, "model": cfg.section("model"), "seed": cfg.seed, "data": data_key}
+    return {"sft": cfg.result_section("sft"), "method": method, "model": cfg.section("model"), "seed": cfg.seed,
+            "data": data_key}
 
 
 class Attempt:
@@ -169,15 +170,17 @@ class Attempt:
         sft = self.cfg.sft
         warn = lambda m: console.print(f"  [yellow]warning:[/] {m}")  # noqa: E731
         resume_from = choose_checkpoint(self.cfg, root / "checkpoints", current, warn, section="sft")
-        ckpt = Checkpointing(root / "checkpoints", sft.save_every, sft.keep_last, {"resume_config": current},
+        ckpt = Checkpointing(root / "checkpoints", sft.checkpoint.save_every, sft.checkpoint.keep_last,
+                             {"resume_config": current},
                              resume_from)
         start_step = int(read_meta(resume_from)["step"]) if resume_from else 0
         if start_step:
             console.print(f"  resuming from {resume_from.name} (step {start_step} of {s.total_steps})")
-        reporter = StepReporter(root, sft.report_to, self.cfg.name, self.cfg.model_dump(mode="json"), s.total_steps,
-                                s.log_every, s.stream_names, main=accelerator.is_main_process,
-                                resume_step=start_step)
-        guard = StepGuard(sft.nan_policy, sft.max_bad_steps, sft.spike_factor, root / "diagnostics")
+        reporter = StepReporter(root, sft.logging.report_to, self.cfg.name, self.cfg.model_dump(mode="json"),
+                                s.total_steps, s.log_every, s.stream_names, main=accelerator.is_main_process,
+                                resume_step=start_step, section="sft")
+        guard = StepGuard(sft.guards.nan_policy, sft.guards.max_bad_steps, sft.guards.spike_factor,
+                          root / "diagnostics", section="sft")
         preempt = PreemptionFlag().install()
         try:
             with reporter:

@@ -28,13 +28,13 @@ def inputs(cfg: Config) -> list[str]:
 
 
 def _settings(cfg: Config, dataset, stream_names: list[str], pad_id: int, n_params: int) -> LoopSettings:
-    t = cfg.train
-    total = t.max_steps or t.epochs * steps_per_epoch(list(dataset["bucket"]), list(dataset["length"]),
-                                                      t.batch_size, t.batch_tokens, t.grad_accum)
-    return LoopSettings(batch_size=t.batch_size, batch_tokens=t.batch_tokens, grad_accum=t.grad_accum,
-                        total_steps=total, lr=t.lr,
-                        weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, scheduler=t.scheduler,
-                        max_grad_norm=t.max_grad_norm, log_every=t.log_every, eval_every=t.eval_every,
+    b, o, g = cfg.train.batch, cfg.train.optim, cfg.train.logging
+    total = b.max_steps or b.epochs * steps_per_epoch(list(dataset["bucket"]), list(dataset["length"]),
+                                                      b.batch_size, b.batch_tokens, b.grad_accum)
+    return LoopSettings(batch_size=b.batch_size, batch_tokens=b.batch_tokens, grad_accum=b.grad_accum,
+                        total_steps=total, lr=o.lr,
+                        weight_decay=o.weight_decay, warmup_ratio=o.warmup_ratio, scheduler=o.scheduler,
+                        max_grad_norm=o.max_grad_norm, log_every=g.log_every, eval_every=g.eval_every,
                         seed=cfg.seed,
                         stream_names=tuple(stream_names), pad_id=pad_id, n_params=n_params)
 
@@ -44,7 +44,8 @@ def _build_model(cfg: Config, device: str):
     model = models.load_model(cfg.model, device=device, quantize_4bit=cfg.train.method == "qlora")
     torch.manual_seed(cfg.seed)  # adapter initialisation is random
     model = models.prepare_for_training(model, cfg.train.method, cfg.train.adapter,
-                                        train_embeddings=cfg.train.train_embeddings)
+                                        train_embeddings=cfg.train.train_embeddings,
+                                        activation_checkpointing=cfg.train.activation_checkpointing)
     trainable, total = models.trainable_parameters(model)
     console.print(f"  {cfg.train.method}: training {trainable:,} of {total:,} parameters "
                   f"({trainable / total:.2%}) on {device}")
@@ -55,7 +56,8 @@ def _checkpointing(cfg: Config, run_dir: RunDir, out_dir) -> Checkpointing:
     current = resume_config(cfg, mix_fingerprint(run_dir))
     root = out_dir / "checkpoints"
     resume_from = choose_checkpoint(cfg, root, current, lambda m: console.print(f"  [yellow]warning:[/] {m}"))
-    return Checkpointing(root, cfg.train.save_every, cfg.train.keep_last, {"resume_config": current}, resume_from)
+    c = cfg.train.checkpoint
+    return Checkpointing(root, c.save_every, c.keep_last, {"resume_config": current}, resume_from)
 
 
 def run(cfg: Config, run_dir: RunDir) -> StageResult:
@@ -78,11 +80,12 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     if accelerator.is_main_process and (elastic := note_elastic_restart(out_dir, start)):
         console.print(f"  torchrun restart {elastic['attempt']}: resumed at step {start}, "
                       f"{elastic['time_lost_s']}s after the last finished step")
-    reporter = StepReporter(out_dir, cfg.train.report_to, cfg.name, cfg.model_dump(mode="json"), s.total_steps,
-                            s.log_every, s.stream_names, main=accelerator.is_main_process, resume_step=start)
-    t = cfg.train
+    reporter = StepReporter(out_dir, cfg.train.logging.report_to, cfg.name, cfg.model_dump(mode="json"),
+                            s.total_steps, s.log_every, s.stream_names, main=accelerator.is_main_process,
+                            resume_step=start, section="train")
+    t = cfg.train.guards
     guard = StepGuard(t.nan_policy, t.max_bad_steps, t.spike_factor, out_dir / "diagnostics",
-                      rollback=t.spike_policy == "rollback", max_rollbacks=t.max_rollbacks)
+                      rollback=t.spike_policy == "rollback", max_rollbacks=t.max_rollbacks, section="train")
     auto_eval = AutoEval(cfg.train.auto_eval, tokenizer, s.total_steps) if cfg.train.auto_eval else None
     preempt = PreemptionFlag().install()
     try:

@@ -148,13 +148,13 @@ def read_meta_step(path: Path) -> int:
     return int(NAME.match(path.name).group(1))
 
 
-def resolve_explicit(path: Path) -> Path:
-    """A checkpoint named by the user must be intact: no silent fallback."""
+def resolve_explicit(path: Path, key: str = "train.checkpoint.resume") -> Path:
+    """A checkpoint named by the user (under the config `key`) must be intact: no silent fallback."""
     if not path.is_dir():
-        raise CheckpointError(f"train.resume: checkpoint {path} does not exist")
+        raise CheckpointError(f"{key}: checkpoint {path} does not exist")
     problem = verify(path)
     if problem:
-        raise CheckpointError(f"train.resume: checkpoint {path} is unusable: {problem}")
+        raise CheckpointError(f"{key}: checkpoint {path} is unusable: {problem}")
     return path
 
 

@@ -34,14 +34,16 @@ def window_summary(records: list[dict], streams: tuple[str, ...]) -> str:
 class StepReporter:
     def __init__(self, out_dir: Path, report_to: list[str], run_name: str, config: dict[str, Any],
                  total_steps: int, log_every: int, streams: tuple[str, ...], main: bool = True,
-                 resume_step: int = 0):
+                 resume_step: int = 0, section: str = "train"):
         self.main, self.log_every, self.streams = main, log_every, streams
+        self.section = section  # the config section in use, named in messages
         self._window: list[dict[str, Any]] = []
         self._log = MetricsLog(out_dir / "metrics.jsonl", resume_step) if main else None
         self._heartbeat = out_dir / HEARTBEAT
         self.records: list[dict[str, Any]] = list(self._log.records) if self._log else []
         self.rollbacks: list[dict[str, Any]] = []  # spike rollbacks: {step, rolled_back_to, train/loss}
-        self._trackers = TrackerGroup(build_trackers(report_to, out_dir, run_name) if main else [])
+        key = f"{section}.logging.report_to"
+        self._trackers = TrackerGroup(build_trackers(report_to, out_dir, run_name, key=key) if main else [])
         self._trackers.log_config(config)
         self._bar = progress(disable=not main)
         self._task = self._bar.add_task("train", total=total_steps, completed=resume_step, info="")
@@ -79,7 +81,7 @@ class StepReporter:
                                     f"(weights unchanged)[/]")
         if rec.get("spike"):
             self._bar.console.print(f"  [yellow]step {rec['step']}: loss spike ({rec['train/loss']:.3f}, "
-                                    f"above train.spike_factor x the running average)[/]")
+                                    f"above {self.section}.guards.spike_factor x the running average)[/]")
         if "val/loss" in rec:
             held = "  ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in rec.items() if k.startswith("val/loss/"))
             self._bar.console.print(f"  step {rec['step']:>4}  [cyan]held-out[/] loss {rec['val/loss']:.4f}  {held}")

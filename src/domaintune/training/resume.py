@@ -3,7 +3,7 @@
 A run resumes only what an *interrupted* attempt left behind: when training finishes, a
 `finished.json` marker is written, and the next (changed or forced) run starts fresh. Resuming
 across a change of what determines the result (seed, schedule, data, base model, method) is
-refused unless `train.allow_config_change` is set, and then the differences are logged.
+refused unless `checkpoint.allow_config_change` is set, and then the differences are logged.
 """
 
 from __future__ import annotations
@@ -20,14 +20,12 @@ from domaintune.errors import CheckpointError
 from domaintune.training.checkpoint import find_resume, read_meta, resolve_explicit
 
 FINISHED = "finished.json"
-# Settings that change how a run is observed or saved, not what it computes.
-NOT_RESULT_AFFECTING = {"resume", "save_every", "keep_last", "allow_config_change", "log_every", "eval_every",
-                        "report_to", "max_restarts", "restart_backoff_s", "hang_timeout_s", "spike_factor"}
 
 
 def resume_config(cfg: Config, mix_fingerprint: str) -> dict[str, Any]:
-    train = {k: v for k, v in cfg.section("train").items() if k not in NOT_RESULT_AFFECTING}
-    return {"train": train, "model": cfg.section("model"), "seed": cfg.seed, "data": mix_fingerprint}
+    """What the run computes (the settings that cannot change a result are left out by the schema)."""
+    return {"train": cfg.result_section("train"), "model": cfg.section("model"), "seed": cfg.seed,
+            "data": mix_fingerprint}
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -44,11 +42,12 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def choose_checkpoint(cfg: Config, root: Path, current: dict[str, Any], warn: Callable[[str], None],
                       section: str = "train") -> Path | None:
     """`section`: the config section holding resume/allow_config_change (train, or sft)."""
-    t = getattr(cfg, section)
+    t = getattr(cfg, section).checkpoint
     if (root / FINISHED).is_file() or t.resume == "never":
         shutil.rmtree(root, ignore_errors=True)  # a finished (or disowned) run's checkpoints are stale
         return None
-    path = find_resume(root, warn) if t.resume == "auto" else resolve_explicit(Path(t.resume))
+    explicit = t.resume != "auto"
+    path = resolve_explicit(Path(t.resume), f"{section}.checkpoint.resume") if explicit else find_resume(root, warn)
     if path is None:
         return None
     diff = config_diff(read_meta(path).get("resume_config", {}), current)
@@ -56,7 +55,8 @@ def choose_checkpoint(cfg: Config, root: Path, current: dict[str, Any], warn: Ca
         raise CheckpointError(
             f"refusing to resume from {path}: the run's settings changed since it was saved:\n    "
             + "\n    ".join(diff)
-            + f"\n  Set {section}.allow_config_change=true to resume anyway, or {section}.resume=never to start over.")
+            + f"\n  Set {section}.checkpoint.allow_config_change=true to resume anyway, or "
+              f"{section}.checkpoint.resume=never to start over.")
     if diff:
         warn("resuming despite changed settings: " + "; ".join(diff))
     return path

@@ -1,7 +1,7 @@
 """Our fault-tolerance machinery for HF/trl trainers (reward model, DPO), through their public
 callback API rather than a copy of the training loop.
 
-* NaN/inf guard: `StepGuard` (train.nan_policy, train.max_bad_steps) judges every optimizer step
+* NaN/inf guard: `StepGuard` (<section>.guards.nan_policy, max_bad_steps) judges every optimizer step
   just before it is applied; a skipped step drops the gradients, so the weights stay unchanged.
 * Preemption: `PreemptionFlag` turns the first SIGTERM/SIGINT into "save a checkpoint at this step
   boundary and stop"; `train_guarded` then raises `Preempted` (exit code 75).
@@ -40,7 +40,7 @@ KEY_FILE, FINISHED = "resume_key.json", "finished.json"
 
 @dataclass(frozen=True)
 class FaultTolerance:
-    """The train section's fault-tolerance settings, shared by every training recipe."""
+    """A training section's fault-tolerance settings (its `checkpoint` and `guards` blocks) for HF trainers."""
 
     nan_policy: str = "skip"
     max_bad_steps: int = 5
@@ -48,10 +48,12 @@ class FaultTolerance:
     keep_last: int = 2
     resume: str = "auto"
     allow_config_change: bool = False
+    section: str = "align"  # the config section in use, named in messages
 
     @classmethod
-    def from_train(cls, t) -> FaultTolerance:
-        return cls(t.nan_policy, t.max_bad_steps, t.save_every, t.keep_last, t.resume, t.allow_config_change)
+    def from_section(cls, s, section: str) -> FaultTolerance:
+        c, g = s.checkpoint, s.guards
+        return cls(g.nan_policy, g.max_bad_steps, c.save_every, c.keep_last, c.resume, c.allow_config_change, section)
 
     def checkpoint_args(self) -> dict[str, Any]:
         """TrainingArguments for checkpointing: saves every `save_every` steps, at most `keep_last` kept."""
@@ -60,15 +62,26 @@ class FaultTolerance:
         return {"save_strategy": "steps", "save_steps": self.save_every, "save_total_limit": self.keep_last}
 
 
-def no_activation_checkpointing() -> dict[str, bool]:
-    """trl turns activation (gradient) checkpointing on by default; off here (small models, CPU).
-    transformers >= 5 renamed the argument and warns on the old name."""
+def activation_checkpointing(enabled: bool) -> dict[str, Any]:
+    """TrainingArguments for activation (gradient) checkpointing: trl turns it on by default, so it is
+    always passed explicitly (the section's `activation_checkpointing`). transformers >= 5 renamed the
+    argument and warns on the old name. Non-reentrant checkpointing lets gradients reach a LoRA
+    adapter whose inputs come from frozen embeddings."""
     import dataclasses
 
     from transformers import TrainingArguments
 
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
-    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}
+    name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    args: dict[str, Any] = {name: enabled}
+    if enabled:
+        args[f"{name}_kwargs"] = {"use_reentrant": False}
+    return args
+
+
+def precision_args(precision: str) -> dict[str, bool]:
+    """TrainingArguments for the section's `precision` (fp32, bf16 or fp16)."""
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
 def without_log_printer(trainer):
@@ -187,8 +200,8 @@ def choose_hf_checkpoint(root: Path, key: dict[str, Any], ft: FaultTolerance,
 
     A run continues only what an interrupted attempt of the *same* settings left behind: the
     settings' hash is stored next to the checkpoints; a change is refused unless
-    train.allow_config_change is set (or train.resume=never starts over). A checkpoint named in
-    train.resume is used by the phase it belongs to; the other phases resume automatically."""
+    <section>.checkpoint.allow_config_change is set (or resume=never starts over). A checkpoint named in
+    <section>.checkpoint.resume is used by the phase it belongs to; the other phases resume automatically."""
     key_file, digest = root / KEY_FILE, stable_hash(key)
     if ft.resume == "never" or (root / FINISHED).is_file():
         shutil.rmtree(root, ignore_errors=True)
@@ -196,15 +209,15 @@ def choose_hf_checkpoint(root: Path, key: dict[str, Any], ft: FaultTolerance,
     if explicit is not None and explicit.resolve().parent == root.resolve():  # named for this phase
         problem = verify_hf_checkpoint(explicit)
         if problem:
-            raise CheckpointError(f"train.resume: checkpoint {ft.resume} is unusable: {problem}")
+            raise CheckpointError(f"{ft.section}.checkpoint.resume: checkpoint {ft.resume} is unusable: {problem}")
         return explicit
     ckpts = list_hf_checkpoints(root)
     if ckpts and key_file.is_file() and json.loads(key_file.read_text())["key"] != digest:
         if not ft.allow_config_change:
             raise CheckpointError(f"refusing to resume from {root}: the settings changed since its checkpoints "
-                                  f"were saved. Set train.allow_config_change=true to resume anyway, or "
-                                  f"train.resume=never to start over.")
-        warn(f"resuming from {root} despite changed settings (train.allow_config_change)")
+                                  f"were saved. Set {ft.section}.checkpoint.allow_config_change=true to resume "
+                                  f"anyway, or {ft.section}.checkpoint.resume=never to start over.")
+        warn(f"resuming from {root} despite changed settings ({ft.section}.checkpoint.allow_config_change)")
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(key_file, {"key": digest})
     for path in reversed(ckpts):
