@@ -100,7 +100,7 @@ SITES = [  # (module to hide, call, extra named in the error, purpose named in t
     ("docx", _docx, "office", "format: docx"),
     ("lxml", lambda p: _html(), "office", "format: html"),
     ("gguf", _gguf, "gguf", "domaintune models import-gguf"),
-    ("tensorboard", _tensorboard, "tensorboard", "train.report_to: [tensorboard]"),
+    ("tensorboard", _tensorboard, "tensorboard", "train.logging.report_to: [tensorboard]"),
 ]
 
 
@@ -122,8 +122,8 @@ def test_a_missing_tracker_backend_is_reported_with_its_extra(monkeypatch, tmp_p
 
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     assert missing_packages(["tensorboard"]) == [
-        "train.report_to: 'tensorboard' needs the tensorboard package: pip install 'domaintune[tensorboard]' "
-        "(or remove 'tensorboard' from train.report_to)"]
+        "train.logging.report_to: 'tensorboard' needs the tensorboard package: pip install 'domaintune[tensorboard]' "
+        "(or remove 'tensorboard' from train.logging.report_to)"]
 
 
 def test_validate_names_the_align_extra_when_trl_is_missing(monkeypatch, tmp_path):
