@@ -25,7 +25,7 @@ from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 from datatrove.utils.word_tokenizers import WordTokenizer
 
-from domaintune.data.normalize import normalize_unicode, normalize_whitespace
+from domaintune.governance.normalize import normalize_unicode, normalize_whitespace
 
 MIN_CHARS = 20
 

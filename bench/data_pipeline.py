@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 from _data_reference import run_reference  # noqa: E402
 
-from domaintune.data.neardup import shingles  # noqa: E402
+from domaintune.governance.neardup import shingles  # noqa: E402
 
 FILE_MB = 8
 NEAR_EDIT_RATE = 0.015  # words replaced in a near copy: ~7% of 5-gram shingles change, Jaccard ~0.87

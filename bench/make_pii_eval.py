@@ -17,7 +17,7 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
-from domaintune.data.pii import cn_id_check_char, luhn_ok
+from domaintune.governance.pii import cn_id_check_char, luhn_ok
 
 OUT = Path(__file__).resolve().parent / "data" / "pii_eval.jsonl"
 

@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from domaintune.data.pii import Detector, PiiFinder, builtin_detectors
+from domaintune.governance.pii import Detector, PiiFinder, builtin_detectors
 
 HERE = Path(__file__).resolve().parent
 NAIVE = {

@@ -87,15 +87,21 @@ def stage_files(module_path: Path) -> list[Path]:
     return closure(start)
 
 
-def code_fingerprint(module_path: Path) -> str:
-    """Hash of the content of every file a stage runs, named relative to the package root, plus the
-    data files (YAML/Jinja) that sit in its package."""
-    h = hashlib.sha256()
+def fingerprint_files(module_path: Path) -> list[Path]:
+    """What `code_fingerprint` hashes: every file a stage runs, plus the data files (YAML/Jinja) in
+    its package and in the subpackages it imports (e.g. governance/pii_patterns.yaml)."""
     files = stage_files(module_path)
+    packages = {SRC / f.relative_to(SRC).parts[0] for f in files if len(f.relative_to(SRC).parts) > 1}
     if module_path.name == "__init__.py":
-        files += sorted(p for p in module_path.parent.rglob("*")
-                        if p.is_file() and p.suffix in {".yaml", ".json", ".jinja"})
-    for path in sorted(set(files)):
+        packages.add(module_path.parent)
+    data = {p for pkg in packages for p in pkg.rglob("*") if p.is_file() and p.suffix in {".yaml", ".json", ".jinja"}}
+    return sorted(set(files) | data)
+
+
+def code_fingerprint(module_path: Path) -> str:
+    """Hash of the content of every file in `fingerprint_files`, named relative to the package root."""
+    h = hashlib.sha256()
+    for path in fingerprint_files(module_path):
         h.update(str(path.relative_to(SRC)).encode() + b"\0" + path.read_bytes() + b"\0")
     return "code:" + h.hexdigest()[:16]
 

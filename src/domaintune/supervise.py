@@ -27,7 +27,7 @@ from domaintune.artifacts import RunDir
 from domaintune.config import Config
 from domaintune.console import console
 
-SETTINGS = "train"  # the config section holding max_restarts, restart_backoff_s, hang_timeout_s
+SETTINGS = "runtime.supervise"  # the config section holding max_restarts, restart_backoff_s, hang_timeout_s
 NO_RETRY = {2: "configuration or input error", 3: "evaluation gate failed", 4: "training stopped by its guard"}
 POLL_S = 1.0  # heartbeat checks; the watchdog needs no finer resolution than a second
 KILL_GRACE_S = 10.0
@@ -82,7 +82,7 @@ class _Attempt:
 class Supervisor:
     def __init__(self, argv: list[str], cfg: Config, run_path: Path, kill_grace_s: float = KILL_GRACE_S,
                  poll_s: float = POLL_S):
-        self.argv, self.t = list(argv), getattr(cfg, SETTINGS)
+        self.argv, self.t = list(argv), cfg.runtime.supervise
         self.run_dir = RunDir(run_path)
         self.stages, self.final_stage = cfg.model_stages(), cfg.final_model_stage
         self.kill_grace_s, self.poll_s = kill_grace_s, poll_s
@@ -268,7 +268,7 @@ class Supervisor:
 
 def supervise(argv: list[str], cfg: Config, run_path: Path, launcher: list[str] | None = None) -> int:
     """Run `argv` (a domaintune command) as a child process, restarting it after crashes and hangs
-    per the config's `max_restarts`, `restart_backoff_s` and `hang_timeout_s` (today under `train`).
+    per `cfg.runtime.supervise` (max_restarts, restart_backoff_s, hang_timeout_s).
     `launcher` is put in front of `argv` (e.g. a fault-injecting wrapper in tests). Returns 0 once a child succeeds,
     otherwise the last child's exit code (1 if it died by a signal)."""
     return Supervisor([*(launcher or []), *argv], cfg, run_path).run()

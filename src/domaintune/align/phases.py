@@ -67,7 +67,8 @@ class Phase:
     def begin(self) -> list:
         """Choose the checkpoint to resume from; returns the callbacks the phase's trainer must get."""
         self._guard = StepGuard(self.ft.nan_policy, self.ft.max_bad_steps, None, self.dir / "diagnostics",
-                                section=self.ft.section)
+                                section=self.ft.section,
+                                lr_key=f"{self.ft.section}.dpo.lr or {self.ft.section}.reward.lr")
         self._callback = GuardCallback(self.name, self.dir, self._guard, PreemptionFlag(), self.heartbeat)
         self.resume_from = choose_checkpoint(HFCheckpoints(self.root), self.key, self.ft.resume_policy, _warn)
         if self.resume_from is not None:

@@ -76,10 +76,8 @@ def _read(cfg: Config, out_dir: Path) -> Pairs:
 
 
 def _fault_tolerance(cfg: Config) -> FaultTolerance:
-    """Align's checkpoint and guard settings (today read from the `train` section)."""
-    t = cfg.train
-    return FaultTolerance(t.nan_policy, t.max_bad_steps, t.save_every, t.keep_last, t.resume, t.allow_config_change,
-                          section="train")
+    """Align's own checkpoint and guard settings (`align.checkpoint`, `align.guards`)."""
+    return FaultTolerance.from_section(cfg.align, STAGE)
 
 
 def _start_model(cfg: Config, run_dir: RunDir, device: str):
@@ -111,7 +109,8 @@ def _keys(cfg: Config, run_dir: RunDir, prev: str | None) -> dict[str, Any]:
     a = cfg.section("align")
     files = [*cfg.align.data.general, *cfg.align.data.domain]
     base = {"model": cfg.section("model"), "seed": cfg.seed, "method": a["method"], "adapter": a["adapter"],
-            "data": {p: fingerprint_path(p) for p in files}, "val_fraction": a["data"]["val_fraction"],
+            "precision": a["precision"], "data": {cfg.relative(p): fingerprint_path(p) for p in files},
+            "val_fraction": a["data"]["val_fraction"],
             "upstream": run_dir.require(prev, by=STAGE)["fingerprint"] if prev else None}
     rm = {**base, "reward": a["reward"], "filter": a["filter"]}
     return {"reward": rm, "dpo": {**rm, "dpo": a["dpo"]}}
@@ -123,7 +122,7 @@ def _train_reward(ctx: _Ctx, name: str, rm, pairs: list[PreferencePair], seed: i
     a = ctx.cfg.align
     peft_config = reward.reward_peft_config(a.adapter) if fresh and a.method != "full" else None
     settings = reward.RewardSettings(a.reward.epochs, a.reward.max_steps, a.reward.lr, a.reward.batch_size,
-                                     a.dpo.max_len, seed, ctx.use_cpu)
+                                     a.dpo.max_len, seed, ctx.use_cpu, a.precision, a.activation_checkpointing)
     rows = ctx.rows(pairs)  # the exact pairs are part of the key: stage 2's depend on the filter
     ctx.phases.append(name)
     phase = Phase(ctx.out_dir / name, {**ctx.keys["reward"], "phase": name, "seed": seed,
@@ -212,7 +211,7 @@ def _dpo(ctx: _Ctx, policy, train_pairs: list[PreferencePair], val_pairs: list[P
     """DPO on the kept pairs; held-out metrics before and after. Returns (model, before, after, records)."""
     a, d = ctx.cfg.align, ctx.cfg.align.dpo
     s = dpo.DPOSettings(d.beta, d.sft_weight, d.epochs, d.max_steps, d.lr, d.batch_size, d.grad_accum, d.max_len,
-                        d.eval_every, ctx.cfg.seed, ctx.use_cpu)
+                        d.eval_every, ctx.cfg.seed, ctx.use_cpu, a.precision, a.activation_checkpointing)
     peft_config, ref_model = None, None
     if a.method == "full":
         policy = models.prepare_for_training(policy, "full", a.adapter)
@@ -258,7 +257,7 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
                         "lower align.filter.level or set align.filter.enabled=false")
     # DPO
     if cfg.align.method == "qlora":
-        policy = _quantized_policy(start, policy, device)
+        policy = _quantized_policy(start, policy, device, cfg.align.activation_checkpointing)
     model, before, after, records = _dpo(ctx, policy, kept, pairs.domain_val)
     metrics |= {f"dpo_before/{k.removeprefix('eval_')}": v for k, v in before.items()}
     metrics |= {f"dpo_after/{k.removeprefix('eval_')}": v for k, v in after.items()}
@@ -296,13 +295,13 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _quantized_policy(start, policy, device):
+def _quantized_policy(start, policy, device, activation_checkpointing: bool):
     """QLoRA (CUDA only): the DPO policy is the start model reloaded in 4-bit."""
     del policy
     from peft import prepare_model_for_kbit_training
 
-    quantized = models.load_model(start.model, device=device, quantize_4bit=True)
-    return prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=False)
+    quantized = models.load_model(start.model, device=device, quantize_4bit=True, method_key="align.method")
+    return prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=activation_checkpointing)
 
 
 def _summary(m: dict[str, Any]) -> str:

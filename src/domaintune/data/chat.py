@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from domaintune.data.readers import Item, read_csv, read_jsonl
-from domaintune.data.records import Record, Reject, SourceContext
+from domaintune.data.records import Item, Record, Reject, SourceContext
+from domaintune.data.text_readers import read_csv, read_jsonl
 
 
 def _turn_key(value: Any, position: int) -> tuple[int, float, str]:

@@ -1,4 +1,5 @@
-"""Identity checks across the whole run: unique ids and exact duplicate texts.
+"""Identity checks across the whole run: unique ids and exact duplicate texts (near-duplicates:
+`governance.neardup`, clustered in `merge.py`).
 
 Both keep the FIRST occurrence in reading order (sources in config order, files sorted, lines
 in order), so which copy survives never depends on timing or file-system order.
@@ -6,11 +7,11 @@ in order), so which copy survives never depends on timing or file-system order.
 
 from __future__ import annotations
 
-import hashlib
-
 from domaintune.data.records import Record, Reject
+from domaintune.governance.neardup import exact_digest
 
 EXACT_DUPLICATE = "exact_duplicate"
+NEAR_DUPLICATE = "near_duplicate"
 
 
 class UniqueIds:
@@ -42,7 +43,7 @@ class ExactDedup:
         self._kept: dict[bytes, str] = {}  # text digest -> id of the kept copy
 
     def __call__(self, rec: Record) -> Record | Reject:
-        digest = hashlib.blake2b(rec.text.encode("utf-8"), digest_size=16).digest()
+        digest = exact_digest(rec.text)
         kept = self._kept.get(digest)
         if kept is None:
             self._kept[digest] = rec.id

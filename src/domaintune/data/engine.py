@@ -24,11 +24,11 @@ import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from domaintune.data.neardup import Signer
 from domaintune.data.readers import read_file
 from domaintune.data.records import Record, Reject, SourceContext
-from domaintune.data.steps import Step
+from domaintune.data.steps import Step, apply_steps
 from domaintune.data.writers import JsonlWriter
+from domaintune.governance.neardup import Signer
 
 MAX_AUTO_TASKS = 64
 
@@ -105,13 +105,14 @@ class RecordSteps(PipelineStep):
         self._save_step_counts(rank)
 
     def _apply(self, rec: Record) -> tuple[Record | Reject, str | None]:
-        item: Record | Reject = rec
-        for step in self.steps:
-            item = step(item)
-            if isinstance(item, Reject):
-                self.stat_update(f"{step.name}.{item.reason}")
-                return item, step.name
-        return item, None
+        rejected_by: list[str] = []
+
+        def rejected(step: Step, rej: Reject) -> None:
+            self.stat_update(f"{step.name}.{rej.reason}")
+            rejected_by.append(step.name)
+
+        item = apply_steps(rec, self.steps, on_reject=rejected)
+        return item, (rejected_by[0] if rejected_by else None)
 
     def _save_step_counts(self, rank: int) -> None:
         """Steps that count what they did (e.g. PII found, by type) expose `counts`; summed later."""

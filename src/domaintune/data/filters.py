@@ -1,4 +1,4 @@
-"""Document filters that judge one record at a time (quality filters join this module)."""
+"""The minimum-length filter: judges one record at a time (the quality filters are in quality.py)."""
 
 from __future__ import annotations
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from domaintune.config import DataConfig
+from domaintune.data.dedup import NEAR_DUPLICATE
 from domaintune.data.engine import text_sha
-from domaintune.data.neardup import NEAR_DUPLICATE, cluster
 from domaintune.data.records import Record, Reject
 from domaintune.data.shards import Dropped, Kept
 from domaintune.data.split import SPLITS, assign_group_splits, stratum
-from domaintune.data.steps import Step
+from domaintune.data.steps import Step, apply_steps
+from domaintune.governance.neardup import cluster
 
 
 @dataclass
@@ -37,13 +38,10 @@ def quality(rec: Record) -> float:
 def run_corpus_steps(kept: list[Kept], steps: list[Step]) -> tuple[list[Kept], list[Dropped]]:
     survivors, dropped = [], []
     for k in sorted(kept, key=lambda k: (-quality(k.record), k.pos)):
-        item: Record | Reject = k.record
-        for step in steps:
-            item = step(item)
-            if isinstance(item, Reject):
-                dropped.append(Dropped(k.pos, k.record.id, step.name, k.orig, item))
-                break
-        else:
+        def rejected(step: Step, rej: Reject, k: Kept = k) -> None:
+            dropped.append(Dropped(k.pos, k.record.id, step.name, k.orig, rej))
+
+        if isinstance(apply_steps(k.record, steps, on_reject=rejected), Record):
             survivors.append(k)
     survivors.sort(key=lambda k: k.pos)
     return survivors, dropped

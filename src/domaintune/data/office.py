@@ -12,17 +12,14 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from domaintune.data.readers import Item, read_text_file, too_large
-from domaintune.data.records import Record, Reject, SourceContext, row_to_record
+from domaintune.data.records import Item, Reject, SourceContext, row_to_record
+from domaintune.data.text_readers import document, too_large, whole_text_reader
+from domaintune.extras import require
 
 # Block-level tags end a line in the extracted text, so paragraphs and list items stay apart.
 _HTML_BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote",
                 "section", "article", "table", "ul", "ol", "dd", "dt", "header", "footer", "title"}
 _HTML_DROP = ("script", "style", "noscript", "template", "svg", "iframe")
-
-
-def _document(path: Path, ctx: SourceContext, text: str, steps: list[str]) -> Record:
-    return Record(ctx.derived_id(path, None), text, ctx.stream, ctx.name, str(path), None, steps)
 
 
 def _unreadable(path: Path, ctx: SourceContext, kind: str, exc: Exception) -> Reject:
@@ -36,11 +33,12 @@ def _checked(path: Path, ctx: SourceContext, text: str, steps: list[str]) -> Ite
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > ctx.max_record_bytes:
         return too_large(path, ctx, None, size, text[:200].encode("utf-8", "replace"))
-    return _document(path, ctx, text, steps)
+    return document(path, ctx, text, steps)
 
 
 def html_to_text(html: str) -> str:
     """Visible text of a page: scripts/styles dropped, one line per block element."""
+    require("lxml", "office", "format: html")
     import lxml.html
     from lxml import etree
 
@@ -52,22 +50,20 @@ def html_to_text(html: str) -> str:
     return root.text_content()
 
 
-def read_html(path: Path, ctx: SourceContext) -> Iterator[Item]:
-    got = read_text_file(path, ctx)
-    if isinstance(got, Reject):
-        yield got
-        return
-    raw, steps = got
+def _html_document(path: Path, ctx: SourceContext, raw: str, steps: list[str]) -> Item:
+    """The page's visible text as one document."""
     try:
         text = html_to_text(raw) if raw.strip() else ""
     except Exception as exc:  # lxml raises several types for broken markup
-        yield _unreadable(path, ctx, "html", exc)
-        return
-    yield _document(path, ctx, text, [*steps, "extract.html"])
+        return _unreadable(path, ctx, "html", exc)
+    return document(path, ctx, text, [*steps, "extract.html"])
+
+
+read_html = whole_text_reader(_html_document)
 
 
 def read_pdf(path: Path, ctx: SourceContext) -> Iterator[Item]:
-    from pypdf import PdfReader
+    PdfReader = require("pypdf", "office", "format: pdf").PdfReader
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings repeat what the reject says
     try:
@@ -85,7 +81,7 @@ def read_pdf(path: Path, ctx: SourceContext) -> Iterator[Item]:
 
 
 def read_docx(path: Path, ctx: SourceContext) -> Iterator[Item]:
-    import docx
+    docx = require("docx", "office", "format: docx")
 
     try:
         doc = docx.Document(str(path))

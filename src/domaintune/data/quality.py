@@ -17,14 +17,13 @@ from pathlib import Path
 import yaml
 
 from domaintune.config import QualityConfig
-from domaintune.data.langid import identify
 from domaintune.data.records import Record, Reject
 from domaintune.errors import ConfigError
+from domaintune.governance.langid import identify
 from domaintune.registry import import_target
 
 BOILERPLATE_FILE = Path(__file__).with_name("quality_boilerplate.yaml")
 _WORDS = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]|[^\W_]+", re.UNICODE)
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
 def words(text: str) -> list[str]:

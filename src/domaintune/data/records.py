@@ -7,6 +7,7 @@ changed) or a reject. Nothing is dropped without becoming a reject with a reason
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -97,6 +98,10 @@ class Reject:
     def to_json(self) -> dict[str, Any]:
         return {"file": self.file, "line": self.line, "reason": self.reason, "detail": self.detail,
                 "source": self.source, "excerpt": self.excerpt}
+
+
+Item = Record | Reject
+Reader = Callable[[Path, SourceContext], Iterator[Item]]  # what every format reader is
 
 
 def has_surrogates(text: str) -> bool:

@@ -2,7 +2,9 @@
 
 The phase folder is `shards/<key>/`, where key hashes the phase's settings and the input files'
 sizes and mtimes: re-running after a kill reuses the folder and datatrove skips the shards that
-have a completion marker; any change that would alter a shard's output gives a new key.
+have a completion marker; any change that would alter a shard's output gives a new key. The
+folders of the last few keys are kept (`shards/recent.json`, most recent first), so setting a
+value back reuses its shards instead of re-reading the corpus; older ones are deleted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from domaintune.artifacts import stable_hash
+from domaintune.artifacts import atomic_write_json, stable_hash
 from domaintune.config import DataConfig
 from domaintune.data.engine import RecordSteps, ShardWriter, Signatures, SourceReader, build_executor, plan_shards
 from domaintune.data.records import Record, Reject, SourceContext
@@ -23,6 +25,10 @@ from domaintune.data.steps import Step
 from domaintune.errors import DataError
 
 SHARDS = "shards"
+RECENT = "recent.json"
+# Shard sets kept: the current settings' and the two before. Each holds the whole processed corpus,
+# so this bounds the disk used while still making "try a setting, then set it back" free.
+KEEP_SHARD_SETS = 3
 # Settings used only after the shards (merge, split, report): changing them reuses the shards.
 MERGE_ONLY = ("split", "exact_dedup", "max_reject_fraction", "engine")
 Sources = list[tuple[SourceContext, list[Path]]]
@@ -58,9 +64,7 @@ def run_shards(data: DataConfig, sources: Sources, steps: list[Step], stage_dir:
     key = phase_key(data, sources, len(plan))
     root = stage_dir / SHARDS
     out = root / key
-    for old in root.glob("*"):
-        if old.name != key:  # results of other settings: never read again
-            shutil.rmtree(old, ignore_errors=True)
+    keep_recent(root, key)
     out.mkdir(parents=True, exist_ok=True)
     contexts = [ctx for ctx, _ in sources]
     pipeline = [SourceReader(plan, contexts), RecordSteps(steps, str(out)),
@@ -80,6 +84,23 @@ def run_shards(data: DataConfig, sources: Sources, steps: list[Step], stage_dir:
                         f"logs in {out / 'logs'}). With data.engine.executor={data.engine.executor} the jobs "
                         "may still be running: re-run the data stage when they end; finished shards are reused.")
     return out
+
+
+def keep_recent(root: Path, key: str, keep: int = KEEP_SHARD_SETS) -> list[str]:
+    """Put `key` first in the recent list and delete the shard folders of keys that fell off it."""
+    try:
+        recent = json.loads((root / RECENT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recent = []  # no list yet (or a damaged one): only the current folder is known to be wanted
+    if not isinstance(recent, list):
+        recent = []
+    recent = [key, *[k for k in recent if isinstance(k, str) and k != key]][:keep]
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        if old.is_dir() and old.name not in recent:
+            shutil.rmtree(old, ignore_errors=True)
+    atomic_write_json(root / RECENT, recent)
+    return recent
 
 
 def _lines(path: Path):

@@ -14,11 +14,10 @@ from typing import Any
 from domaintune.artifacts import RunDir, StageResult, atomic_write_json
 from domaintune.config import Config, DataConfig
 from domaintune.console import console
-from domaintune.data.dedup import EXACT_DUPLICATE, ExactDedup, UniqueIds
+from domaintune.data.dedup import EXACT_DUPLICATE, NEAR_DUPLICATE, ExactDedup, UniqueIds
 from domaintune.data.filters import MinChars
 from domaintune.data.lineage import LINEAGE, find_entry, trace, write_lineage
 from domaintune.data.merge import Merged, merge
-from domaintune.data.neardup import NEAR_DUPLICATE
 from domaintune.data.pii import RedactPii
 from domaintune.data.quality import QualityFilter
 from domaintune.data.records import SourceContext

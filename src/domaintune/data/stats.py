@@ -6,8 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from domaintune.data.dedup import EXACT_DUPLICATE
-from domaintune.data.neardup import NEAR_DUPLICATE
+from domaintune.data.dedup import EXACT_DUPLICATE, NEAR_DUPLICATE
 from domaintune.data.pii import META_KEY as PII_META_KEY
 from domaintune.data.records import Record, Reject, SourceContext
 

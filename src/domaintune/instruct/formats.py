@@ -1,4 +1,4 @@
-"""Instruction data formats -> one canonical conversation (OpenAI-style messages), and back.
+"""Instruction data formats -> one canonical conversation (OpenAI-style messages).
 
 Canonical form: `{"messages": [{"role", "content"[, "tool_calls"]}], "tools": [...] | None}` with
 roles system/user/assistant/tool. Readers accept:
@@ -18,11 +18,9 @@ from typing import Any
 
 from domaintune.errors import DataError
 
-FORMATS = ("alpaca", "sharegpt", "openai")
 ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "function_call": "assistant", "observation": "tool", "tool": "tool"}
-TO_SHAREGPT = {"user": "human", "assistant": "gpt", "system": "system", "tool": "observation"}
 
 
 class RowError(ValueError):
@@ -148,47 +146,6 @@ def validate(messages: list[dict[str, Any]]) -> list[str]:
     if messages[-1].get("role") != "assistant":
         problems.append("the last message must be an assistant turn (the answer to learn)")
     return problems
-
-
-def to_openai(conv: dict[str, Any]) -> dict[str, Any]:
-    return {"messages": conv["messages"], **({"tools": conv["tools"]} if conv.get("tools") else {})}
-
-
-def to_sharegpt(conv: dict[str, Any]) -> dict[str, Any]:
-    messages = conv["messages"]
-    row: dict[str, Any] = {}
-    if messages and messages[0]["role"] == "system":
-        row["system"], messages = messages[0]["content"], messages[1:]
-    turns = []
-    for m in messages:
-        if m.get("tool_calls"):
-            fn = m["tool_calls"][0]["function"]
-            turns.append({"from": "function_call", "value": json.dumps(fn, ensure_ascii=False)})
-        else:
-            turns.append({"from": TO_SHAREGPT[m["role"]], "value": m["content"]})
-    row["conversations"] = turns
-    if conv.get("tools"):
-        row["tools"] = conv["tools"]
-    return row
-
-
-def to_alpaca(conv: dict[str, Any]) -> dict[str, Any]:
-    """Only plain user/assistant exchanges fit Alpaca (tools and tool turns do not)."""
-    messages = conv["messages"]
-    row: dict[str, Any] = {}
-    if messages and messages[0]["role"] == "system":
-        row["system"], messages = messages[0]["content"], messages[1:]
-    if conv.get("tools") or any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
-        raise RowError("conversations with tools cannot be written as Alpaca; use sharegpt or openai")
-    pairs = [[messages[i]["content"], messages[i + 1]["content"]] for i in range(0, len(messages) - 1, 2)]
-    *history, (instruction, output) = pairs
-    row |= {"instruction": instruction, "input": "", "output": output}
-    if history:
-        row["history"] = history
-    return row
-
-
-WRITERS = {"alpaca": to_alpaca, "sharegpt": to_sharegpt, "openai": to_openai}
 
 
 def convert_row(row: dict[str, Any], fmt: str = "auto") -> dict[str, Any]:

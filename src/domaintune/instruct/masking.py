@@ -61,17 +61,3 @@ def encode_conversation(tokenizer, messages: list[dict[str, Any]], tools=None) -
                                             return_assistant_tokens_mask=True)
         return Encoded(list(out["input_ids"]), list(out["assistant_masks"]))
     return _mask_by_rendering(tokenizer, messages, tools)
-
-
-def labelled_spans(tokenizer, enc: Encoded) -> list[str]:
-    """Decoded runs of masked tokens (what the loss sees): for tests and `--dry-run` style checks."""
-    spans, run = [], []
-    for tok, m in zip(enc.input_ids, enc.loss_mask):
-        if m:
-            run.append(tok)
-        elif run:
-            spans.append(tokenizer.decode(run))
-            run = []
-    if run:
-        spans.append(tokenizer.decode(run))
-    return spans

@@ -14,8 +14,6 @@ from typing import Any
 
 from domaintune.instruct.masking import Encoded, encode_conversation
 
-POLICIES = ("drop", "history", "answer")
-
 
 @dataclass
 class Fitted:

@@ -99,7 +99,7 @@ class Setup:
 
 # --------------------------------------------------------------------------- one attempt
 def _resume_key(cfg: Config, method: str, data_key: str) -> dict[str, Any]:
-    return {"sft": runner.result_settings(cfg.section("sft")), "method": method, "model": cfg.section("model"),
+    return {"sft": runner.result_settings(cfg, _section(cfg)), "method": method, "model": cfg.section("model"),
             "seed": cfg.seed, "data": data_key}
 
 
@@ -165,7 +165,7 @@ def _accuracy(setup: Setup, model, s: LoopSettings) -> float | None:
 
 
 def _save(setup: Setup, model, method: str, root: Path) -> None:
-    """root/model must load with models.load_trained(cfg.model, ...): an adapter trained on top of
+    """root/model must load with models.load_trained(dir, base=cfg.model): an adapter trained on top of
     a previous stage's merged model is merged into it (the base alone would not match)."""
     target = root / "model"
     shutil.rmtree(target, ignore_errors=True)
@@ -174,7 +174,7 @@ def _save(setup: Setup, model, method: str, root: Path) -> None:
         return
     adapter = root / "adapter"
     models.save_trained(model, setup.tokenizer, adapter)
-    merged = models.load_trained(setup.start.model, adapter, device="cpu")
+    merged = models.load_trained(adapter, base=setup.start.model, device="cpu").model
     models.merge_and_save(merged, setup.tokenizer, target)
 
 

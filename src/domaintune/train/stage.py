@@ -45,7 +45,7 @@ def _read_mix(run_dir: RunDir):
 def _resume_key(cfg: Config, run_dir: RunDir) -> dict:
     """What decides this run's result: a checkpoint saved under other settings is not resumed silently."""
     mix = json.dumps(run_dir.require("mix", by=STAGE)["fingerprint"])
-    return {"train": runner.result_settings(cfg.section("train")), "model": cfg.section("model"), "seed": cfg.seed,
+    return {"train": runner.result_settings(cfg, _section(cfg)), "model": cfg.section("model"), "seed": cfg.seed,
             "data": mix}
 
 

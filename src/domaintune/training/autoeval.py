@@ -41,7 +41,8 @@ class AutoEval:
     """Called with every step's metrics record; evaluates when due and returns metrics to merge in."""
 
     def __init__(self, cfg: AutoEvalConfig, tokenizer, total_steps: int, section: str = "train"):
-        self.cfg, self.tokenizer, self.total_steps, self.section = cfg, tokenizer, total_steps, section
+        self.cfg, self.tokenizer, self.total_steps = cfg, tokenizer, total_steps
+        self.section = section  # the config section in use, named in the stop reason
         self.tasks = [(e, load_task(e.task, data=e.data, fewshot_data=e.fewshot_data, subjects=e.subjects,
                                     limit=e.limit or cfg.limit, shots=e.shots)) for e in cfg.tasks]
         self.tokens = 0

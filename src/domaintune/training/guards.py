@@ -27,7 +27,8 @@ class StepGuard:
     diagnostics_dir: Path
     rollback: bool = False  # on a spike: restore the last checkpoint and skip the batches since it
     max_rollbacks: int = 3
-    section: str = "train"  # the config section of these settings, named in messages
+    section: str = "train"  # the config section in use, named in messages (train, sft, align)
+    lr_key: str | None = None  # the learning-rate key to suggest lowering (default: <section>.optim.lr)
     skipped: int = 0
     rollbacks: int = 0
     consecutive_bad: int = 0
@@ -47,11 +48,12 @@ class StepGuard:
         info = {"step": step, "loss": loss, "grad_norm": grad_norm, "rows": rows}
         if self.nan_policy == "stop" or self.consecutive_bad >= self.max_bad_steps:
             path = self._write_diagnostics(info)
-            why = (f"{self.section}.nan_policy is 'stop'" if self.nan_policy == "stop"
-                   else f"{self.consecutive_bad} consecutive bad steps ({self.section}.max_bad_steps)")
+            why = (f"{self.section}.guards.nan_policy is 'stop'" if self.nan_policy == "stop"
+                   else f"{self.consecutive_bad} consecutive bad steps ({self.section}.guards.max_bad_steps)")
             raise TrainingAborted(f"non-finite loss or gradient at step {step} ({why}); diagnostics in {path}. "
-                                  f"The last good checkpoint is intact: lower {self.section}.lr or inspect those "
-                                  f"rows, then re-run to resume.")
+                                  f"The last good checkpoint is intact: lower "
+                                  f"{self.lr_key or self.section + '.optim.lr'} or inspect those rows, "
+                                  f"then re-run to resume.")
         self.skipped += 1
         return False
 

@@ -23,7 +23,13 @@ class FaultTolerance:
     keep_last: int = 2
     resume: str = "auto"
     allow_config_change: bool = False
-    section: str = "train"  # the config section these come from, named in messages
+    section: str = "align"  # the config section these come from, named in messages
+
+    @classmethod
+    def from_section(cls, s, section: str) -> FaultTolerance:
+        """From a training section's `checkpoint` and `guards` blocks."""
+        c, g = s.checkpoint, s.guards
+        return cls(g.nan_policy, g.max_bad_steps, c.save_every, c.keep_last, c.resume, c.allow_config_change, section)
 
     @property
     def resume_policy(self) -> ResumePolicy:
@@ -36,15 +42,26 @@ class FaultTolerance:
         return {"save_strategy": "steps", "save_steps": self.save_every, "save_total_limit": self.keep_last}
 
 
-def no_activation_checkpointing() -> dict[str, bool]:
-    """trl turns activation (gradient) checkpointing on by default; off here (small models, CPU).
-    transformers >= 5 renamed the argument and warns on the old name."""
+def activation_checkpointing(enabled: bool) -> dict[str, Any]:
+    """TrainingArguments for activation (gradient) checkpointing: trl turns it on by default, so it is
+    always passed explicitly (the section's `activation_checkpointing`). transformers >= 5 renamed the
+    argument and warns on the old name. Non-reentrant checkpointing lets gradients reach a LoRA
+    adapter whose inputs come from frozen embeddings."""
     import dataclasses
 
     from transformers import TrainingArguments
 
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
-    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}
+    name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    args: dict[str, Any] = {name: enabled}
+    if enabled:
+        args[f"{name}_kwargs"] = {"use_reentrant": False}
+    return args
+
+
+def precision_args(precision: str) -> dict[str, bool]:
+    """TrainingArguments for the section's `precision` (fp32, bf16 or fp16)."""
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
 def without_log_printer(trainer):

@@ -47,7 +47,8 @@ class StepReporter:
         self._heartbeat = heartbeat
         self.records: list[dict[str, Any]] = list(self._log.records) if self._log else []
         self.rollbacks: list[dict[str, Any]] = []  # spike rollbacks: {step, rolled_back_to, train/loss}
-        self._trackers = TrackerGroup(build_trackers(r.report_to, out_dir, r.run_name) if self.main else [])
+        key = f"{r.section}.logging.report_to"
+        self._trackers = TrackerGroup(build_trackers(r.report_to, out_dir, r.run_name, key=key) if self.main else [])
         self._trackers.log_config(r.config)
         self._bar = progress(disable=not self.main)
         self._task = self._bar.add_task(heartbeat.phase or heartbeat.stage, total=total_steps,
@@ -85,7 +86,7 @@ class StepReporter:
                                     f"(weights unchanged)[/]")
         if rec.get("spike"):
             self._bar.console.print(f"  [yellow]step {rec['step']}: loss spike ({rec['train/loss']:.3f}, "
-                                    f"above {self.section}.spike_factor x the running average)[/]")
+                                    f"above {self.section}.guards.spike_factor x the running average)[/]")
         if "val/loss" in rec:
             held = "  ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in rec.items() if k.startswith("val/loss/"))
             self._bar.console.print(f"  step {rec['step']:>4}  [cyan]held-out[/] loss {rec['val/loss']:.4f}  {held}")

@@ -151,10 +151,10 @@ def _explicit(store: Checkpoints, policy: ResumePolicy) -> Path | None:
         return None
     path = Path(policy.resume)
     if not path.is_dir():
-        raise CheckpointError(f"{policy.section}.resume: checkpoint {path} does not exist")
+        raise CheckpointError(f"{policy.section}.checkpoint.resume: checkpoint {path} does not exist")
     problem = store.verify(path)
     if problem:
-        raise CheckpointError(f"{policy.section}.resume: checkpoint {path} is unusable: {problem}")
+        raise CheckpointError(f"{policy.section}.checkpoint.resume: checkpoint {path} is unusable: {problem}")
     return path
 
 
@@ -164,7 +164,7 @@ def _start_fresh(store: Checkpoints, policy: ResumePolicy, warn: Warn) -> None:
         shutil.rmtree(root, ignore_errors=True)  # a finished run's checkpoints are stale
     elif policy.resume == "never" and root.is_dir() and any(root.iterdir()):
         moved = set_aside(root)
-        warn(f"{policy.section}.resume=never: starting over; the existing checkpoints were moved to {moved} "
+        warn(f"{policy.section}.checkpoint.resume=never: starting over; the existing checkpoints were moved to {moved} "
              f"(delete that folder when you no longer need them)")
 
 
@@ -182,8 +182,8 @@ def choose_checkpoint(store: Checkpoints, current: dict[str, Any], policy: Resum
             raise CheckpointError(
                 f"refusing to resume from {path}: the run's settings changed since it was saved:\n    "
                 + "\n    ".join(diff)
-                + f"\n  Set {policy.section}.allow_config_change=true to resume anyway, or "
-                  f"{policy.section}.resume=never to start over (the checkpoints are kept aside).")
+                + f"\n  Set {policy.section}.checkpoint.allow_config_change=true to resume anyway, or "
+                  f"{policy.section}.checkpoint.resume=never to start over (the checkpoints are kept aside).")
         if diff:
             warn("resuming despite changed settings: " + "; ".join(diff))
     store.record(current)

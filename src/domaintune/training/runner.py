@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from domaintune import models
-from domaintune.config import ModelConfig
+from domaintune.config import Config, ModelConfig
 from domaintune.console import console
 from domaintune.training.autoeval import AutoEval
 from domaintune.training.checkpoint import read_meta
@@ -26,9 +26,6 @@ from domaintune.training.reporting import ReportSettings, StepReporter
 from domaintune.training.resume import OwnCheckpoints, ResumePolicy, choose_checkpoint
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # config name -> accelerate's mixed_precision
-# Settings that change how a run is observed, saved or supervised, not what it computes.
-NOT_RESULT_AFFECTING = {"resume", "save_every", "keep_last", "allow_config_change", "log_every", "eval_every",
-                        "report_to", "max_restarts", "restart_backoff_s", "hang_timeout_s", "spike_factor"}
 
 
 @dataclass(frozen=True)
@@ -49,24 +46,25 @@ def make_accelerator(section: TrainingSection, device: str):
     return Accelerator(mixed_precision=PRECISION[section.cfg.precision], cpu=device == "cpu")
 
 
-def result_settings(section_dump: dict[str, Any]) -> dict[str, Any]:
-    """The section's settings that decide the result (what resuming across a change must list)."""
-    return {k: v for k, v in section_dump.items() if k not in NOT_RESULT_AFFECTING}
+def result_settings(cfg: Config, section: TrainingSection) -> dict[str, Any]:
+    """The section's settings that decide the result (what resuming across a change must list); the
+    schema marks the rest (logging, resume policy) volatile."""
+    return cfg.result_section(section.name)
 
 
 def loop_settings(section: TrainingSection, seed: int, dataset, streams, pad_id: int, n_params: int) -> LoopSettings:
-    t = section.cfg
-    total = t.max_steps or t.epochs * steps_per_epoch(list(dataset["bucket"]), list(dataset["length"]),
-                                                      t.batch_size, t.batch_tokens, t.grad_accum)
-    return LoopSettings(batch_size=t.batch_size, batch_tokens=t.batch_tokens, grad_accum=t.grad_accum,
-                        total_steps=total, lr=t.lr, weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio,
-                        scheduler=t.scheduler, max_grad_norm=t.max_grad_norm, log_every=t.log_every,
-                        eval_every=t.eval_every, seed=seed, stream_names=tuple(streams), pad_id=pad_id,
+    b, o, g = section.cfg.batch, section.cfg.optim, section.cfg.logging
+    total = b.max_steps or b.epochs * steps_per_epoch(list(dataset["bucket"]), list(dataset["length"]),
+                                                      b.batch_size, b.batch_tokens, b.grad_accum)
+    return LoopSettings(batch_size=b.batch_size, batch_tokens=b.batch_tokens, grad_accum=b.grad_accum,
+                        total_steps=total, lr=o.lr, weight_decay=o.weight_decay, warmup_ratio=o.warmup_ratio,
+                        scheduler=o.scheduler, max_grad_norm=o.max_grad_norm, log_every=g.log_every,
+                        eval_every=g.eval_every, seed=seed, stream_names=tuple(streams), pad_id=pad_id,
                         n_params=n_params)
 
 
 def step_guard(section: TrainingSection, diagnostics_dir: Path) -> StepGuard:
-    t = section.cfg
+    t = section.cfg.guards
     return StepGuard(t.nan_policy, t.max_bad_steps, t.spike_factor, diagnostics_dir,
                      rollback=t.spike_policy == "rollback", max_rollbacks=t.max_rollbacks, section=section.name)
 
@@ -77,12 +75,13 @@ def auto_eval(section: TrainingSection, tokenizer, total_steps: int) -> AutoEval
 
 
 def report_settings(section: TrainingSection, run_name: str, config: dict[str, Any]) -> ReportSettings:
-    return ReportSettings(section.cfg.report_to, run_name, config, section.cfg.log_every, section.name)
+    g = section.cfg.logging
+    return ReportSettings(g.report_to, run_name, config, g.log_every, section.name)
 
 
 def checkpointing(section: TrainingSection, root: Path, current: dict[str, Any]) -> Checkpointing:
     """Checkpoints in `root`, resuming from an interrupted attempt of the same settings (training/resume.py)."""
-    t = section.cfg
+    t = section.cfg.checkpoint
     policy = ResumePolicy(t.resume, t.allow_config_change, section.name)
     resume_from = choose_checkpoint(OwnCheckpoints(root), current, policy, warn)
     return Checkpointing(root, t.save_every, t.keep_last, {"resume_config": current}, resume_from)
@@ -92,13 +91,15 @@ def build_trainable(start: ModelConfig, method: str, section: TrainingSection, s
                     prefix_tokens: int | None = None):
     """The start model with `method` applied (LoRA/QLoRA adapter, full, or prefix tuning);
     returns (model, trainable parameter count)."""
-    model = models.load_model(start, device=device, quantize_4bit=method == "qlora")
+    model = models.load_model(start, device=device, quantize_4bit=method == "qlora",
+                              method_key=f"{section.name}.method")
     torch.manual_seed(seed)  # adapter / prefix initialisation is random
     if method == "prefix":
         model = models.prepare_prefix_tuning(model, prefix_tokens)
     else:
         model = models.prepare_for_training(model, method, section.cfg.adapter,
-                                            train_embeddings=section.cfg.train_embeddings)
+                                            train_embeddings=section.cfg.train_embeddings,
+                                            activation_checkpointing=section.cfg.activation_checkpointing)
     trainable, total = models.trainable_parameters(model)
     console.print(f"  {method}: training {trainable:,} of {total:,} parameters ({trainable / total:.2%}) on {device}")
     return model, trainable

@@ -38,14 +38,12 @@ def start_model(cfg: Config, run_dir: RunDir, stage: str, main: bool = True,
     prev = cfg.previous_model_stage(stage)
     if prev is None:
         return Start(cfg.model, None)
-    from transformers import AutoTokenizer
-
     trained = run_dir.output(prev, "model", by=stage)
     start_dir = run_dir.stage_dir(stage) / START_DIR
     if main:  # one writer
         console.print(f"  starting from the '{prev}' stage's model ({trained})")
-        model = models.load_trained(cfg.model, trained, device="cpu")
-        models.merge_and_save(model, AutoTokenizer.from_pretrained(trained), start_dir)
+        loaded = models.load_trained(trained, base=cfg.model, device="cpu")  # with the tokenizer saved with it
+        models.merge_and_save(loaded.model, loaded.tokenizer, start_dir)
     wait()
     return Start(cfg.model.model_copy(update={"base": str(start_dir), "gguf_file": None, "revision": None,
                                               "new_tokens": []}), prev)

@@ -3,6 +3,7 @@ DPO's reference can be "adapter disabled") and saves what eval/export can load."
 
 import json
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -10,6 +11,8 @@ from domaintune import models
 from domaintune.align import stage as align_stage
 from domaintune.artifacts import RunDir
 from domaintune.config import AdapterConfig, Config
+
+pytestmark = pytest.mark.slow  # runs the align stage (trains reward models and DPO)
 
 
 def _cfg(tiny_model_dir, tmp_path, with_train: bool) -> Config:

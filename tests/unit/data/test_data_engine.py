@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from domaintune.artifacts import RunDir
 from domaintune.data import run
@@ -45,8 +48,13 @@ def _outputs(run_root: Path) -> dict[str, bytes]:
 
 
 def _shard_dir(run_root: Path) -> Path:
-    (folder,) = (run_root / "data" / "shards").iterdir()
-    return folder
+    """The folder of the last run's settings (first in the recent list)."""
+    root = run_root / "data" / "shards"
+    return root / json.loads((root / "recent.json").read_text(encoding="utf-8"))[0]
+
+
+def _shard_sets(run_root: Path) -> list[str]:
+    return sorted(p.name for p in (run_root / "data" / "shards").iterdir() if p.is_dir())
 
 
 def test_plan_is_balanced_and_deterministic(tmp_path, write_jsonl, make_docs, make_config):
@@ -59,6 +67,7 @@ def test_plan_is_balanced_and_deterministic(tmp_path, write_jsonl, make_docs, ma
     assert [len(s) for s in two] == [2, 2] and two == plan_shards(sources, 2)
 
 
+@pytest.mark.slow  # starts a process and kills it
 def test_killed_run_resumes_unfinished_shards_with_identical_outputs(tmp_path, write_jsonl, make_docs,
                                                                        make_config):
     cfg = _corpus(tmp_path, write_jsonl, make_docs, make_config)
@@ -93,7 +102,24 @@ def test_merge_only_settings_reuse_shards_and_step_settings_do_not(tmp_path, wri
     assert _shard_dir(root) == first and (first / "00000.kept.jsonl").stat().st_mtime_ns == stamp
     renorm = make_config(source, normalize={"whitespace": False})
     run(renorm, RunDir(root))
-    assert _shard_dir(root) != first  # a step's setting changed: shards recomputed (old folder removed)
+    assert _shard_dir(root) != first  # a step's setting changed: shards recomputed
+
+
+def test_setting_a_value_back_reuses_its_shards_and_only_recent_sets_are_kept(tmp_path, write_jsonl, make_docs,
+                                                                              make_config):
+    _corpus(tmp_path, write_jsonl, make_docs, make_config)
+    source = [{"path": "raw", "stream": "s"}]
+    root = tmp_path / "run"
+    run(make_config(source), RunDir(root))
+    first = _shard_dir(root)
+    stamp = (first / "00000.kept.jsonl").stat().st_mtime_ns
+    run(make_config(source, normalize={"whitespace": False}), RunDir(root))
+    run(make_config(source), RunDir(root))  # set back: the first folder is reused, not re-read
+    assert _shard_dir(root) == first and (first / "00000.kept.jsonl").stat().st_mtime_ns == stamp
+    assert len(_shard_sets(root)) == 2
+    for min_chars in (5, 6, 7):  # three more settings: only the three most recent sets remain
+        run(make_config(source, min_chars=min_chars), RunDir(root))
+    assert len(_shard_sets(root)) == 3 and first.name not in _shard_sets(root)
 
 
 def test_validate_names_what_cluster_executors_need(tmp_path, write_jsonl, make_docs, make_config, monkeypatch):
@@ -108,6 +134,7 @@ def test_validate_names_what_cluster_executors_need(tmp_path, write_jsonl, make_
     assert checks.check_data_engine(local) == []
 
 
+@pytest.mark.slow  # starts worker processes
 def test_parallel_workers_give_the_same_bytes(tmp_path, write_jsonl, make_docs, make_config):
     cfg = _corpus(tmp_path, write_jsonl, make_docs, make_config)
     run(cfg, RunDir(tmp_path / "one"))

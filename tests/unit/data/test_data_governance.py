@@ -9,7 +9,7 @@ import yaml
 from domaintune.artifacts import RunDir
 from domaintune.checks import check_files
 from domaintune.data import inputs, run
-from domaintune.data.pii import cn_id_check_char
+from domaintune.governance.pii import cn_id_check_char
 
 VALID_ID = "11010519491231002" + cn_id_check_char("11010519491231002")
 CARD = "4111 1111 1111 1111"

@@ -113,3 +113,17 @@ def test_explicit_format_overrides_extension(tmp_path, make_ctx):
     path.write_text(json.dumps({"text": "x"}) + "\n", encoding="utf-8")
     (rec,) = read(path, make_ctx(fmt="jsonl"))
     assert rec.text == "x"
+
+
+def test_every_configurable_format_has_a_registered_reader_that_loads():
+    from typing import get_args
+
+    from domaintune.config import SourceConfig
+    from domaintune.data.readers import EXTENSIONS, READERS
+    from domaintune.errors import ConfigError
+
+    formats = set(get_args(SourceConfig.model_fields["format"].annotation)) - {"auto"}
+    assert set(READERS.names()) == formats and set(EXTENSIONS.values()) <= formats
+    assert all(callable(READERS.get(name)) for name in READERS.names())
+    with pytest.raises(ConfigError, match="did you mean 'jsonl'"):
+        READERS.get("jsonll")

@@ -7,9 +7,6 @@ from domaintune.instruct.formats import (
     RowError,
     convert_row,
     read_conversations,
-    to_alpaca,
-    to_openai,
-    to_sharegpt,
     validate,
 )
 
@@ -32,27 +29,37 @@ def test_alpaca_reads_system_history_instruction_and_input():
     assert conv["messages"][3]["content"] == "Summarize\n\ntext"
 
 
-@pytest.mark.parametrize("writer", [to_openai, to_sharegpt, to_alpaca])
-def test_every_format_round_trips_through_the_canonical_form(writer):
-    conv = convert_row(CHAT)
-    assert convert_row(writer(conv))["messages"] == CHAT["messages"]
+# CHAT and TOOLS_CHAT as rows of the other formats: each must read back to the same messages.
+CHAT_ROWS = {
+    "openai": CHAT,
+    "sharegpt": {"system": "Be brief.", "conversations": [{"from": "human", "value": "Wire fee?"},
+                                                        {"from": "gpt", "value": "$35."},
+                                                        {"from": "human", "value": "Premier?"},
+                                                        {"from": "gpt", "value": "$20."}]},
+    "alpaca": {"system": "Be brief.", "instruction": "Premier?", "input": "", "output": "$20.",
+               "history": [["Wire fee?", "$35."]]},
+}
+TOOLS_ROWS = {
+    "openai": TOOLS_CHAT,
+    "sharegpt": {"conversations": [{"from": "human", "value": "Rate for 12 months?"},
+                                   {"from": "function_call",
+                                    "value": json.dumps({"name": "td_rate", "arguments": {"months": 12}})},
+                                   {"from": "observation", "value": "3.75"},
+                                   {"from": "gpt", "value": "3.75% a year."}],
+                 "tools": TOOLS_CHAT["tools"]},
+}
 
 
-@pytest.mark.parametrize("writer", [to_openai, to_sharegpt])
-def test_tool_calls_round_trip_through_openai_and_sharegpt(writer):
-    conv = convert_row(TOOLS_CHAT)
-    back = convert_row(writer(conv))
+@pytest.mark.parametrize("fmt", sorted(CHAT_ROWS))
+def test_every_format_reads_to_the_canonical_form(fmt):
+    assert convert_row(CHAT_ROWS[fmt])["messages"] == CHAT["messages"]
+    assert convert_row(CHAT_ROWS[fmt], fmt)["messages"] == CHAT["messages"]
+
+
+@pytest.mark.parametrize("fmt", sorted(TOOLS_ROWS))
+def test_tool_calls_read_from_openai_and_sharegpt(fmt):
+    back = convert_row(TOOLS_ROWS[fmt])
     assert back["messages"] == TOOLS_CHAT["messages"] and back["tools"] == TOOLS_CHAT["tools"]
-
-
-def test_sharegpt_row_round_trips_unchanged():
-    row = {"system": "S", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}
-    assert to_sharegpt(convert_row(row)) == row
-
-
-def test_alpaca_cannot_hold_tools():
-    with pytest.raises(RowError, match="tools"):
-        to_alpaca(convert_row(TOOLS_CHAT))
 
 
 @pytest.mark.parametrize(("messages", "reason"), [

@@ -3,7 +3,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-from domaintune.instruct.masking import TemplateError, encode_conversation, labelled_spans
+from domaintune.instruct.masking import TemplateError, encode_conversation
 from domaintune.instruct.templates import apply_template
 
 MESSAGES = [{"role": "system", "content": "Answer briefly."},
@@ -21,7 +21,7 @@ def tokenizer(tiny_model_dir):
 
 
 @pytest.mark.parametrize("template", [None, "chatml", "llama3", "qwen", "alpaca"])
-def test_labelled_spans_are_exactly_the_assistant_turns(tokenizer, template):
+def test_labelled_spans_are_exactly_the_assistant_turns(tokenizer, template, labelled_spans):
     """None = the tiny tokenizer's own template (no {% generation %}: masked by incremental rendering);
     the shipped ones use transformers' assistant mask."""
     apply_template(tokenizer, template)
@@ -48,7 +48,7 @@ def test_a_template_that_rewrites_history_is_refused(tokenizer):
         encode_conversation(tokenizer, MESSAGES)
 
 
-def test_tool_calls_are_learned_and_tool_results_are_context(tokenizer):
+def test_tool_calls_are_learned_and_tool_results_are_context(tokenizer, labelled_spans):
     apply_template(tokenizer, "chatml")
     messages = [{"role": "user", "content": "Rate for 12 months?"},
                 {"role": "assistant", "content": "",

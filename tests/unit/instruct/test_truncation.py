@@ -1,7 +1,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-from domaintune.instruct.masking import encode_conversation, labelled_spans
+from domaintune.instruct.masking import encode_conversation
 from domaintune.instruct.truncation import fit
 
 LONG = "The fee schedule lists many charges. " * 6
@@ -32,7 +32,7 @@ def test_drop_quarantines_with_the_length(tokenizer, lengths):
     assert out.encoded is None and f"{lengths[0]} tokens > sft.max_len" in out.reason
 
 
-def test_history_drops_oldest_exchange_and_keeps_the_final_answer_whole(tokenizer, lengths):
+def test_history_drops_oldest_exchange_and_keeps_the_final_answer_whole(tokenizer, lengths, labelled_spans):
     out = fit(tokenizer, CONV, lengths[1], "history")
     assert out.outcome == "history_trimmed"
     assert labelled_spans(tokenizer, out.encoded) == ["35 dollars, " * 8 + "<|im_end|>\n"]

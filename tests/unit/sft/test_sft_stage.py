@@ -9,6 +9,8 @@ from domaintune.artifacts import RunDir
 from domaintune.config import Config
 from domaintune.sft import stage as sft_stage
 
+pytestmark = pytest.mark.slow  # runs the SFT stage
+
 QA = [("What is the wire fee?", "The wire fee is 35 dollars."),
       ("What is the SWIFT code?", "The SWIFT code is HRVBUS6S."),
       ("What is the hotline?", "The hotline is 0800-462-7000."),

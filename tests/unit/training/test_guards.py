@@ -14,6 +14,8 @@ from domaintune.training.checkpoint import list_checkpoints, read_meta
 from domaintune.training.guards import StepGuard
 from domaintune.training.loop import Checkpointing, LoopSettings, train_loop
 
+pytestmark = pytest.mark.slow  # trains the tiny model
+
 
 class Sabotage(torch.nn.Module):
     """Wraps a model; on chosen forward calls multiplies the logits (by nan, or by a large factor)."""

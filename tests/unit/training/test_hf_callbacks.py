@@ -17,6 +17,8 @@ from domaintune.training.hf_trainer import FaultTolerance, train_guarded
 from domaintune.training.resume import HFCheckpoints, ResumePolicy, choose_checkpoint
 from fixtures.preferences import separable_rows
 
+pytestmark = pytest.mark.slow  # trains with HF trainers
+
 
 class _Args:
     process_index = 0

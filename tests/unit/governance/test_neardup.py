@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import random
 
-from domaintune.data.neardup import Signer, cluster, shingles
+from domaintune.governance.neardup import NearDupIndex, Signer, cluster, exact_digest, shingles, signature
 
 
 def _text(rng: random.Random, words: list[str], n: int = 300) -> str:
@@ -54,3 +54,22 @@ def test_candidates_below_the_exact_threshold_are_not_duplicates():
     for edits, expect in ((2, {"copy": "base"}), (40, {})):
         texts = [base, pairs[edits]]
         assert cluster(["base", "copy"], [sign(t) for t in texts], 0.8, 128, texts, 5) == expect
+
+
+def test_index_matches_generated_text_against_a_pool():
+    """The synthesis-filter use: a pool of kept texts, then each new text is checked and added."""
+    rng = random.Random(3)
+    words = [f"w{i}" for i in range(3000)]
+    pool = {f"pool{i}": _text(rng, words) for i in range(5)}
+    index = NearDupIndex(threshold=0.7)
+    for doc_id, text in pool.items():
+        index.add(doc_id, text, signature(text))
+    copy, fresh = _edit(pool["pool3"], rng, 3), _text(rng, words)
+    assert index.match(copy, signature(copy)) == "pool3"
+    assert index.match(fresh, signature(fresh)) is None
+    assert (signature(fresh) == Signer()(fresh)).all() and len(signature(fresh)) == 128
+
+
+def test_exact_digest_separates_texts_that_differ_anywhere():
+    assert exact_digest("same text") == exact_digest("same text")
+    assert exact_digest("same text") != exact_digest("same text ") and len(exact_digest("x")) == 16

@@ -2,17 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from domaintune.data.normalize import (
+from domaintune.governance.normalize import (
+    Normalizer,
     NormalizeUnicode,
     NormalizeWhitespace,
     normalize_unicode,
     normalize_whitespace,
+    transforms,
 )
-from domaintune.data.records import Record
-
-
-def rec(text: str) -> Record:
-    return Record("id", text, "s", "src", "f", 1)
 
 
 def test_nfkc_folds_full_width():
@@ -37,10 +34,16 @@ def test_whitespace_rules(raw, expected):
     assert normalize_whitespace(raw) == expected
 
 
-def test_steps_recorded_only_when_text_changes():
-    r = NormalizeWhitespace()(NormalizeUnicode("NFKC")(rec("ＡＢＣ")))
-    assert r.text == "ABC" and r.steps == ["normalize.unicode"]
-    r = NormalizeWhitespace()(NormalizeUnicode("NFKC")(rec("already clean")))
-    assert r.steps == []
-    r = NormalizeWhitespace()(NormalizeUnicode("NFKC")(rec("Ｘ  y ")))
-    assert r.text == "X y" and r.steps == ["normalize.unicode", "normalize.whitespace"]
+def test_normalizer_names_only_the_transforms_that_changed_the_text():
+    steps = [NormalizeUnicode("NFKC"), NormalizeWhitespace()]
+    out = Normalizer(steps)("ＡＢＣ")
+    assert out.text == "ABC" and out.changed == ["normalize.unicode"] and out.damaged == []
+    assert Normalizer(steps)("already clean").changed == []
+    out = Normalizer(steps)("Ｘ  y ")
+    assert out.text == "X y" and out.changed == ["normalize.unicode", "normalize.whitespace"]
+
+
+def test_transforms_in_fixed_order_and_none_leaves_one_out():
+    assert [t.name for t in transforms()] == ["normalize.unicode", "normalize.whitespace"]
+    assert [t.name for t in transforms("none", False, width="half")] == ["normalize.width"]
+    assert transforms("none", False) == []

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from domaintune.data.langid import identify
+from domaintune.governance.langid import identify
 
 
 @pytest.mark.parametrize("text,code", [
@@ -32,7 +32,7 @@ def test_config_accepts_exactly_the_codes_the_identifier_returns():
     from typing import get_args
 
     from domaintune.config import LanguageCode
-    from domaintune.data.langid import _stopwords
+    from domaintune.governance.langid import _stopwords
 
     scripts = {"zh", "ja", "ko", "ru", "ar", "other"}
     assert set(get_args(LanguageCode)) == scripts | set(_stopwords()[1])
