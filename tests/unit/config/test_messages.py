@@ -7,9 +7,9 @@ from domaintune import models
 from domaintune.config import Config
 from domaintune.errors import CheckpointError, ModelError, TrainingAborted
 from domaintune.training.autoeval import plateau_reason
-from domaintune.training.checkpoint import resolve_explicit
 from domaintune.training.guards import StepGuard
 from domaintune.training.hf_trainer import FaultTolerance
+from domaintune.training.resume import OwnCheckpoints, ResumePolicy, choose_checkpoint
 
 
 def test_guard_names_the_section_in_use(tmp_path):
@@ -31,7 +31,8 @@ def test_align_fault_tolerance_comes_from_align_not_train():
 
 def test_resume_qlora_and_auto_eval_messages_take_the_key(tmp_path):
     with pytest.raises(CheckpointError, match=r"^sft\.checkpoint\.resume: checkpoint"):
-        resolve_explicit(tmp_path / "missing", "sft.checkpoint.resume")
+        choose_checkpoint(OwnCheckpoints(tmp_path / "ckpts"), {}, ResumePolicy(str(tmp_path / "missing"), False, "sft"),
+                          lambda m: None)
     if not torch.cuda.is_available():
         with pytest.raises(ModelError, match=r"^sft\.method 'qlora' needs a CUDA GPU"):
             models._bnb_4bit_kwargs(torch.float32, "sft.method")
