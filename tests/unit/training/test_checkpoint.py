@@ -113,7 +113,7 @@ def test_resume_never_moves_old_checkpoints_aside_and_says_where(tmp_path, kind)
     assert choose_checkpoint(store, {"a": 1}, ResumePolicy(resume="never", section="sft"), warnings.append) is None
     kept = [p for p in tmp_path.iterdir() if p.name.startswith("checkpoints.prev-")]
     assert len(kept) == 1 and len(list(kept[0].iterdir())) >= 1  # nothing deleted
-    assert "sft.resume=never" in warnings[0] and str(kept[0]) in warnings[0]
+    assert "sft.checkpoint.resume=never" in warnings[0] and str(kept[0]) in warnings[0]
     assert store.list() == []
 
 
