@@ -55,7 +55,8 @@ def build_engine(settings: ServeSettings, model_dir: Path, model_name: str, base
         from domaintune.serve.engine.vllm import VLLMEngine
 
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
-        return VLLMEngine(settings.vllm, tokenizer, model_name), ChatRenderer(tokenizer)
+        engine = VLLMEngine(settings.vllm, tokenizer, model_name, settings.max_running + settings.max_waiting)
+        return engine, ChatRenderer(tokenizer)
     from domaintune.serve.engine.hf import HFEngine, SchedulerLimits
     from domaintune.serve.loading import load_for_serving
 
