@@ -58,6 +58,10 @@ def create_app(engine, renderer, settings: ServeSettings, hooks: Hooks | None = 
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
         return _error_response(ApiError(err.status_code, str(err.detail), code=code))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, err: Exception):  # a bug must still answer in the OpenAI shape
+        return _error_response(ApiError(500, f"internal error: {type(err).__name__}", code="internal_error"))
+
     @app.get("/health")
     async def health():
         return {"status": "ok"}
