@@ -38,8 +38,9 @@ class VLLMSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
     url: str = Field("http://127.0.0.1:8001", description="Base URL of a running vLLM OpenAI server (no /v1).")
-    model: str | None = Field(None, description="Model name the vLLM server serves; default: the served name.")
-    api_key: str | None = Field(None, description="Bearer key of the vLLM server, if it was started with --api-key.")
+    model: str | None = Field(None, description="Model id on the vLLM server; default: the first one it lists.")
+    api_key_file: Path | None = Field(None, description="File holding the vLLM server's --api-key (relative to the "
+                                                        "config file), so the key is not written in the YAML.")
     timeout_s: float = Field(600.0, gt=0, description="Seconds to wait for one upstream response.")
     cache_salt_per_tenant: bool = Field(
         True, description="Send a server-derived cache_salt per tenant so vLLM's prefix cache is never shared "
@@ -85,17 +86,21 @@ class ServeSettings(BaseModel):
         return self
 
     def resolve_paths(self, base_dir: Path) -> ServeSettings:
-        """Certificate paths relative to the config file's folder (the config's one rule for paths)."""
-        if self.tls is None:
-            return self
-        tls = self.tls.model_copy(update={k: (base_dir / p).resolve() if not p.is_absolute() else p
-                                          for k, p in (("certfile", self.tls.certfile),
-                                                       ("keyfile", self.tls.keyfile))})
-        return self.model_copy(update={"tls": tls})
+        """File paths relative to the config file's folder (the config's one rule for paths)."""
+        def resolve(p: Path) -> Path:
+            return p if p.is_absolute() else (base_dir / p).resolve()
+
+        update = {}
+        if self.tls is not None:
+            update["tls"] = self.tls.model_copy(update={"certfile": resolve(self.tls.certfile),
+                                                        "keyfile": resolve(self.tls.keyfile)})
+        if self.vllm.api_key_file is not None:
+            update["vllm"] = self.vllm.model_copy(update={"api_key_file": resolve(self.vllm.api_key_file)})
+        return self.model_copy(update=update)
 
     def problems(self) -> list[str]:
-        """File checks for `domaintune validate`: the certificate and key must exist."""
-        if self.tls is None:
-            return []
-        return [f"serve.tls.{key}: file not found: {path}" for key, path in
-                (("certfile", self.tls.certfile), ("keyfile", self.tls.keyfile)) if not Path(path).is_file()]
+        """File checks for `domaintune validate`: the certificate, its key and the vLLM key file must exist."""
+        files = [("tls.certfile", self.tls.certfile), ("tls.keyfile", self.tls.keyfile)] if self.tls else []
+        if self.engine == "vllm" and self.vllm.api_key_file is not None:
+            files.append(("vllm.api_key_file", self.vllm.api_key_file))
+        return [f"serve.{key}: file not found: {path}" for key, path in files if not Path(path).is_file()]

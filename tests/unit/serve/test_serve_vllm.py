@@ -30,7 +30,7 @@ def fake_vllm(received: list, cancelled: list) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = await request.json()
-        received.append(body)
+        received.append({**body, "_authorization": request.headers.get("authorization")})
         if body["prompt"][:1] == [0]:
             return JSONResponse({"error": {"message": "upstream exploded", "type": "BadRequestError",
                                            "code": 400}}, status_code=400)
@@ -64,10 +64,12 @@ class TenantFromHeader:
 
 
 @pytest.fixture
-def stack(loaded):
+def stack(loaded, tmp_path):
     received, cancelled = [], []
     upstream = ThreadServer(fake_vllm(received, cancelled), ServeSettings(port=0))
-    settings = ServeSettings(port=0, engine="vllm", vllm=VLLMSettings(url=upstream.url), max_tokens_cap=100)
+    (tmp_path / "vllm.key").write_text("sk-upstream\n", encoding="utf-8")
+    settings = ServeSettings(port=0, engine="vllm", max_tokens_cap=100,
+                             vllm=VLLMSettings(url=upstream.url, api_key_file=tmp_path / "vllm.key"))
     tokenizer = loaded[1]
     engine = VLLMEngine(settings.vllm, tokenizer, "tiny")
     ours = ThreadServer(create_app(engine, ChatRenderer(tokenizer), settings, Hooks(auth=TenantFromHeader())),
@@ -87,6 +89,7 @@ def test_chat_is_proxied_as_token_ids_with_a_server_side_cache_salt(stack):
     expected_ids = stack.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                        return_dict=True)["input_ids"]
     assert sent["prompt"] == expected_ids and sent["model"] == "upstream-model"
+    assert sent["_authorization"] == "Bearer sk-upstream"  # from serve.vllm.api_key_file
     assert (sent["max_tokens"], sent["temperature"], sent["seed"]) == (3, 0.0, 5)
     assert reply.usage.prompt_tokens == len(expected_ids) and reply.usage.completion_tokens == 3
     stack.client(default_headers={"x-tenant": "bank-b"}).chat.completions.create(

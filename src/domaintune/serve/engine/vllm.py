@@ -35,12 +35,23 @@ class VLLMEngine:
         self._client: httpx.AsyncClient | None = None
         self._peak = 0
         self._ready = False
+        self._api_key = None
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    def _read_key(self) -> None:
+        path = self.settings.api_key_file
+        if path is None:
+            return
+        try:
+            self._api_key = path.read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise ModelError(f"serve.vllm.api_key_file: cannot read {path}: {err}") from None
 
     def start(self) -> None:
         """Attach: learn the upstream model and its context length (vLLM must already be running)."""
+        self._read_key()
         url = self.settings.url.rstrip("/") + "/v1/models"
         try:
             resp = httpx.get(url, headers=self._headers(), timeout=10)
