@@ -153,3 +153,14 @@ def test_a_model_error_fails_the_running_sequences_and_the_engine_keeps_serving(
 
     _, last = asyncio.run(scenario())
     assert last.finish_reason in ("stop", "length") and engine.stats().running == 0
+
+
+def test_models_with_sliding_window_caches_are_refused_not_served_wrongly(loaded):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from domaintune.errors import ModelError
+
+    config = MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, sliding_window=8)
+    with pytest.raises(ModelError, match="serve.engine: vllm"):
+        HFEngine(MistralForCausalLM(config), loaded[1], "m", SchedulerLimits())

@@ -62,7 +62,10 @@ class Stream:
 
     def put(self, item: Event | Exception) -> None:
         """Thread-safe: called by the engine thread."""
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the event loop is closed (server shut down): nobody is listening any more
+            self._done = True
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         try:

@@ -18,6 +18,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+from domaintune.errors import ModelError
 from domaintune.serve.engine.base import EngineFailed, EngineStats, Event, GenRequest, QueueFull, Stream
 from domaintune.serve.engine.batch import DecodeBatch
 from domaintune.serve.engine.decoding import TextTracker, choose_token, make_generator
@@ -61,8 +62,22 @@ def context_length(model, tokenizer) -> int:
     return min(n, tok_max) if isinstance(tok_max, int) and tok_max < 10**8 else n
 
 
+def check_supported(model) -> None:
+    """The decode batch left-pads full-attention KV caches; sliding-window or recurrent layers would need
+    their own padding rules, so such models are refused here instead of answering wrongly."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    kinds = {type(layer).__name__ for layer in DynamicCache(config=model.config).layers}
+    if kinds - {DynamicLayer.__name__}:
+        raise ModelError(f"the cpu engine batches full-attention decoder models only; this model has "
+                         f"{', '.join(sorted(kinds - {DynamicLayer.__name__}))} cache layers: serve it with "
+                         f"serve.engine: vllm")
+
+
 class HFEngine:
     def __init__(self, model, tokenizer, model_name: str, limits: SchedulerLimits):
+        check_supported(model)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_name = model_name
