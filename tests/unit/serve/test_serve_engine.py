@@ -42,6 +42,14 @@ def _engine(loaded, **limits):
 
 
 async def _run_all(engine, requests, stagger=0.005):
+    """stagger 0: every request is queued before the engine starts, so they are admitted at once."""
+    if stagger == 0.0:
+        streams = [engine.submit(r) for r in requests]
+        engine.start()
+        try:
+            return await asyncio.gather(*[_drain(s) for s in streams])
+        finally:
+            engine.stop()
     engine.start()
     try:
         return await asyncio.gather(*[_collect(engine, r, stagger * i) for i, r in enumerate(requests)])
@@ -49,15 +57,25 @@ async def _run_all(engine, requests, stagger=0.005):
         engine.stop()
 
 
-def test_greedy_outputs_of_8_concurrent_requests_equal_sequential_generate(loaded):
+async def _drain(stream):
+    text, last = "", None
+    async for event in stream:
+        text, last = text + event.text, event
+    return text, last
+
+
+@pytest.mark.parametrize("stagger", [0.005, 0.0])  # joining a running batch one by one; all prefilled together
+def test_greedy_outputs_of_8_concurrent_requests_equal_sequential_generate(loaded, stagger):
     model, tokenizer = loaded
     n = 32
     reference = [tokenizer.decode(_sequential(model, tokenizer, p, n), skip_special_tokens=True)
                  for p in _prompts(tokenizer)]
     engine = _engine(loaded, max_running=8)
     requests = [GenRequest(f"r{i}", p, max_tokens=n, temperature=0.0) for i, p in enumerate(_prompts(tokenizer))]
-    results = asyncio.run(_run_all(engine, requests))
+    results = asyncio.run(_run_all(engine, requests, stagger))
     assert engine.stats().peak_running > 1, "the requests never shared a decode batch"
+    if stagger == 0.0:
+        assert engine.stats().peak_prefill > 1, "the prompts were never prefilled together"
     for (text, last), expected in zip(results, reference):
         assert text == expected
         assert (last.finish_reason, last.completion_tokens) == ("length", n)

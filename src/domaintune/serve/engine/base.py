@@ -47,6 +47,7 @@ class EngineStats:
     running: int = 0
     waiting: int = 0
     peak_running: int = 0  # the largest decode batch seen since start (tests and the bench read it)
+    peak_prefill: int = 0  # the most prompts prefilled in one forward
     steps: int = 0
 
 

@@ -25,23 +25,22 @@ class DecodeBatch:
     def __len__(self) -> int:
         return len(self.seqs)
 
-    def add(self, seq, cache) -> None:
-        """Append a sequence whose prompt is prefilled in `cache` (a batch-1 DynamicCache)."""
+    def add(self, seqs: list, cache, mask) -> None:
+        """Append sequences whose prompts are prefilled in `cache` (rows in `seqs` order), `mask` [rows, columns]
+        marking their real tokens (a prefill that ran several prompts together is left-padded too)."""
         import torch
 
-        length = cache.get_seq_length()
-        own_mask = torch.ones(1, length, dtype=torch.long)
         if not self.seqs:
-            self.seqs, self.cache, self.mask = [seq], cache, own_mask
+            self.seqs, self.cache, self.mask = list(seqs), cache, mask
             return
-        width = max(self.mask.shape[1], length)
+        width = max(self.mask.shape[1], mask.shape[1])
         layers = [(torch.cat([_left_pad(a.keys, width), _left_pad(b.keys, width)]),
                    torch.cat([_left_pad(a.values, width), _left_pad(b.values, width)]))
                   for a, b in zip(self.cache.layers, cache.layers, strict=True)]
         self.cache = _cache_from(layers)
         self.mask = torch.cat([_left_pad(self.mask.unsqueeze(-1), width).squeeze(-1),
-                               _left_pad(own_mask.unsqueeze(-1), width).squeeze(-1)])
-        self.seqs.append(seq)
+                               _left_pad(mask.unsqueeze(-1), width).squeeze(-1)])
+        self.seqs.extend(seqs)
 
     def keep(self, rows: list[int]) -> None:
         """Keep only these rows (in this order); free the rest."""

@@ -2,13 +2,13 @@
 
 One worker thread owns the model. Each loop iteration it (1) drops cancelled sequences,
 (2) admits waiting requests into free slots, (3) prefills up to `prefill_chunk_tokens` prompt
-tokens (each new sequence alone, in chunks, into its own KV cache), and (4) runs one batched
+tokens (short prompts that arrived together in one padded forward, others alone in chunks), and (4) runs one batched
 decode step over every running sequence. New sequences join the batch and finished ones leave
 it between steps, so a short request never waits for a long one.
 
 Why our own scheduler rather than transformers' ContinuousBatchingManager: the manager takes one
-GenerationConfig for all requests (no per-request seed), and its paged attention path is tuned
-for GPUs; bench/serve_throughput.py measures it as a named baseline.
+GenerationConfig for all requests (no per-request seed, temperature or stop), and its paged
+attention path is tuned for GPUs; bench/serve_throughput.py measures it as a named baseline.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class HFEngine:
     def stats(self) -> EngineStats:
         s = self._stats
         return EngineStats(running=len(self._prefilling) + len(self._batch), waiting=len(self._waiting),
-                           peak_running=s.peak_running, steps=s.steps)
+                           peak_running=s.peak_running, peak_prefill=s.peak_prefill, steps=s.steps)
 
     def _cancel(self, request_id: str) -> None:
         with self._lock:
@@ -172,28 +172,79 @@ class HFEngine:
         self._batch.keep(rows)
 
     def _prefill_step(self) -> None:
-        from transformers import DynamicCache
-
+        """Short prompts that arrived together are prefilled in one padded forward; the rest one at a time,
+        in chunks, so one long prompt holds the decodes up for at most one chunk per step."""
         budget = self.limits.prefill_chunk_tokens
+        group = self._prefill_group(budget)
+        if len(group) > 1:
+            self._prefill_together(group)  # removes them from self._prefilling
+            budget -= len(group) * max(len(s.req.prompt_ids) for s in group)
         for seq in list(self._prefilling):
             if budget <= 0:
                 break
-            ids = seq.req.prompt_ids
-            end = min(len(ids), seq.prefilled + budget)
-            seq.cache = seq.cache if seq.cache is not None else DynamicCache()
-            logits = self._forward_prompt(seq, ids[seq.prefilled:end])
-            budget -= end - seq.prefilled
-            seq.prefilled = seq.length = end
-            if end == len(ids):
-                self._prefilling.remove(seq)
-                token = choose_token(logits, seq.req.temperature, seq.req.top_p, seq.generator)
-                if self._emit(seq, token):
-                    self._retire(seq)
-                else:
-                    seq.pending = token
-                    self._batch.add(seq, seq.cache)
-                    seq.cache = None
+            budget -= self._prefill_chunk(seq, budget)
         self._stats.peak_running = max(self._stats.peak_running, len(self._batch))
+
+    def _prefill_group(self, budget: int) -> list[_Seq]:
+        """Unstarted prompts, in arrival order, while rows x longest prompt (the padded compute) fits the budget."""
+        group: list[_Seq] = []
+        longest = 0
+        for seq in self._prefilling:
+            n = len(seq.req.prompt_ids)
+            if seq.prefilled == 0 and (len(group) + 1) * max(longest, n) <= budget:
+                group.append(seq)
+                longest = max(longest, n)
+        return group
+
+    def _prefill_together(self, group: list[_Seq]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        width = max(len(s.req.prompt_ids) for s in group)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([[pad] * (width - len(s.req.prompt_ids)) + s.req.prompt_ids for s in group])
+        mask = torch.tensor([[0] * (width - len(s.req.prompt_ids)) + [1] * len(s.req.prompt_ids) for s in group])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                         logits_to_keep=1)
+        for seq in group:
+            self._prefilling.remove(seq)
+            seq.prefilled = seq.length = len(seq.req.prompt_ids)
+        self._stats.peak_prefill = max(self._stats.peak_prefill, len(group))
+        first_row = len(self._batch)
+        self._batch.add(group, cache, mask)
+        self._first_tokens(out.logits[:, -1], first_row)
+
+    def _prefill_chunk(self, seq: _Seq, budget: int) -> int:
+        """Prefill the next chunk of one prompt; returns the tokens used."""
+        import torch
+        from transformers import DynamicCache
+
+        ids = seq.req.prompt_ids
+        end = min(len(ids), seq.prefilled + budget)
+        seq.cache = seq.cache if seq.cache is not None else DynamicCache()
+        logits = self._forward_prompt(seq, ids[seq.prefilled:end])
+        used, seq.prefilled, seq.length = end - seq.prefilled, end, end
+        if end == len(ids):
+            self._prefilling.remove(seq)
+            first_row = len(self._batch)
+            self._batch.add([seq], seq.cache, torch.ones(1, end, dtype=torch.long))
+            seq.cache = None
+            self._first_tokens(logits.unsqueeze(0), first_row)
+        return used
+
+    def _first_tokens(self, logits, first_row: int) -> None:
+        """Sample each new row's first token; rows that finish at once (EOS, max_tokens=1) leave the batch."""
+        keep = list(range(first_row))
+        for offset, seq in enumerate(self._batch.seqs[first_row:]):
+            token = choose_token(logits[offset], seq.req.temperature, seq.req.top_p, seq.generator)
+            if self._emit(seq, token):
+                self._retire(seq)
+            else:
+                seq.pending = token
+                keep.append(first_row + offset)
+        self._batch.keep(keep)
 
     def _forward_prompt(self, seq: _Seq, chunk: list[int]):
         import torch
