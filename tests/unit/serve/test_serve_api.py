@@ -10,8 +10,7 @@ import httpx
 import openai
 import pytest
 import torch
-
-from conftest import wait_for
+from serve_helpers import wait_for
 
 MESSAGES = [{"role": "user", "content": "What is the wire transfer fee?"}]
 
@@ -19,7 +18,8 @@ MESSAGES = [{"role": "user", "content": "What is the wire transfer fee?"}]
 @pytest.fixture(scope="module")
 def shared(request, tmp_path_factory):
     """One server for the read-only conformance tests of this module (starting one costs seconds)."""
-    from conftest import ThreadServer, build_varied_model_dir
+    from serve_helpers import ThreadServer, build_varied_model_dir
+
     from domaintune.serve.app import create_app
     from domaintune.serve.engine.hf import HFEngine, SchedulerLimits
     from domaintune.serve.loading import load_for_serving
@@ -276,3 +276,22 @@ def test_mid_stream_failure_reaches_the_openai_client_as_an_error(start_server, 
                       json={"model": "tiny", "messages": MESSAGES, "max_tokens": 20, "stream": True}) as resp:
         lines = [line for line in resp.iter_lines() if line.startswith("data: ")]
     assert '"error"' in lines[-2] and lines[-1] == "data: [DONE]"
+
+
+@pytest.mark.slow
+def test_bounded_load_every_request_is_answered_200_or_503_never_5xx_or_a_hang(start_server, loaded):
+    server = start_server(loaded, max_running=4, max_waiting=4)
+    statuses, body = [], {"model": "tiny", "prompt": "Savings accounts", "max_tokens": 16}
+
+    def call():
+        statuses.append(httpx.post(server.url + "/v1/completions", json=body, timeout=60).status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(16)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(statuses) == 16 and set(statuses) <= {200, 503} and statuses.count(200) >= 8
+    assert time.monotonic() - t0 < 60
+    assert wait_for(lambda: server.engine.stats().running + server.engine.stats().waiting == 0)

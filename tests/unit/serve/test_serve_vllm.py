@@ -9,9 +9,9 @@ import openai
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from serve_helpers import ThreadServer, wait_for
 from sse_starlette import EventSourceResponse
 
-from conftest import ThreadServer, wait_for
 from domaintune.serve.app import create_app
 from domaintune.serve.engine.vllm import VLLMEngine
 from domaintune.serve.hooks import Hooks, Principal
