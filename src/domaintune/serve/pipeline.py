@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -32,7 +32,7 @@ class Admitted:
     streams: list
     prompt_tokens: int
     started: float
-    release: object
+    release: Callable[[], None]
     record: AuditRecord
 
 
