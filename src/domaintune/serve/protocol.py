@@ -50,7 +50,7 @@ class _Sampling(_Strict):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = Field(1, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # int64, as at OpenAI (and torch's seed range)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

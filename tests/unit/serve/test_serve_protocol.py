@@ -27,6 +27,7 @@ def test_defaults_follow_openai():
 
 @pytest.mark.parametrize("body, param, code", [
     ({**CHAT, "temperature": -1}, "temperature", "invalid_value"),
+    ({**CHAT, "seed": 2**70}, "seed", "invalid_value"),
     ({**CHAT, "messages": []}, "messages", "invalid_value"),
     ({**CHAT, "messages": [{"role": "tool", "content": "x"}]}, "messages.0.role", "invalid_value"),
     ({**CHAT, "stream_options": {"include_usage": True, "x": 1}}, "stream_options.x", "unknown_parameter"),
