@@ -295,3 +295,37 @@ def test_bounded_load_every_request_is_answered_200_or_503_never_5xx_or_a_hang(s
     assert len(statuses) == 16 and set(statuses) <= {200, 503} and statuses.count(200) >= 8
     assert time.monotonic() - t0 < 60
     assert wait_for(lambda: server.engine.stats().running + server.engine.stats().waiting == 0)
+
+
+def test_every_generation_request_is_audited_once_and_permissions_are_enforced(start_server, loaded):
+    from domaintune.serve.hooks import CHAT, Hooks, Principal
+
+    class Recorder:
+        def __init__(self):
+            self.records = []
+
+        def record(self, record):
+            self.records.append(record)
+
+    class ChatOnly:
+        def authenticate(self, headers):
+            return Principal(id="clerk", tenant="bank-a", permissions=frozenset({CHAT}))
+
+    audit = Recorder()
+    server = start_server(loaded, hooks=Hooks(auth=ChatOnly(), audit=audit))
+    client = server.client()
+    client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=3, user="alice")
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tiny", messages=MESSAGES, temperature=9)
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        client.completions.create(model="tiny", prompt="x")
+    assert err.value.code == "permission_denied"
+    with pytest.raises(openai.PermissionDeniedError):
+        client.models.list()
+    assert [(r.route, r.status) for r in audit.records] == [
+        ("/v1/chat/completions", 200), ("/v1/chat/completions", 400), ("/v1/completions", 403)]
+    ok = audit.records[0]
+    assert (ok.principal, ok.tenant, ok.user, ok.model) == ("clerk", "bank-a", "alice", "tiny")
+    assert ok.prompt_tokens > 0 and 1 <= ok.completion_tokens <= 3 and ok.finish_reasons
+    assert audit.records[1].error_code == "invalid_value"
+    assert "wire transfer" not in repr(audit.records)  # ids and counts, never the prompt text
