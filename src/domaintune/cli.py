@@ -258,5 +258,38 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/qui
     console.print(f"[green]ok[/] {written['html']} and {written['json'].name}")
 
 
+@app.command()
+def serve(config: Path | None = typer.Argument(None, help="The run's domaintune.yaml: serves its last model "
+                                                          "with its serve: settings."),
+          overrides: list[str] | None = OverridesArg,
+          model: Path | None = typer.Option(None, "--model", help="Serve this model folder (HF safetensors, or an "
+                                                                   "adapter folder) instead of the run's model."),
+          host: str | None = typer.Option(None, help="Override serve.host."),
+          port: int | None = typer.Option(None, help="Override serve.port.")) -> None:
+    """Serve a model behind an OpenAI-compatible API (see docs/serve.md)."""
+    from domaintune.errors import ConfigError
+    from domaintune.serve.command import load_with_settings, run_model, validate_settings, with_flags
+    from domaintune.serve.server import serve as run_server
+
+    try:
+        if config is None and model is None:
+            raise ConfigError(["give the run's config file (domaintune serve CONFIG) or a folder (--model DIR)"])
+        base = None
+        if config is not None:
+            cfg, settings = load_with_settings(config, overrides or [])
+            model_dir, base = (model, None) if model is not None else run_model(cfg)
+            name = settings.model_name or cfg.name
+        else:
+            settings, model_dir = validate_settings({}, Path.cwd(), "defaults"), model
+            name = settings.model_name or model.resolve().name
+        settings = with_flags(settings, host, port)
+        scheme = "https" if settings.tls else "http"
+        console.print(f"serving {model_dir} as '{name}' on {scheme}://{settings.host}:{settings.port}/v1 "
+                      f"(engine {settings.engine})")
+        run_server(settings, Path(model_dir), name, base)
+    except DomainTuneError as err:
+        _fail(err)
+
+
 def main() -> None:  # pragma: no cover - entry point
     app(sys.argv[1:])
