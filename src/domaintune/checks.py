@@ -204,4 +204,4 @@ def check_align(cfg: Config) -> list[str]:
 
 def validate(cfg: Config) -> list[str]:
     return (check_files(cfg) + check_machine(cfg) + check_mix_budget(cfg) + check_model_context(cfg)
-            + check_data_engine(cfg) + check_sft(cfg) + check_tasks(cfg) + check_align(cfg))
+            + check_data_engine(cfg) + check_sft(cfg) + check_tasks(cfg) + check_align(cfg) + cfg.serve.problems())

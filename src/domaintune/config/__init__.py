@@ -47,6 +47,7 @@ from domaintune.config.schema import (
     MixConfig,
     ModelConfig,
 )
+from domaintune.config.serve import ServeConfig, TLSConfig, VLLMConfig, is_loopback
 from domaintune.config.sft import PrefixConfig, SFTAutoConfig, SFTConfig, SFTDataConfig
 from domaintune.config.training import (
     AdapterConfig,
@@ -67,6 +68,7 @@ __all__ = [
     "FilePath", "GateConfig", "GuardConfig", "LanguageCode", "LoggingConfig", "MixConfig", "ModelConfig",
     "NanGuardConfig", "NearDedupConfig", "NormalizeConfig", "OptimConfig", "PiiConfig", "PiiType", "PrefixConfig",
     "PreferenceDataConfig", "QualityConfig", "RewardModelConfig", "RuntimeConfig", "SFTAutoConfig", "SFTConfig",
-    "SFTDataConfig", "Section", "SourceConfig", "SplitConfig", "SuperviseConfig", "TrainConfig", "apply_overrides",
+    "SFTDataConfig", "Section", "ServeConfig", "TLSConfig", "VLLMConfig", "is_loopback", "SourceConfig",
+    "SplitConfig", "SuperviseConfig", "TrainConfig", "apply_overrides",
     "format_validation_error", "load_config", "load_yaml_model", "migrate", "result_settings", "volatile_keys",
 ]

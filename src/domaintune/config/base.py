@@ -84,8 +84,13 @@ def _relativize(value: Any, handler, info: SerializationInfo) -> Any:
     return Path(os.path.relpath(out, root)).as_posix()
 
 
+def _as_str(value: Any) -> Any:
+    return os.fspath(value) if isinstance(value, os.PathLike) else value  # Path objects from Python callers
+
+
 def _path_type(applies):
-    return Annotated[str, AfterValidator(_path_resolver(applies)), WrapSerializer(_relativize)]
+    return Annotated[str, BeforeValidator(_as_str), AfterValidator(_path_resolver(applies)),
+                     WrapSerializer(_relativize)]
 
 
 def _not_package(value: str, base: Path) -> bool:

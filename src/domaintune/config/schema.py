@@ -24,6 +24,7 @@ from domaintune.config.data import DataConfig
 from domaintune.config.eval import EvalConfig
 from domaintune.config.migrate import migrate
 from domaintune.config.runtime import RuntimeConfig
+from domaintune.config.serve import ServeConfig
 from domaintune.config.sft import SFTConfig
 from domaintune.config.training import TrainConfig
 from domaintune.registry import suggest
@@ -110,6 +111,8 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Base vs tuned: perplexity, tasks, gate.")
     export: ExportConfig = Field(default_factory=ExportConfig, description="The final model, ready to serve.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Device, threads, supervision.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="`domaintune serve`: the run's model behind "
+                                                                        "an OpenAI-compatible API.")
     _source_dir: Path | None = PrivateAttr(None)
 
     @model_validator(mode="before")

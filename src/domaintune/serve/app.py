@@ -12,13 +12,13 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
+from domaintune.config.serve import ServeConfig
 from domaintune.serve.engine.base import EngineFailed
 from domaintune.serve.errors import ApiError
 from domaintune.serve.hooks import METRICS, MODELS, Hooks
 from domaintune.serve.metrics import Metrics
 from domaintune.serve.pipeline import Admitted, RequestPath, new_record
 from domaintune.serve.protocol import models_list
-from domaintune.serve.settings import ServeSettings
 
 CLIENT_CLOSED = 499  # nginx's code for "the client went away": audited and counted, never read by anyone
 
@@ -35,7 +35,7 @@ def _error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
-def create_app(engine, renderer, settings: ServeSettings, hooks: Hooks | None = None) -> FastAPI:
+def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = None) -> FastAPI:
     """`renderer(Prompt) -> list[int]` turns messages or text into prompt ids (the model's chat template)."""
     path = RequestPath(engine, renderer, settings, hooks or Hooks(), Metrics(engine))
     created = int(time.time())

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from domaintune.config.serve import ServeConfig
 from domaintune.serve.engine.base import EngineFailed, GenRequest, QueueFull
 from domaintune.serve.errors import ApiError, invalid, overloaded
 from domaintune.serve.hooks import CHAT, COMPLETIONS, AuditRecord, Hooks, Principal, Prompt
 from domaintune.serve.metrics import Metrics, Timing
 from domaintune.serve.protocol import ChatRequest, CompletionRequest, Envelope, parse_request
-from domaintune.serve.settings import ServeSettings
 
 
 @dataclass
@@ -50,7 +50,7 @@ async def read_body(request: Request, cap: int) -> bytes:
 
 
 class RequestPath:
-    def __init__(self, engine, renderer, settings: ServeSettings, hooks: Hooks, metrics: Metrics):
+    def __init__(self, engine, renderer, settings: ServeConfig, hooks: Hooks, metrics: Metrics):
         self.engine, self.renderer, self.settings = engine, renderer, settings
         self.hooks, self.metrics = hooks, metrics
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+from domaintune.config import ModelConfig
+from domaintune.config.serve import ServeConfig, TLSConfig, is_loopback
 from domaintune.errors import ConfigError
-from domaintune.serve.settings import ServeSettings, TLSSettings, is_loopback
 
 TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
-def check_bind(settings: ServeSettings) -> None:
+def check_bind(settings: ServeConfig) -> None:
     """Refuse plain HTTP on a non-loopback address unless the config opts out in writing.
 
     The settings validator does the same on load; this runs again at bind time because a copy made
@@ -21,7 +22,7 @@ def check_bind(settings: ServeSettings) -> None:
                            "add serve.tls (certfile, keyfile) or set serve.allow_insecure_public: true"])
 
 
-def ssl_context(tls: TLSSettings) -> ssl.SSLContext:
+def ssl_context(tls: TLSConfig) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = TLS_VERSIONS[tls.min_version]  # 1.3 is negotiated whenever the client offers it
     try:
@@ -32,7 +33,7 @@ def ssl_context(tls: TLSSettings) -> ssl.SSLContext:
     return ctx
 
 
-def uvicorn_config(app, settings: ServeSettings):
+def uvicorn_config(app, settings: ServeConfig):
     import uvicorn
 
     check_bind(settings)
@@ -45,7 +46,7 @@ def uvicorn_config(app, settings: ServeSettings):
                           ssl_certfile=str(tls.certfile) if tls else None)
 
 
-def build_engine(settings: ServeSettings, model_dir: Path, model_name: str, base: str | None = None):
+def build_engine(settings: ServeConfig, model_dir: Path, model_name: str, base: ModelConfig | None = None):
     """(engine, renderer): the CPU engine loads the model here; the vLLM engine only needs the tokenizer."""
     from domaintune.serve.render import ChatRenderer
 
@@ -66,7 +67,7 @@ def build_engine(settings: ServeSettings, model_dir: Path, model_name: str, base
     return HFEngine(model, tokenizer, model_name, limits), ChatRenderer(tokenizer)
 
 
-def serve(settings: ServeSettings, model_dir: Path, model_name: str, base: str | None = None) -> None:
+def serve(settings: ServeConfig, model_dir: Path, model_name: str, base: ModelConfig | None = None) -> None:
     import uvicorn
 
     from domaintune.serve.app import create_app

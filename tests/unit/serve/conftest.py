@@ -24,16 +24,16 @@ def loaded(varied_model_dir):
 def start_server():
     """start_server((model, tokenizer), model_wrapper=None, hooks=None, **serve_settings) -> ThreadServer,
     on a free loopback port; every server started is stopped at the end of the test."""
+    from domaintune.config.serve import ServeConfig
     from domaintune.serve.app import create_app
     from domaintune.serve.engine.hf import HFEngine, SchedulerLimits
     from domaintune.serve.render import ChatRenderer
-    from domaintune.serve.settings import ServeSettings
 
     started = []
 
     def start(model_and_tokenizer, model_wrapper=None, hooks=None, **overrides):
         model, tokenizer = model_and_tokenizer
-        settings = ServeSettings(port=0, **overrides)
+        settings = ServeConfig(port=0, **overrides)
         limits = SchedulerLimits(settings.max_running, settings.max_waiting, settings.prefill_chunk_tokens, 1)
         engine = HFEngine(model_wrapper or model, tokenizer, "tiny", limits)
         server = ThreadServer(create_app(engine, ChatRenderer(tokenizer), settings, hooks), settings)

@@ -20,14 +20,14 @@ def shared(request, tmp_path_factory):
     """One server for the read-only conformance tests of this module (starting one costs seconds)."""
     from serve_helpers import ThreadServer, build_varied_model_dir
 
+    from domaintune.config.serve import ServeConfig
     from domaintune.serve.app import create_app
     from domaintune.serve.engine.hf import HFEngine, SchedulerLimits
     from domaintune.serve.loading import load_for_serving
     from domaintune.serve.render import ChatRenderer
-    from domaintune.serve.settings import ServeSettings
 
     model, tokenizer = load_for_serving(build_varied_model_dir(tmp_path_factory.mktemp("api-model")))
-    settings = ServeSettings(port=0, max_tokens_cap=64, max_prompt_tokens=200, max_body_bytes=4096)
+    settings = ServeConfig(port=0, max_tokens_cap=64, max_prompt_tokens=200, max_body_bytes=4096)
     engine = HFEngine(model, tokenizer, "tiny", SchedulerLimits(max_running=4, threads=1))
     server = ThreadServer(create_app(engine, ChatRenderer(tokenizer), settings), settings)
     server.tokenizer = tokenizer

@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from domaintune.config import ModelConfig
 from domaintune.errors import ModelError
 from domaintune.serve.loading import load_for_serving
 
@@ -24,7 +25,7 @@ def test_an_adapter_folder_is_merged_into_its_base_with_the_same_logits(tmp_path
     with torch.no_grad():
         expected = peft_model(input_ids=ids).logits
         plain = AutoModelForCausalLM.from_pretrained(varied_model_dir)(input_ids=ids).logits
-    model, tokenizer = load_for_serving(adapter_dir, base=str(varied_model_dir))
+    model, tokenizer = load_for_serving(adapter_dir, base=ModelConfig(base=str(varied_model_dir)))
     with torch.no_grad():
         got = model(input_ids=ids).logits
     assert not hasattr(model, "peft_config")  # merged: plain transformers modules at serving time

@@ -12,16 +12,16 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from domaintune.config.serve import ServeConfig, TLSConfig, is_loopback
 from domaintune.errors import ConfigError, ModelError
 from domaintune.serve.command import load_with_settings, run_model, validate_settings, with_flags
 from domaintune.serve.server import check_bind, ssl_context
-from domaintune.serve.settings import ServeSettings, TLSSettings, is_loopback
 
 
 def test_defaults_bind_loopback_and_every_field_is_documented():
-    s = ServeSettings()
+    s = ServeConfig()
     assert s.host == "127.0.0.1" and s.tls is None and not s.allow_insecure_public
-    for model in (ServeSettings, TLSSettings):
+    for model in (ServeConfig, TLSConfig):
         assert all(f.description for f in model.model_fields.values()), model
 
 
@@ -34,14 +34,14 @@ def test_is_loopback(host, loopback):
 
 def test_a_public_host_needs_tls_or_an_explicit_opt_out(tmp_path):
     with pytest.raises(ValidationError, match="allow_insecure_public"):
-        ServeSettings(host="0.0.0.0")
-    assert ServeSettings(host="0.0.0.0", allow_insecure_public=True).host == "0.0.0.0"
-    assert ServeSettings(host="0.0.0.0", tls={"certfile": "c.pem", "keyfile": "k.pem"}).tls.min_version == "1.2"
-    bypass = ServeSettings().model_copy(update={"host": "0.0.0.0"})  # model_copy skips validators
+        ServeConfig(host="0.0.0.0")
+    assert ServeConfig(host="0.0.0.0", allow_insecure_public=True).host == "0.0.0.0"
+    assert ServeConfig(host="0.0.0.0", tls={"certfile": "c.pem", "keyfile": "k.pem"}).tls.min_version == "1.2"
+    bypass = ServeConfig().model_copy(update={"host": "0.0.0.0"})  # model_copy skips validators
     with pytest.raises(ConfigError, match="serve.tls"):
         check_bind(bypass)
     with pytest.raises(ConfigError, match="allow_insecure_public"):
-        with_flags(ServeSettings(), host="0.0.0.0", port=None)
+        with_flags(ServeConfig(), host="0.0.0.0", port=None)
 
 
 def test_unknown_keys_and_bad_values_name_the_key(tmp_path):
@@ -53,7 +53,7 @@ def test_unknown_keys_and_bad_values_name_the_key(tmp_path):
 
 def test_tls_paths_resolve_against_the_config_folder_and_missing_files_are_reported(tmp_path):
     s = validate_settings({"tls": {"certfile": "certs/c.pem", "keyfile": "/abs/k.pem"}}, tmp_path, "cfg")
-    assert s.tls.certfile == tmp_path / "certs" / "c.pem" and str(s.tls.keyfile) == "/abs/k.pem"
+    assert s.tls.certfile == str(tmp_path / "certs" / "c.pem") and s.tls.keyfile == "/abs/k.pem"
     assert s.problems() == [f"serve.tls.certfile: file not found: {tmp_path / 'certs' / 'c.pem'}",
                             "serve.tls.keyfile: file not found: /abs/k.pem"]
     with pytest.raises(ConfigError, match="cannot load certificate"):
@@ -113,7 +113,8 @@ def test_serve_cfg_reads_the_serve_section_and_serves_the_exported_model(tmp_pat
     cfg_path, exported = _run_with_export(tmp_path, varied_model_dir, "serve:\n  port: 9100\n  max_running: 2\n")
     cfg, settings = load_with_settings(cfg_path, ["serve.max_waiting=3", "seed=4"])
     assert (settings.port, settings.max_running, settings.max_waiting, cfg.seed) == (9100, 2, 3, 4)
-    assert run_model(cfg) == (exported, str(varied_model_dir))
+    model_dir, base = run_model(cfg)
+    assert model_dir == exported and base.base == str(varied_model_dir)
 
 
 def test_serve_cfg_without_a_model_says_what_to_run(tmp_path, varied_model_dir):

@@ -12,11 +12,11 @@ from fastapi.responses import JSONResponse
 from serve_helpers import ThreadServer, wait_for
 from sse_starlette import EventSourceResponse
 
+from domaintune.config.serve import ServeConfig, VLLMConfig
 from domaintune.serve.app import create_app
 from domaintune.serve.engine.vllm import VLLMEngine
 from domaintune.serve.hooks import Hooks, Principal
 from domaintune.serve.render import ChatRenderer
-from domaintune.serve.settings import ServeSettings, VLLMSettings
 
 
 def fake_vllm(received: list, cancelled: list) -> FastAPI:
@@ -66,10 +66,10 @@ class TenantFromHeader:
 @pytest.fixture
 def stack(loaded, tmp_path):
     received, cancelled = [], []
-    upstream = ThreadServer(fake_vllm(received, cancelled), ServeSettings(port=0))
+    upstream = ThreadServer(fake_vllm(received, cancelled), ServeConfig(port=0))
     (tmp_path / "vllm.key").write_text("sk-upstream\n", encoding="utf-8")
-    settings = ServeSettings(port=0, engine="vllm", max_tokens_cap=100,
-                             vllm=VLLMSettings(url=upstream.url, api_key_file=tmp_path / "vllm.key"))
+    settings = ServeConfig(port=0, engine="vllm", max_tokens_cap=100,
+                             vllm=VLLMConfig(url=upstream.url, api_key_file=tmp_path / "vllm.key"))
     tokenizer = loaded[1]
     engine = VLLMEngine(settings.vllm, tokenizer, "tiny")
     ours = ThreadServer(create_app(engine, ChatRenderer(tokenizer), settings, Hooks(auth=TenantFromHeader())),

@@ -14,16 +14,17 @@ import hashlib
 import hmac
 import json
 import secrets
+from pathlib import Path
 
 import httpx
 
+from domaintune.config.serve import VLLMConfig
 from domaintune.errors import ModelError
 from domaintune.serve.engine.base import EngineFailed, EngineStats, Event, GenRequest, QueueFull, Stream
-from domaintune.serve.settings import VLLMSettings
 
 
 class VLLMEngine:
-    def __init__(self, settings: VLLMSettings, tokenizer, model_name: str, max_inflight: int = 40):
+    def __init__(self, settings: VLLMConfig, tokenizer, model_name: str, max_inflight: int = 40):
         self.settings = settings
         self.tokenizer = tokenizer
         self.model_name = model_name
@@ -45,7 +46,7 @@ class VLLMEngine:
         if path is None:
             return
         try:
-            self._api_key = path.read_text(encoding="utf-8").strip()
+            self._api_key = Path(path).read_text(encoding="utf-8").strip()
         except OSError as err:
             raise ModelError(f"serve.vllm.api_key_file: cannot read {path}: {err}") from None
 

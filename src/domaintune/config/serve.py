@@ -1,7 +1,8 @@
-"""The `serve:` config section (a plain section class: it moves into `config/` unchanged).
+"""The `serve:` section: how `domaintune serve` puts the run's model behind an OpenAI-compatible API.
 
 Every limit the server enforces is a key here, so what the service accepts is written in the
-run's YAML and nowhere else (no environment variables act as hidden config).
+run's YAML and nowhere else (no environment variables act as hidden config). File paths resolve
+against the config file's folder like every other path field (`FilePath`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from domaintune.config.base import FilePath, Section
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
@@ -25,21 +28,17 @@ def is_loopback(host: str) -> bool:
         return False  # a host name other than localhost may resolve to anything
 
 
-class TLSSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-    certfile: Path = Field(description="PEM certificate chain served to clients (relative to the config file).")
-    keyfile: Path = Field(description="PEM private key of the certificate (relative to the config file).")
+class TLSConfig(Section):
+    certfile: FilePath = Field(description="PEM certificate chain served to clients (relative to the config file).")
+    keyfile: FilePath = Field(description="PEM private key of the certificate (relative to the config file).")
     min_version: Literal["1.2", "1.3"] = Field(
         "1.2", description="Lowest TLS version accepted; 1.3 is preferred by the handshake either way.")
 
 
-class VLLMSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
+class VLLMConfig(Section):
     url: str = Field("http://127.0.0.1:8001", description="Base URL of a running vLLM OpenAI server (no /v1).")
     model: str | None = Field(None, description="Model id on the vLLM server; default: the first one it lists.")
-    api_key_file: Path | None = Field(None, description="File holding the vLLM server's --api-key (relative to the "
+    api_key_file: FilePath | None = Field(None, description="File holding the vLLM server's --api-key (relative to the "
                                                         "config file), so the key is not written in the YAML.")
     timeout_s: float = Field(600.0, gt=0, description="Seconds to wait for one upstream response.")
     cache_salt_per_tenant: bool = Field(
@@ -47,10 +46,8 @@ class VLLMSettings(BaseModel):
                           "across tenants (CVE-2025-46570). A client-sent cache_salt is always rejected.")
 
 
-class ServeSettings(BaseModel):
+class ServeConfig(Section):
     """How `domaintune serve` puts the run's model behind an OpenAI-compatible API."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
     host: str = Field("127.0.0.1", description="Address to bind. Loopback by default; any other address "
                                                "needs tls or allow_insecure_public: true.")
@@ -73,30 +70,17 @@ class ServeSettings(BaseModel):
     max_n: int = Field(4, ge=1, le=16, description="Largest `n` (choices per request).")
     max_stop: int = Field(4, ge=0, le=16, description="Most stop strings per request.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 503 when the queue is full.")
-    tls: TLSSettings | None = Field(None, description="Serve HTTPS with this certificate and key.")
+    tls: TLSConfig | None = Field(None, description="Serve HTTPS with this certificate and key.")
     allow_insecure_public: bool = Field(
         False, description="Allow plain HTTP on a non-loopback address (traffic and keys travel in clear text).")
-    vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="Used when engine: vllm.")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="Used when engine: vllm.")
 
     @model_validator(mode="after")
-    def _public_needs_tls(self) -> ServeSettings:
+    def _public_needs_tls(self) -> ServeConfig:
         if not is_loopback(self.host) and self.tls is None and not self.allow_insecure_public:
             raise ValueError(f"host '{self.host}' is not a loopback address: add serve.tls (certfile, keyfile) "
                              "or set serve.allow_insecure_public: true to serve plain HTTP on it")
         return self
-
-    def resolve_paths(self, base_dir: Path) -> ServeSettings:
-        """File paths relative to the config file's folder (the config's one rule for paths)."""
-        def resolve(p: Path) -> Path:
-            return p if p.is_absolute() else (base_dir / p).resolve()
-
-        update = {}
-        if self.tls is not None:
-            update["tls"] = self.tls.model_copy(update={"certfile": resolve(self.tls.certfile),
-                                                        "keyfile": resolve(self.tls.keyfile)})
-        if self.vllm.api_key_file is not None:
-            update["vllm"] = self.vllm.model_copy(update={"api_key_file": resolve(self.vllm.api_key_file)})
-        return self.model_copy(update=update)
 
     def problems(self) -> list[str]:
         """File checks for `domaintune validate`: the certificate, its key and the vLLM key file must exist."""
