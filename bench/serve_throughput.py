@@ -150,12 +150,12 @@ def start_server(engine, tokenizer):
 
     import uvicorn
 
+    from domaintune.config.serve import ServeConfig
     from domaintune.serve.app import create_app
     from domaintune.serve.render import ChatRenderer
     from domaintune.serve.server import uvicorn_config
-    from domaintune.serve.settings import ServeSettings
 
-    settings = ServeSettings(port=0, max_running=engine.limits.max_running, max_tokens_cap=4096)
+    settings = ServeConfig(port=0, max_running=engine.limits.max_running, max_tokens_cap=4096)
     config = uvicorn_config(create_app(engine, ChatRenderer(tokenizer), settings), settings)
     config.log_level = "warning"
     server = uvicorn.Server(config)
