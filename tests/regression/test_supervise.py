@@ -76,7 +76,7 @@ def _cfg_file(tmp_path, **train):
     text = (f"name: t\nruns_dir: {tmp_path / 'runs'}\nmodel: {{base: x}}\n"
             f"data: {{sources: [{{name: a, path: {tmp_path}, stream: a}}]}}\nmix: {{mixture: {{a: 1}}, tokens: 1k}}\n")
     (tmp_path / "c.yaml").write_text(text)
-    return load_config(tmp_path / "c.yaml", [f"train.{k}={v}" for k, v in train.items()])
+    return load_config(tmp_path / "c.yaml", [f"runtime.supervise.{k}={v}" for k, v in train.items()])
 
 
 def test_exit_code_2_is_not_retried(tmp_path):
@@ -119,7 +119,7 @@ def _sft_cfg(tmp_path, **train):
     text = (f"name: t\nruns_dir: {tmp_path / 'runs'}\nmodel: {{base: x}}\n"
             f"sft: {{data: [{{path: {tmp_path / 'qa.jsonl'}}}], method: auto, auto: {{target: 1.0}}}}\n")
     (tmp_path / "c.yaml").write_text(text)
-    return load_config(tmp_path / "c.yaml", [f"train.{k}={v}" for k, v in train.items()])
+    return load_config(tmp_path / "c.yaml", [f"runtime.supervise.{k}={v}" for k, v in train.items()])
 
 
 def _beating(tmp_path, cfg, phase, steps, pause):
@@ -133,7 +133,9 @@ def test_sft_restarts_are_recorded_for_sft_and_reach_its_manifest(tmp_path):
     """Bug: the supervisor wrote every restart to train/restarts.json (a stray train/ folder in an
     SFT-only run) while the SFT manifest read sft/restarts.json."""
     cfg = _sft_cfg(tmp_path, max_restarts=2, restart_backoff_s=0)
-    assert supervise(_beating(tmp_path, cfg, "lora", steps=2, pause=0), cfg, cfg.run_path) == 0
+    # Steps last longer than the supervisor's poll (1 s), as real ones do: it sees the resumed step
+    # and records the recovery time before the stage writes its manifest.
+    assert supervise(_beating(tmp_path, cfg, "lora", steps=2, pause=2.0), cfg, cfg.run_path) == 0
     series, records = RunDir(cfg.run_path).restarts("sft").read()
     assert [(r["attempt"], r["cause"], r["last_step"]) for r in records] == [(1, "exit code 1", 2)]
     assert series and records[0]["recovery_s"] is not None
