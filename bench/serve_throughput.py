@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -48,8 +47,9 @@ def smollm2_dir() -> Path:
 
 
 def bank_prompts() -> list[str]:
-    data = yaml.safe_load((ROOT / "examples" / "quickstart" / "sample_prompts.yaml").read_text(encoding="utf-8"))
-    return data["prompts"]
+    """The quickstart's bank questions (its benchmark task's items), English and Chinese."""
+    path = ROOT / "examples" / "quickstart" / "eval_tasks" / "harborview_qa.jsonl"
+    return [json.loads(line)["question"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def pct(values: list[float], q: float) -> float:
