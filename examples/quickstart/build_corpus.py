@@ -203,7 +203,9 @@ def render_table(r: Renderer, columns: list, rows: list, style: str) -> str:
         return "\n".join(lines)
     if style == "fixed":
         widths = [max(display_width(row[i]) for row in [header] + body) for i in range(len(header))]
-        pad = lambda cells: "  ".join(c + " " * (w - display_width(c)) for c, w in zip(cells, widths)).rstrip()
+
+        def pad(cells):
+            return "  ".join(c + " " * (w - display_width(c)) for c, w in zip(cells, widths)).rstrip()
         rule = "  ".join("-" * w for w in widths)
         return "\n".join([pad(header), rule] + [pad(row) for row in body])
     # "list": one line per row, "label: column value; column value"
@@ -333,7 +335,7 @@ def gen_faq(r: Renderer, n: int, limit: int):
         title = r.rng.choice(r.t["faq_titles"] if topic else r.t["faq_mixed_titles"])
         style = r.rng.choice(r.t["faq_styles"])
 
-        def one(item, _n):
+        def one(item, _n, style=style):  # bound now: called by fill_until within this iteration
             r.d.update(q=r.rng.choice(item["q"]), a=r.rng.choice(item["a"]))
             return r.render(style)
         tail = [r.render("{~contact_line}")] if r.rng.random() < 0.5 else []
@@ -347,7 +349,7 @@ def gen_quiz(r: Renderer, n: int, limit: int):
         r.start_doc({**doc_vars(r), "topic": r.t["topics"][topic] if topic else ""})
         style = r.rng.choice(spec["styles"])
 
-        def one(item, number):
+        def one(item, number, style=style):  # bound now: called by fill_until within this iteration
             r.d.update(q=r.rng.choice(item["q"]), a=r.rng.choice(item["a"]))
             return r.render(style.replace("#", str(number)))
         titles = spec["titles"] if topic else spec["mixed_titles"]
@@ -366,7 +368,10 @@ def casual(text: str, lang: str, rng: random.Random) -> str:
 
 def chat_turns(r: Renderer, topic: str, items: list, cust: str, agent: str) -> list[str]:
     spec, sp = r.t["chat"], r.t["space"]
-    say = lambda who, text: who + r.t["colon"] + text.strip()
+
+    def say(who, text):
+        return who + r.t["colon"] + text.strip()
+
     lines = [say(agent, r.render(r.rng.choice(spec["greetings"])))]
     for i, item in enumerate(items):
         question = casual(r.render(r.rng.choice(item["q"])), r.lang, r.rng)
@@ -624,10 +629,7 @@ def split_text(text: str, max_chars: int, sep: str = "\n\n") -> list[str]:
     oversized pieces are split again at line boundaries."""
     chunks, current = [], ""
     for piece in text.split(sep):
-        if len(piece) > max_chars and sep != "\n":
-            pieces = split_text(piece, max_chars, "\n")
-        else:
-            pieces = [piece]
+        pieces = split_text(piece, max_chars, "\n") if len(piece) > max_chars and sep != "\n" else [piece]
         for p in pieces:
             if current and len(current) + len(sep) + len(p) > max_chars:
                 chunks.append(current)

@@ -5,27 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from domaintune.console import console
-from domaintune.errors import ModelError
 
 
 def load_chat_model(model_dir: Path, device: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A merged or adapter-only export, a stage's model folder or an imported GGUF folder, with the
+    tokenizer and chat template saved with it (an adapter is loaded onto the base it records)."""
+    from domaintune.models import load_trained, resolve_device
 
-    from domaintune.models import resolve_device
-
-    if not (model_dir / "config.json").is_file():
-        raise ModelError(f"{model_dir} is not a model folder (no config.json); export one with "
-                         f"`domaintune export CONFIG` or import one with `domaintune models import-gguf`")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
-    return model.to(resolve_device(device)).eval(), tokenizer
+    trained = load_trained(Path(model_dir), device=resolve_device(device))
+    return trained.model.eval(), trained.tokenizer, trained.meta
 
 
 def chat_session(model_dir: Path, prompt: str | None, system: str | None, max_new_tokens: int,
                  temperature: float, device: str) -> None:
     from domaintune.generation import stream_reply
 
-    model, tokenizer = load_chat_model(Path(model_dir), device)
+    model, tokenizer, meta = load_chat_model(Path(model_dir), device)
     history = [{"role": "system", "content": system}] if system else []
     if prompt is not None:
         history.append({"role": "user", "content": prompt})
@@ -33,7 +28,8 @@ def chat_session(model_dir: Path, prompt: str | None, system: str | None, max_ne
             console.print(piece, end="", markup=False)
         console.print()
         return
-    console.print(f"chatting with {model_dir} — empty line or Ctrl-D to quit, /reset to clear history")
+    console.print(f"chatting with {model_dir} ({meta.describe()}) — empty line or Ctrl-D to quit, "
+                  f"/reset to clear history", markup=False)
     while True:
         try:
             user = console.input("[bold]you>[/] ")

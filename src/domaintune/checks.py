@@ -1,8 +1,8 @@
 """`domaintune validate`: everything that can be checked before a run starts, reported at once.
 
-Schema errors come from config.py; this adds what needs the file system or the machine:
-input files exist, the model is reachable, optional packages are installed, GPU-only options
-are not set on a machine without a GPU.
+Schema errors, cross-field rules included, come from the config package's section validators; this
+adds what needs the file system or the machine: input files exist, the model is reachable, optional
+packages and plugins import, GPU-only options are not set on a machine without a GPU.
 """
 
 from __future__ import annotations
@@ -51,53 +51,69 @@ def check_data_files(cfg: Config) -> list[str]:
     governance += [("data.pii.salt_file", cfg.data.pii.salt_file)]
     problems += [f"{key}: file not found: {path}" for key, path in governance if path and not Path(path).is_file()]
     if cfg.data.normalize.chinese != "none" and not _has("opencc"):
-        problems.append(f"data.normalize.chinese: '{cfg.data.normalize.chinese}' needs OpenCC: pip install opencc")
+        problems.append(f"data.normalize.chinese: '{cfg.data.normalize.chinese}' needs OpenCC: "
+                        "pip install 'domaintune[zh]'")
+    return problems + check_scorer(cfg.data.quality.scorer)
+
+
+def check_scorer(scorer: str | None) -> list[str]:
+    """A quality scorer must import now, not after the corpus was read."""
+    if scorer is None:
+        return []
+    from domaintune.registry import import_target
+
+    try:
+        obj = import_target(scorer)
+    except Exception as exc:  # noqa: BLE001 - any import failure of user code is reported, not raised
+        return [f"data.quality.scorer: cannot import '{scorer}': {type(exc).__name__}: {exc} "
+                f"(write 'package.module:attr', importable from this environment)"]
+    return [] if callable(obj) else [f"data.quality.scorer: '{scorer}' is not callable"]
+
+
+def _gpu_method(key: str, method: str, gpu: bool, cpu_hint: str) -> list[str]:
+    """qlora needs a CUDA GPU and bitsandbytes (the same rule for every training section)."""
+    if method != "qlora":
+        return []
+    problems = [] if gpu else [f"{key}: 'qlora' loads 4-bit NF4 weights with bitsandbytes and needs a CUDA GPU; "
+                               f"on this CPU machine {cpu_hint}"]
+    if not _has("bitsandbytes"):
+        problems.append(f"{key}: 'qlora' needs bitsandbytes: pip install 'domaintune[qlora]'")
     return problems
+
+
+def _gpu_precision(key: str, precision: str, gpu: bool) -> list[str]:
+    return [f"{key}: 'fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on CPU"] if precision == "fp16" and not gpu else []
+
+
+LORA_HINT = "use 'lora' (same adapter, full-precision base)"
 
 
 def check_machine(cfg: Config) -> list[str]:
     """Options that need a GPU or an optional package."""
     problems = []
     gpu = _cuda()
-    if cfg.train.method == "qlora":
-        if not gpu:
-            problems.append("train.method: 'qlora' loads 4-bit weights with bitsandbytes and needs a CUDA "
-                            "GPU; on this CPU machine use 'lora' (same adapter, full-precision base)")
-        if not _has("bitsandbytes"):
-            problems.append("train.method: 'qlora' needs bitsandbytes: pip install 'domaintune[gpu]'")
+    if cfg.mix is not None:
+        problems += _gpu_method("train.method", cfg.train.method, gpu, LORA_HINT)
+        problems += _gpu_precision("train.precision", cfg.train.precision, gpu)
+        problems += missing_packages(cfg.train.logging.report_to, "train.logging.report_to")
     if cfg.model.attn_implementation == "flash_attention_2":
         if not gpu:
             problems.append("model.attn_implementation: 'flash_attention_2' needs a CUDA GPU; use 'sdpa'")
         if not _has("flash_attn"):
             problems.append("model.attn_implementation: 'flash_attention_2' needs flash-attn: "
-                            "pip install 'domaintune[gpu]'")
-    if cfg.train.precision == "fp16" and not gpu:
-        problems.append("train.precision: 'fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on CPU")
-    problems += missing_packages(cfg.train.report_to)
+                            "pip install 'domaintune[flash]'")
     if cfg.runtime.device == "cuda" and not gpu:
         problems.append("runtime.device: 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'")
     return problems
 
 
-def check_consistency(cfg: Config) -> list[str]:
-    problems = []
-    if cfg.eval.stride > cfg.eval.window:
-        problems.append(f"eval.stride ({cfg.eval.stride}) must be <= eval.window ({cfg.eval.window})")
+def check_mix_budget(cfg: Config) -> list[str]:
+    """A budget below one row packs nothing. Reported by `validate` rather than the schema, so tiny
+    test and tooling configs still load."""
     if cfg.mix and cfg.mix.tokens < min(cfg.mix.bucket_lengths):
-        problems.append(f"mix.tokens ({cfg.mix.tokens}) is smaller than one row "
-                        f"(smallest bucket {min(cfg.mix.bucket_lengths)})")
-    if cfg.mix and cfg.train.batch_tokens and cfg.train.batch_tokens < max(cfg.mix.bucket_lengths):
-        problems.append(f"train.batch_tokens ({cfg.train.batch_tokens}) is smaller than the largest bucket "
-                        f"({max(cfg.mix.bucket_lengths)}): such rows would still be batched one at a time")
-    if cfg.model.new_tokens and cfg.train.method != "full" and not cfg.train.train_embeddings:
-        problems.append("model.new_tokens: an adapter cannot train the new embedding rows; set "
-                        "train.train_embeddings: true (or train.method: full)")
-    if cfg.train.spike_policy == "rollback" and not (cfg.train.spike_factor and cfg.train.save_every):
-        problems.append("train.spike_policy: 'rollback' needs train.spike_factor (what a spike is) and "
-                        "train.save_every (checkpoints to roll back to)")
-    if cfg.train.method == "full" and cfg.export.merge is False:
-        problems.append("export.merge: false only makes sense with an adapter (train.method lora/qlora)")
-    return problems
+        return [f"mix.tokens ({cfg.mix.tokens}) is smaller than one row (smallest bucket "
+                f"{min(cfg.mix.bucket_lengths)})"]
+    return []
 
 
 def check_model_context(cfg: Config) -> list[str]:
@@ -140,14 +156,9 @@ def check_sft(cfg: Config) -> list[str]:
     problem = template_problem(cfg.sft.template)
     problems += [problem] if problem else []
     gpu = _cuda()
-    if cfg.sft.method == "qlora" and not gpu:
-        problems.append("sft.method: 'qlora' loads 4-bit NF4 weights with bitsandbytes and needs a CUDA GPU; on "
-                        "this CPU machine use 'lora' (same adapter, full-precision base) or 'auto' (skips qlora)")
-    if cfg.sft.method == "qlora" and not _has("bitsandbytes"):
-        problems.append("sft.method: 'qlora' needs bitsandbytes: pip install 'domaintune[gpu]'")
-    if cfg.sft.precision == "fp16" and not gpu:
-        problems.append("sft.precision: 'fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on CPU")
-    problems += missing_packages([t for t in cfg.sft.report_to if t not in cfg.train.report_to])
+    problems += _gpu_method("sft.method", cfg.sft.method, gpu, f"{LORA_HINT} or 'auto' (skips qlora)")
+    problems += _gpu_precision("sft.precision", cfg.sft.precision, gpu)
+    problems += missing_packages(cfg.sft.logging.report_to, "sft.logging.report_to")
     if cfg.sft.method == "prefix" and cfg.export.merge and cfg.final_model_stage == "sft":
         problems.append("export.merge: a prefix-tuning adapter cannot be merged into the weights; set "
                         "export.merge: false (the export is the adapter plus the base model reference)")
@@ -163,8 +174,10 @@ def check_tasks(cfg: Config) -> list[str]:
     from domaintune.errors import DomainTuneError
 
     entries = [(f"eval.tasks[{i}]", e) for i, e in enumerate(cfg.eval.tasks)]
-    if cfg.train.auto_eval:
-        entries += [(f"train.auto_eval.tasks[{i}]", e) for i, e in enumerate(cfg.train.auto_eval.tasks)]
+    for section in ("train", "sft"):
+        auto_eval = getattr(getattr(cfg, section), "auto_eval", None) if getattr(cfg, section) else None
+        if auto_eval:
+            entries += [(f"{section}.auto_eval.tasks[{i}]", e) for i, e in enumerate(auto_eval.tasks)]
     problems = []
     for where, e in entries:
         try:
@@ -181,15 +194,14 @@ def check_align(cfg: Config) -> list[str]:
     problems = [f"align.data.{key}[{i}]: file not found: {path} (relative paths resolve against the config "
                 f"file's folder)" for key in ("general", "domain")
                 for i, path in enumerate(getattr(cfg.align.data, key)) if not Path(path).is_file()]
-    if cfg.align.method == "qlora":
-        if not _cuda():
-            problems.append("align.method: 'qlora' loads 4-bit weights with bitsandbytes and needs a CUDA GPU; "
-                            "on this CPU machine use 'lora' (same adapter, full-precision base)")
-        if not _has("bitsandbytes"):
-            problems.append("align.method: 'qlora' needs bitsandbytes: pip install 'domaintune[gpu]'")
-    return problems
+    if not _has("trl"):
+        problems.append("align: the align stage trains with trl, which is not installed: "
+                        "pip install 'domaintune[align]'")
+    gpu = _cuda()
+    return (problems + _gpu_method("align.method", cfg.align.method, gpu, LORA_HINT)
+            + _gpu_precision("align.precision", cfg.align.precision, gpu))
 
 
 def validate(cfg: Config) -> list[str]:
-    return (check_files(cfg) + check_machine(cfg) + check_consistency(cfg) + check_model_context(cfg)
-            + check_data_engine(cfg) + check_sft(cfg) + check_tasks(cfg) + check_align(cfg))
+    return (check_files(cfg) + check_machine(cfg) + check_mix_budget(cfg) + check_model_context(cfg)
+            + check_data_engine(cfg) + check_sft(cfg) + check_tasks(cfg) + check_align(cfg) + cfg.serve.problems())

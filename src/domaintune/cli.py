@@ -4,48 +4,32 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 import typer.core
 
 from domaintune.console import console
-from domaintune.errors import DomainTuneError
+from domaintune.errors import DomainTuneError, storage_error
 from domaintune.pipeline import MODEL, StageSpec
 
-
-def _has_mix(cfg) -> bool:
-    return cfg.mix is not None
-
-
-def _has_model_stage(cfg) -> bool:
-    return cfg.final_model_stage is not None
-
-
-# Settings of how a training run is watched and restarted, not of what it computes.
-TRAIN_RUNTIME_KEYS = tuple(f"train.{k}" for k in ("log_every", "report_to", "keep_last", "resume",
-                                                   "allow_config_change", "max_restarts", "restart_backoff_s",
-                                                   "hang_timeout_s"))
-
-# The pipeline, in order. `sections` are the config keys whose values change a stage's result;
-# `when` says whether a config switches the stage on; MODEL is the model a stage starts from.
+# The pipeline, in order. `sections` are the config sections a stage reads (their settings that can
+# change a result are fingerprinted; the schema marks the rest); which section switches a stage on
+# is config.STAGE_SECTIONS; MODEL is the model a stage starts from.
 STAGES: list[StageSpec] = [
-    StageSpec("data", "domaintune.data", ("data", "seed"), (), "read, normalize, dedup, split",
-              when=lambda cfg: cfg.data is not None),
-    StageSpec("mix", "domaintune.mix", ("mix", "model", "seed"), ("data",), "token mixture + packing",
-              when=_has_mix),
+    StageSpec("data", "domaintune.data", ("data", "seed"), (), "read, normalize, dedup, split"),
+    StageSpec("mix", "domaintune.mix", ("mix", "model", "seed"), ("data",), "token mixture + packing"),
     StageSpec("train", "domaintune.train", ("train", "model", "seed"), ("mix",), "continual pre-training",
-              distributed=True, when=_has_mix, volatile=TRAIN_RUNTIME_KEYS),
+              distributed=True),
     StageSpec("sft", "domaintune.sft", ("sft", "model", "seed"), (MODEL,),
-              "supervised fine-tuning on conversations", distributed=True, when=lambda cfg: cfg.sft is not None,
-              volatile=tuple(k.replace("train.", "sft.") for k in TRAIN_RUNTIME_KEYS)),
-    StageSpec("align", "domaintune.align", ("align", "model", "seed", "train"), (MODEL,),
-              "reward model, confidence filter, DPO", when=lambda cfg: cfg.align is not None,
-              volatile=TRAIN_RUNTIME_KEYS),
+              "supervised fine-tuning on conversations", distributed=True),
+    StageSpec("align", "domaintune.align", ("align", "model", "seed"), (MODEL,),
+              "reward model, confidence filter, DPO"),
     StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL),
-              "perplexity per stream, benchmark tasks, forgetting gate, report", when=_has_model_stage),
-    StageSpec("export", "domaintune.export", ("export", "model"), (MODEL,), "merged model + samples",
-              when=_has_model_stage),
+              "perplexity per stream, benchmark tasks, forgetting gate, report"),
+    StageSpec("export", "domaintune.export", ("export", "model"), (MODEL,), "merged model + samples"),
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -63,7 +47,7 @@ def _setup() -> None:
 
 
 ConfigArg = typer.Argument(..., exists=False, help="The run's domaintune.yaml.")
-OverridesArg = typer.Argument(None, help="Overrides like train.lr=1e-4 mix.tokens=2M.")
+OverridesArg = typer.Argument(None, help="Overrides like train.optim.lr=1e-4 mix.tokens=2M.")
 
 
 def _fail(err: DomainTuneError) -> None:
@@ -73,10 +57,38 @@ def _fail(err: DomainTuneError) -> None:
     raise typer.Exit(err.exit_code)
 
 
-def _load(config: Path, overrides: list[str] | None):
-    from domaintune.config import load_config
+@contextmanager
+def _handled() -> Iterator[None]:
+    """Expected failures (our own errors, a full disk, an unwritable folder) print one line and exit
+    with their code; any other exception keeps its traceback, since it is a bug to report."""
+    try:
+        yield
+    except DomainTuneError as err:
+        _fail(err)
+    except Exception as exc:
+        known = storage_error(exc)
+        if known is None:
+            raise
+        _fail(known)
 
-    return load_config(config, overrides or [])
+
+def _load(config: Path, overrides: list[str] | None):
+    """Load the config; its warnings (old key names, settings that do nothing) are printed once."""
+    import warnings
+
+    from rich.markup import escape
+
+    from domaintune.config import ConfigWarning, load_config
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConfigWarning)
+        cfg = load_config(config, overrides or [])
+    for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, ConfigWarning)):
+        console.print(f"[yellow]warning:[/] {escape(message)}")
+    for w in caught:  # anything else goes on as it came
+        if not issubclass(w.category, ConfigWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return cfg
 
 
 @app.command()
@@ -85,13 +97,11 @@ def validate(config: Path = ConfigArg, overrides: list[str] | None = OverridesAr
     from domaintune.checks import validate as run_checks
     from domaintune.errors import ConfigError
 
-    try:
+    with _handled():
         cfg = _load(config, overrides)
         problems = run_checks(cfg)
         if problems:
             raise ConfigError(problems, source=str(config))
-    except DomainTuneError as err:
-        _fail(err)
     enabled = [s.name for s in STAGES if s.enabled(cfg)]
     sources = f"{len(cfg.data.sources)} source(s); " if cfg.data else ""
     mixture = "mixture " + ", ".join(f"{k}:{v:g}" for k, v in cfg.mix.mixture.items()) + "; " if cfg.mix else ""
@@ -125,17 +135,15 @@ def init(folder: Path = typer.Argument(..., help="The folder of documents to loo
 
 
 SuperviseOpt = typer.Option(False, "--supervise", help="Run as a child process; restart it after crashes and "
-                            "hangs (train.max_restarts, restart_backoff_s, hang_timeout_s).")
+                            "hangs (runtime.supervise: max_restarts, restart_backoff_s, hang_timeout_s).")
 
 
 def _supervised(config: Path, overrides, command: list[str], force: bool) -> None:
     """Re-invoke this same command without --supervise, as a supervised child process."""
     from domaintune.supervise import supervise
 
-    try:
+    with _handled():
         cfg = _load(config, overrides)
-    except DomainTuneError as err:
-        _fail(err)
     argv = [sys.executable, "-m", "domaintune", *command, str(config), *(overrides or []),
             *(["--force"] if force else [])]
     code = supervise(argv, cfg, cfg.run_path)
@@ -147,12 +155,10 @@ def _run(config: Path, overrides, stages: str | None, force: bool) -> None:
     from domaintune.pipeline import run_pipeline
 
     t0 = time.perf_counter()
-    try:
+    with _handled():
         cfg = _load(config, overrides)
         names = [s.strip() for s in stages.split(",")] if stages else None
         outcomes = run_pipeline(cfg, STAGES, names, force=force)
-    except DomainTuneError as err:
-        _fail(err)
     _summary(outcomes, time.perf_counter() - t0, cfg.run_path)
 
 
@@ -223,11 +229,9 @@ def data_trace(config: Path = ConfigArg, record_id: str = typer.Argument(..., he
     from domaintune.data.lineage import print_trace
     from domaintune.data.stage import trace_record
 
-    try:
+    with _handled():
         cfg = _load(config, overrides)
         print_trace(trace_record(cfg, RunDir(cfg.run_path), record_id), max_chars=max_chars)
-    except DomainTuneError as err:
-        _fail(err)
 
 
 @data_app.command("report")
@@ -235,11 +239,9 @@ def data_report(config: Path = ConfigArg, overrides: list[str] | None = Override
     """Re-render data_report.html from the last data run's data_report.json."""
     from domaintune.data.report import rerender
 
-    try:
+    with _handled():
         cfg = _load(config, overrides)
         path = rerender(cfg.run_path / "data")
-    except DomainTuneError as err:
-        _fail(err)
     console.print(f"[green]ok[/] {path}")
 
 
@@ -250,11 +252,8 @@ def import_gguf(gguf: Path = typer.Argument(..., help="The .gguf file."),
     """Convert a GGUF checkpoint into a normal safetensors model folder (loads 10x faster)."""
     from domaintune.models import import_gguf as do_import
 
-    try:
-        with console.status(f"importing {gguf} (dequantizing to fp32)…"):
-            report = do_import(gguf, out_dir, verify=verify)
-    except DomainTuneError as err:
-        _fail(err)
+    with _handled(), console.status(f"importing {gguf} (dequantizing to fp32)…"):
+        report = do_import(gguf, out_dir, verify=verify)
     diff = report.get("max_abs_logit_diff")
     checked = f"; logits match (max abs diff {diff:.2g})" if diff is not None else ""
     console.print(f"[green]ok[/] {report['parameters']:,} parameters → {out_dir}{checked}")
@@ -269,11 +268,9 @@ def chat(model_dir: Path = typer.Argument(..., help="A model folder (e.g. runs/<
     """Chat with a model using its own chat template (interactive, or one-shot with --prompt)."""
     from domaintune.chat import chat_session
 
-    try:
+    with _handled():
         chat_session(model_dir, prompt=prompt, system=system, max_new_tokens=max_new_tokens,
                      temperature=temperature, device=device)
-    except DomainTuneError as err:
-        _fail(err)
 
 
 @app.command()
@@ -281,11 +278,42 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/qui
     """Regenerate eval_report.html (+ .json) of a run from its eval results and training metrics."""
     from domaintune.eval.report import write_report
 
-    try:
+    with _handled():
         written = write_report(run_dir)
+    console.print(f"[green]ok[/] {written['html']} and {written['json'].name}")
+
+
+@app.command()
+def serve(config: Path | None = typer.Argument(None, help="The run's domaintune.yaml: serves its last model "
+                                                          "with its serve: settings."),
+          overrides: list[str] | None = OverridesArg,
+          model: Path | None = typer.Option(None, "--model", help="Serve this model folder (HF safetensors, or an "
+                                                                   "adapter folder) instead of the run's model."),
+          host: str | None = typer.Option(None, help="Override serve.host."),
+          port: int | None = typer.Option(None, help="Override serve.port.")) -> None:
+    """Serve a model behind an OpenAI-compatible API (see docs/serve.md)."""
+    from domaintune.errors import ConfigError
+    from domaintune.serve.command import load_with_settings, run_model, validate_settings, with_flags
+    from domaintune.serve.server import serve as run_server
+
+    try:
+        if config is None and model is None:
+            raise ConfigError(["give the run's config file (domaintune serve CONFIG) or a folder (--model DIR)"])
+        base = None
+        if config is not None:
+            cfg, settings = load_with_settings(config, overrides or [])
+            model_dir, base = (model, None) if model is not None else run_model(cfg)
+            name = settings.model_name or cfg.name
+        else:
+            settings, model_dir = validate_settings({}, Path.cwd(), "defaults"), model
+            name = settings.model_name or model.resolve().name
+        settings = with_flags(settings, host, port)
+        scheme = "https" if settings.tls else "http"
+        console.print(f"serving {model_dir} as '{name}' on {scheme}://{settings.host}:{settings.port}/v1 "
+                      f"(engine {settings.engine})")
+        run_server(settings, Path(model_dir), name, base)
     except DomainTuneError as err:
         _fail(err)
-    console.print(f"[green]ok[/] {written['html']} and {written['json'].name}")
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -33,7 +33,8 @@ def progress(transient: bool = False, disable: bool = False) -> Progress:
 
 def quiet_third_party() -> None:
     """Silence library progress bars and known-harmless warnings: our rich progress replaces them,
-    and interleaved tqdm bars make the output unreadable."""
+    and interleaved tqdm bars make the output unreadable. Library warnings stay on: muting them all
+    would also hide "weights not initialized / not used" when a base does not match its architecture."""
     import os
     import warnings
 
@@ -44,7 +45,6 @@ def quiet_third_party() -> None:
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.set_verbosity_error()
         datasets.utils.logging.disable_progress_bar()
     except ImportError:
         pass

@@ -5,6 +5,8 @@ Every message should name the file / line / key at fault and say how to fix it.
 
 from __future__ import annotations
 
+import errno
+
 
 class DomainTuneError(Exception):
     """Base class for expected, user-facing failures (exit code 2 unless a subclass says otherwise)."""
@@ -55,3 +57,31 @@ class Preempted(DomainTuneError):
     """SIGTERM/SIGINT: a checkpoint was saved at a step boundary; re-run to resume."""
 
     exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+class StorageError(DomainTuneError):
+    """The disk is full, or a folder domaintune must write (or read) does not allow it: fixed outside
+    domaintune, so restarting (`--supervise`) would only repeat it."""
+
+
+# OS errors a user fixes outside the program: (what happened, how to fix it).
+_OS_PROBLEMS = {
+    errno.ENOSPC: ("no space left on the device", "free disk space, or set runs_dir to a disk with room"),
+    errno.EDQUOT: ("disk quota exceeded", "free space within your quota, or set runs_dir to another disk"),
+    errno.EACCES: ("permission denied", "give this user access to it, or set runs_dir to a folder you can write"),
+    errno.EPERM: ("operation not permitted", "give this user access to it, or set runs_dir to a folder you can write"),
+    errno.EROFS: ("read-only file system", "set runs_dir to a folder on a writable disk"),
+}
+
+
+def storage_error(exc: BaseException) -> StorageError | None:
+    """A one-line StorageError for a full disk or an unwritable path, found on `exc` or on what it was
+    raised from (`raise ... from`); None for any other exception, which keeps its traceback."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _OS_PROBLEMS:
+            what, fix = _OS_PROBLEMS[seen.errno]
+            where = f": {seen.filename}" if seen.filename else " (the path was not reported)"
+            return StorageError(f"{what}{where}; {fix}")
+        seen = seen.__cause__
+    return None

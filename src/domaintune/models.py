@@ -1,23 +1,32 @@
-"""Load base models and tokenizers; attach, save and merge adapters; import GGUF checkpoints.
+"""Load base models and tokenizers; load what a stage trained (`load_trained`); attach, save and
+merge adapters; import GGUF checkpoints.
 
 Safety defaults: `trust_remote_code` is off and only safetensors weights load unless the
-config says `allow_pickle: true` (a pickled *.bin checkpoint can run arbitrary code).
+config says `allow_pickle: true` (a pickled *.bin checkpoint can run arbitrary code). A checkpoint
+that lacks weights its architecture needs is refused (they would silently start random).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from domaintune import hub
 from domaintune.config import AdapterConfig, ModelConfig
 from domaintune.errors import ModelError
-
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-ADAPTER_CONFIG = "adapter_config.json"
+from domaintune.extras import require
+from domaintune.model_meta import (  # noqa: F401 - ADAPTER_CONFIG, TrainedMeta, is_adapter_dir: part of this API
+    ADAPTER_CONFIG,
+    TrainedMeta,
+    describe_folder,
+    is_adapter_dir,
+    meta_of,
+)
 
 
 @contextmanager
@@ -50,12 +59,28 @@ def _source(cfg: ModelConfig) -> tuple[str, str | None]:
     return cfg.base, cfg.gguf_file
 
 
+def hub_revision(cfg: ModelConfig) -> hub.HubRevision | None:
+    """The commit a hub-id base resolves to now (None for a local folder or file)."""
+    base, _ = _source(cfg)
+    return hub.resolve(base, cfg.revision) if hub.is_hub_id(base) else None
+
+
+def revision_record(cfg: ModelConfig) -> dict | None:
+    """For a manifest: the hub commit a hub-id base resolved to (sha null, with the reason, when it
+    could not be resolved); None for a local base."""
+    pinned = hub_revision(cfg)
+    return pinned.to_dict() if pinned else None
+
+
 def _common_kwargs(cfg: ModelConfig) -> dict[str, Any]:
     base, gguf = _source(cfg)
     kw: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
-    if cfg.revision:
-        kw["revision"] = cfg.revision
+    pinned = hub_revision(cfg)
+    revision = pinned.sha if pinned and pinned.sha else cfg.revision  # load the commit the manifest records
+    if revision:
+        kw["revision"] = revision
     if gguf:
+        require("gguf", "gguf", f"a GGUF model ({gguf})")  # transformers reads GGUF through it
         kw["gguf_file"] = gguf
     return kw
 
@@ -98,22 +123,39 @@ def _strip_gguf_quantizer(model) -> None:
     model.is_quantized = False
 
 
-def load_model(cfg: ModelConfig, device: str = "cpu", quantize_4bit: bool = False, extend: bool = True):
-    """Load the base causal LM described by `cfg` onto `device` (with `cfg.new_tokens` added
-    unless `extend` is False)."""
-    import torch
+def _checked_from_pretrained(source: str, what: str, **kw):
+    """AutoModelForCausalLM.from_pretrained, refusing a checkpoint that lacks weights its architecture
+    needs: transformers would initialise them at random and only log it (e.g. a `model.base` whose
+    config.json names another architecture than its weights, or a truncated export)."""
     from transformers import AutoModelForCausalLM
+
+    model, info = AutoModelForCausalLM.from_pretrained(source, output_loading_info=True, **kw)
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ModelError(f"{what} lacks {len(missing)} weight(s) that its architecture "
+                         f"({type(model).__name__}) needs: {shown}. Loading it would leave them random. "
+                         f"Check that the folder is a complete checkpoint and that its config.json matches "
+                         f"its weights (re-download, re-export or re-import it)")
+    return model
+
+
+def load_model(cfg: ModelConfig, device: str = "cpu", quantize_4bit: bool = False, extend: bool = True,
+               method_key: str = "train.method"):
+    """Load the base causal LM described by `cfg` onto `device` (with `cfg.new_tokens` added
+    unless `extend` is False). `method_key`: the config key that asked for 4-bit (named in errors)."""
+    import torch
 
     base, gguf = _source(cfg)
     kw = _common_kwargs(cfg)
-    kw["dtype"] = getattr(torch, DTYPES[cfg.dtype])
+    kw["dtype"] = getattr(torch, cfg.dtype)
     kw["attn_implementation"] = cfg.attn_implementation
     if not gguf:
         kw["use_safetensors"] = None if cfg.allow_pickle else True
     if quantize_4bit:
-        kw.update(_bnb_4bit_kwargs(kw["dtype"]))
+        kw.update(_bnb_4bit_kwargs(kw["dtype"], method_key))
     try:
-        model = AutoModelForCausalLM.from_pretrained(base, **kw)
+        model = _checked_from_pretrained(base, f"model.base='{cfg.base}'", **kw)
     except (OSError, ValueError) as exc:
         hint = ("" if cfg.allow_pickle else
                 " If the checkpoint only has pickled *.bin weights, convert it to safetensors or set "
@@ -126,13 +168,13 @@ def load_model(cfg: ModelConfig, device: str = "cpu", quantize_4bit: bool = Fals
     return model if quantize_4bit else model.to(device)
 
 
-def _bnb_4bit_kwargs(compute_dtype) -> dict[str, Any]:
+def _bnb_4bit_kwargs(compute_dtype, method_key: str) -> dict[str, Any]:
     """QLoRA: NF4 weights with double quantization (bitsandbytes, CUDA only)."""
     import torch
     from transformers import BitsAndBytesConfig
 
     if not torch.cuda.is_available():
-        raise ModelError("train.method 'qlora' needs a CUDA GPU (bitsandbytes 4-bit); use 'lora' on CPU")
+        raise ModelError(f"{method_key} 'qlora' needs a CUDA GPU (bitsandbytes 4-bit); use 'lora' on CPU")
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                              bnb_4bit_compute_dtype=torch.bfloat16 if compute_dtype == torch.float32
                              else compute_dtype)
@@ -148,9 +190,10 @@ def build_peft_config(adapter: AdapterConfig):
 
 
 def prepare_for_training(model, method: str, adapter: AdapterConfig,
-                         train_embeddings: bool = False):
+                         train_embeddings: bool = False, activation_checkpointing: bool = False):
     """Attach a LoRA adapter (lora/qlora) or make every weight trainable (full).
 
+    `activation_checkpointing` (the section's setting) recomputes activations in the backward pass.
     `train_embeddings` (train.train_embeddings) also trains the input embeddings and lm_head in
     full next to the adapter, as peft `modules_to_save`: needed for new tokens (model.new_tokens),
     whose rows LoRA cannot reach. `full` trains them anyway.
@@ -158,13 +201,16 @@ def prepare_for_training(model, method: str, adapter: AdapterConfig,
     if method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
-        return model
+        return _checkpoint_activations(model) if activation_checkpointing else model
     from dataclasses import replace
 
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if method == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=activation_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif activation_checkpointing:
+        model = _checkpoint_activations(model)
     peft_config = build_peft_config(adapter)
     if train_embeddings:
         # Tied embeddings (one matrix for input and lm_head): with ensure_weight_tying, peft keeps
@@ -179,6 +225,17 @@ def prepare_for_training(model, method: str, adapter: AdapterConfig,
         extra = {"ensure_weight_tying": True} if can_tie else {}
         peft_config = replace(peft_config, modules_to_save=names, **extra)
     return get_peft_model(model, peft_config)
+
+
+def _checkpoint_activations(model):
+    """Non-reentrant checkpointing: gradients still reach an adapter whose inputs come from frozen
+    embeddings (the reentrant variant would need enable_input_require_grads). transformers >= 5
+    renamed the method and warns on the old name."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
 
 
 def prepare_prefix_tuning(model, num_virtual_tokens: int):
@@ -213,28 +270,90 @@ def save_trained(model, tokenizer, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def is_adapter_dir(path: Path) -> bool:
-    return (Path(path) / ADAPTER_CONFIG).is_file()
+# --------------------------------------------------------------------------- trained models
+class TrainedModel(NamedTuple):
+    model: Any
+    tokenizer: Any
+    meta: TrainedMeta
 
 
-def load_trained(base_cfg: ModelConfig, trained_dir: Path, device: str = "cpu"):
-    """Load what a training stage saved: base + adapter, or a full model folder."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_trained(path: str | Path, legacy_dir: str | Path | None = None, *, base: ModelConfig | None = None,
+                 device: str = "cpu") -> TrainedModel:
+    """Load a model folder that a stage trained or exported, with the tokenizer saved with it.
 
-    trained_dir = Path(trained_dir)
-    if is_adapter_dir(trained_dir):
+    `path` is any of: a full model folder (config.json + safetensors: full fine-tune, merged LoRA,
+    `domaintune export` merged, `domaintune models import-gguf`), or an adapter folder (peft
+    adapter_config.json: LoRA / prefix) that is loaded onto its base model. The base is `base` if
+    given, else the model section recorded in the folder's domaintune_export.json or in the stage
+    manifest that lists the folder as its `model` output, else adapter_config.json's
+    base_model_name_or_path.
+
+    The tokenizer, and with it the chat template training used (e.g. `sft.template`), is the one
+    saved in the folder; only when none was saved is the base's taken (`meta.tokenizer_from` and
+    `meta.template_from` say which). Weights load from safetensors only; `trust_remote_code` is
+    off unless the base's model section turns it on. A folder lacking weights its architecture
+    needs raises ModelError. Returns (model on `device`, tokenizer with a pad token, TrainedMeta).
+
+    (`load_trained(base_cfg, dir)`, the old form returning only the model, still works until the
+    training stages switch; it warns.)
+    """
+    if isinstance(path, ModelConfig):
+        warnings.warn("models.load_trained(base_cfg, dir) is deprecated: use load_trained(dir, base=base_cfg).model",
+                      DeprecationWarning, stacklevel=2)
+        return load_trained(legacy_dir, base=path, device=device).model
+    path = Path(path)
+    folder = describe_folder(path, base)
+    tokenizer, tokenizer_from, template_from = _trained_tokenizer(path, folder.base)
+    model = _trained_weights(path, folder.kind, folder.base, tokenizer, device)
+    return TrainedModel(model, tokenizer, meta_of(path, folder, tokenizer_from, template_from))
+
+
+def _trained_tokenizer(path: Path, base_cfg: ModelConfig | None) -> tuple[Any, str, str]:
+    """(tokenizer, where it came from, where its chat template came from)."""
+    from transformers import AutoTokenizer
+
+    trust = bool(base_cfg and base_cfg.trust_remote_code)
+    if (path / "tokenizer_config.json").is_file():
+        try:
+            tok, tok_from = AutoTokenizer.from_pretrained(path, trust_remote_code=trust), "saved"
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load the tokenizer saved in {path}: {exc}") from exc
+    elif base_cfg is not None:
+        tok, tok_from = load_tokenizer(base_cfg), "base"
+    else:
+        raise ModelError(f"{path} has no tokenizer saved with it and names no base model to take one from; "
+                         f"save the tokenizer into the folder (tokenizer.save_pretrained)")
+    if tok.pad_token is None:  # causal LMs often ship without one; padding is always masked anyway
+        tok.pad_token = tok.eos_token
+    template_from = tok_from if tok.chat_template else "none"
+    if template_from == "none" and tok_from == "saved" and base_cfg is not None:
+        base_template = load_tokenizer(base_cfg, extend=False).chat_template
+        if base_template:
+            tok.chat_template, template_from = base_template, "base"
+    return tok, tok_from, template_from
+
+
+def _trained_weights(path: Path, kind: str, base_cfg: ModelConfig | None, tokenizer, device: str):
+    if kind == "adapter":
         from peft import PeftModel
 
-        base = load_model(base_cfg, device=device)
-        # Trained with new domain tokens (model.new_tokens), the adapter holds embedding rows the
-        # base lacks: grow the base to the saved tokenizer first or the weights cannot fit. The new
-        # rows' values come from the adapter file, so the base's init for them does not matter.
-        if (trained_dir / "tokenizer_config.json").is_file():
-            vocab = len(AutoTokenizer.from_pretrained(trained_dir))
-            if vocab > base.get_input_embeddings().num_embeddings:
-                base.resize_token_embeddings(vocab, mean_resizing=False)
-        return PeftModel.from_pretrained(base, trained_dir).to(device)
-    return AutoModelForCausalLM.from_pretrained(trained_dir, use_safetensors=True).to(device)
+        model = load_model(base_cfg, device=device)
+        # Trained with new domain tokens (model.new_tokens), the adapter holds embedding rows the base
+        # lacks: grow the base to the saved tokenizer first or the weights cannot fit. The new rows'
+        # values come from the adapter file, so the base's init for them does not matter.
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        try:
+            return PeftModel.from_pretrained(model, path).to(device)
+        except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: weights that do not fit the base
+            raise ModelError(f"cannot load the adapter in {path} onto {base_cfg.base}: {exc}") from exc
+    trust = bool(base_cfg and base_cfg.trust_remote_code)
+    try:
+        model = _checked_from_pretrained(str(path), f"the trained model in {path}", use_safetensors=True,
+                                         trust_remote_code=trust)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the model in {path}: {exc} (weights load from safetensors only)") from exc
+    return model.to(device)
 
 
 def merge_and_save(model, tokenizer, out_dir: Path, dtype: str = "float32") -> Path:
@@ -243,7 +362,7 @@ def merge_and_save(model, tokenizer, out_dir: Path, dtype: str = "float32") -> P
 
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    model = model.to(getattr(torch, DTYPES[dtype]))
+    model = model.to(getattr(torch, dtype))
     save_trained(model, tokenizer, out_dir)
     return out_dir
 
@@ -257,15 +376,16 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, verify: bool = True,
     safetensors folder then loads in seconds with identical logits.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     if not gguf_path.is_file():
         raise ModelError(f"GGUF file not found: {gguf_path}")
+    require("gguf", "gguf", "domaintune models import-gguf")  # transformers reads GGUF through it
     kw = {"gguf_file": gguf_path.name}
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kw)
+        model = _checked_from_pretrained(str(gguf_path.parent), f"GGUF {gguf_path}", dtype=torch.float32, **kw)
     except Exception as exc:  # a corrupt file fails in many ways: struct.error, OverflowError, bare Exception
         raise ModelError(f"cannot read GGUF {gguf_path}: {type(exc).__name__}: {exc}") from exc
     _strip_gguf_quantizer(model)
@@ -300,8 +420,10 @@ def _verify_logits(model, tokenizer, saved_dir: Path, atol: float) -> float:
 
 
 def model_inputs(cfg: ModelConfig) -> list[str]:
-    """What to fingerprint for a model: its local file/folder (hub ids are named in the config)."""
+    """What to fingerprint for a model: its local file/folder, or for a hub id the commit it resolved
+    to (`hf://org/name@sha`; nothing when unresolved: the id and revision are in the config)."""
     base, gguf = _source(cfg)
     if Path(base).exists():
         return [str(Path(base) / gguf) if gguf else base]
-    return []
+    pinned = hub_revision(cfg)
+    return [f"hf://{pinned.repo_id}@{pinned.sha}"] if pinned and pinned.sha else []

@@ -16,8 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from domaintune import __version__, codegraph
+from domaintune import __version__, codegraph, models
 from domaintune.artifacts import (
+    FileHashCache,
     RunDir,
     StageResult,
     fingerprint_path,
@@ -41,23 +42,18 @@ class StageSpec:
     upstream: tuple[str, ...] = ()
     help: str = ""
     distributed: bool = False  # may run under torchrun / accelerate launch on several processes
-    # Whether the run's config switches the stage on (None: always). A stage that is off is not run,
-    # and stages downstream of it do not depend on it.
+    # Whether the run's config switches the stage on (None: the config's own table,
+    # `Config.stage_enabled`). A stage that is off is not run, and stages downstream of it do not
+    # depend on it.
     when: Callable[[Config], bool] | None = None
-    # Dotted keys inside `sections` that cannot change the result (logging, restart policy): editing
-    # them does not re-run the stage.
-    volatile: tuple[str, ...] = ()
 
     def enabled(self, cfg: Config) -> bool:
-        return self.when is None or self.when(cfg)
+        return cfg.stage_enabled(self.name) if self.when is None else self.when(cfg)
 
 
 # In `upstream`, this stands for "the model this stage starts from": the previous enabled model
 # stage (train -> sft -> align), see Config.previous_model_stage.
 MODEL = "@model"
-
-
-DISTRIBUTED = ("train",)
 
 
 @dataclass
@@ -91,33 +87,21 @@ def resolve_upstream(spec: StageSpec, cfg: Config, enabled: set[str] | None = No
 
 def fingerprint_details(spec: StageSpec, cfg: Config, run_dir: RunDir, module: Any,
                         enabled: set[str] | None = None) -> dict[str, Any]:
-    dumped = cfg.model_dump(mode="json")
     upstream = {u: run_dir.require(u, by=spec.name)["fingerprint"]
                 for u in resolve_upstream(spec, cfg, enabled)}
     inputs_fn = getattr(module, "inputs", None)
-    inputs = {str(p): fingerprint_path(p) for p in (inputs_fn(cfg) if inputs_fn else [])}
+    # Named relative to the config file's folder and hashed by content: a moved or cloned project
+    # keeps its fingerprints (only what it holds decides them).
+    hashes = FileHashCache(run_dir.root / "cache" / "file_hashes.json")
+    inputs = {cfg.relative(p): fingerprint_path(p, hashes) for p in (inputs_fn(cfg) if inputs_fn else [])}
+    hashes.save()
     return {
-        "config": _without(spec.volatile, {key: dumped[key] for key in spec.sections}),
+        "config": {key: cfg.result_section(key) for key in spec.sections},
         "upstream": upstream,
         "inputs": inputs,
         "domaintune": __version__,
         "code": _code_fingerprint(module),
     }
-
-
-def _without(keys: tuple[str, ...], config: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `config` without the dotted `keys`."""
-    import copy
-
-    config = copy.deepcopy(config)
-    for key in keys:
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return config
 
 
 def _code_fingerprint(module: Any) -> str:
@@ -163,7 +147,7 @@ def run_stage(spec: StageSpec, cfg: Config, run_dir: RunDir, force: bool = False
               enabled: set[str] | None = None) -> StageOutcome:
     if world_size() > 1 and not spec.distributed:
         raise StageError(f"stage '{spec.name}' runs in one process; run it without torchrun/accelerate "
-                         f"launch first (only {', '.join(DISTRIBUTED)} can be launched on several processes)")
+                         f"launch first (only the training stages can be launched on several processes)")
     module = import_target(spec.target)
     details = fingerprint_details(spec, cfg, run_dir, module, enabled)
     fp = stable_hash(details)
@@ -189,6 +173,7 @@ def run_stage(spec: StageSpec, cfg: Config, run_dir: RunDir, force: bool = False
         "summary": result.summary,
         "versions": package_versions(),
         "git_sha": git_sha(),
+        "base_revision": models.revision_record(cfg.model) if "model" in spec.sections else None,
         "started_at": started.isoformat(),
         "wall_time_s": round(wall, 3),
     }

@@ -1,9 +1,10 @@
 """`--supervise`: run a domaintune command as a child process and restart it when it crashes.
 
-The child resumes by itself (``train.resume: auto`` picks the newest intact checkpoint), so the
+The child resumes by itself (``resume: auto`` picks the newest intact checkpoint), so the
 supervisor only decides *whether* and *when* to start it again, kills it when it hangs (no step
-finished for ``train.hang_timeout_s``, read from the heartbeat the training loop writes after every
-step), and records every crash in ``<run>/train/restarts.json`` for the train manifest.
+finished for ``hang_timeout_s``, read from the heartbeat every training stage writes after every
+step, `RunDir.heartbeat_path(stage)`), and records every crash in the restart log of the stage that
+was training (`RunDir.restarts(stage)`, e.g. ``<run>/sft/restarts.json``) for that stage's manifest.
 
 Not retried: exit code 2 (user/config error), 3 (evaluation gate failed) and 4 (training stopped on
 purpose by its NaN/bad-step policy): restarting reproduces them. Everything else — other exit codes,
@@ -13,21 +14,20 @@ death by a signal (OOM killer, SIGKILL), a hang — is retried with exponential 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from domaintune.artifacts import atomic_write_json
+from domaintune.artifacts import RunDir
 from domaintune.config import Config
 from domaintune.console import console
 
-RESTARTS = "restarts.json"
-HEARTBEAT = "heartbeat.json"  # written by train.reporting.StepReporter (not imported: layering)
+SETTINGS = "runtime.supervise"  # the config section holding max_restarts, restart_backoff_s, hang_timeout_s
 NO_RETRY = {2: "configuration or input error", 3: "evaluation gate failed", 4: "training stopped by its guard"}
 POLL_S = 1.0  # heartbeat checks; the watchdog needs no finer resolution than a second
 KILL_GRACE_S = 10.0
@@ -49,22 +49,11 @@ def describe_exit(returncode: int, hung: bool = False) -> str:
     return f"exit code {returncode}"
 
 
-def read_heartbeat(train_dir: Path) -> dict[str, Any] | None:
-    try:
-        beat = json.loads((train_dir / HEARTBEAT).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # absent, or (never, given atomic writes) unreadable
-    return beat if isinstance(beat, dict) and "time" in beat else None
-
-
-def beat_since(train_dir: Path, since: float) -> dict[str, Any] | None:
-    """The newest heartbeat written by the current attempt (an older one belongs to a dead child):
-    the train stage's, or another training stage's of the same run (align writes one per phase,
-    e.g. align/dpo/heartbeat.json)."""
-    run = Path(train_dir).parent
-    dirs = {Path(train_dir), *(p.parent for p in (*run.glob(f"*/{HEARTBEAT}"), *run.glob(f"*/*/{HEARTBEAT}")))}
-    beats = [b for b in map(read_heartbeat, dirs) if b is not None and float(b["time"]) >= since]
-    return max(beats, key=lambda b: float(b["time"])) if beats else None
+def beat_since(run_dir: RunDir, since: float) -> tuple[str, dict[str, Any]] | None:
+    """(stage, heartbeat) of the newest heartbeat written since `since` by any stage of the run
+    (an older one belongs to a dead child), or None."""
+    beats = [(stage, b) for stage, b in run_dir.heartbeats().items() if float(b["time"]) >= since]
+    return max(beats, key=lambda sb: float(sb[1]["time"])) if beats else None
 
 
 def restart_record(attempt: int, cause: str, started_at: float, crashed_at: float,
@@ -76,48 +65,10 @@ def restart_record(attempt: int, cause: str, started_at: float, crashed_at: floa
             "recovery_s": None}
 
 
-def load_history(train_dir: Path) -> list[dict[str, Any]]:
-    """Continue the record of an interrupted series of attempts; a finished stage's restarts are old news."""
-    path, manifest = train_dir / RESTARTS, train_dir / "manifest.json"
-    if not path.is_file() or (manifest.is_file() and manifest.stat().st_mtime >= path.stat().st_mtime):
-        return []
-    try:
-        history = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return []
-    return history if isinstance(history, list) else []
-
-
-def restarts_of_this_run(train_dir: Path) -> list[dict[str, Any]]:
-    """For the train manifest: the crashes before this (supervised) process, or [] when the process
-    was not restarted by a supervisor (a restarts.json left by an earlier series is stale)."""
-    try:
-        records = json.loads((Path(train_dir) / RESTARTS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    ok = isinstance(records, list) and records and isinstance(records[-1], dict)
-    # getppid: under `accelerate launch` the supervised child is the launcher, the ranks its children
-    return records if ok and records[-1].get("resumed_pid") in (os.getpid(), os.getppid()) else []
-
-
-def note_elastic_restart(train_dir: Path, resumed_step: int) -> dict[str, Any] | None:
-    """Under `torchrun --max-restarts N`, torchrun (not our supervisor) restarts the whole worker
-    group after a crash; rank 0 of the new group records the restart here so the train manifest
-    lists it like a supervised one. TORCHELASTIC_RESTART_COUNT is torchrun's protocol, not config."""
-    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    if attempt == 0:
-        return None
-    now = time.time()
-    beat = read_heartbeat(train_dir)  # written by the previous group's last finished step
-    history = load_history(train_dir) if attempt > 1 else []
-    record = {"attempt": attempt, "launcher": "torchrun", "cause": "worker group restarted by torchrun",
-              "last_step": beat["step"] if beat else None, "resumed_step": resumed_step, "resumed_at": now,
-              # the agent's pid: the same for every restart of this series, so the manifest knows it is current
-              "resumed_pid": os.getppid(),
-              "time_lost_s": round(now - float(beat["time"]), 3) if beat else None}
-    history.append(record)
-    atomic_write_json(train_dir / RESTARTS, history)
-    return record
+@dataclass
+class _Crash:
+    stage: str | None  # whose restart log records it (None: no training stage to blame)
+    record: dict[str, Any]
 
 
 @dataclass
@@ -125,18 +76,19 @@ class _Attempt:
     proc: subprocess.Popen
     started_at: float
     hung: bool = False
-    pending_recovery: dict[str, Any] | None = None  # the previous crash, waiting for our first step
-    history: list[dict[str, Any]] = field(default_factory=list)
+    pending_recovery: _Crash | None = None  # the previous crash, waiting for our first step
 
 
 class Supervisor:
     def __init__(self, argv: list[str], cfg: Config, run_path: Path, kill_grace_s: float = KILL_GRACE_S,
                  poll_s: float = POLL_S):
-        self.argv, self.t = list(argv), cfg.train
-        self.train_dir = Path(run_path) / "train"
-        self.final_stage = cfg.final_model_stage
+        self.argv, self.t = list(argv), cfg.runtime.supervise
+        self.run_dir = RunDir(run_path)
+        self.stages, self.final_stage = cfg.model_stages(), cfg.final_model_stage
         self.kill_grace_s, self.poll_s = kill_grace_s, poll_s
-        self.history = load_history(self.train_dir)
+        self.series = uuid.uuid4().hex[:12]  # this session's restarts, unless a stage's log continues one
+        self.logs: dict[str, tuple[str, list[dict[str, Any]]]] = {}  # stage -> (series, records)
+        self.crashes: list[_Crash] = []
         self._stopping = False
         self._child: subprocess.Popen | None = None
 
@@ -164,32 +116,62 @@ class Supervisor:
                 console.print(f"[bold red]supervise:[/] child exited with code {code} ({NO_RETRY[code]}); "
                               f"not restarting")
                 return code
-            beat = beat_since(self.train_dir, attempt.started_at)
-            record = restart_record(len(self.history) + 1, describe_exit(code, attempt.hung),
-                                    attempt.started_at, crashed_at, beat)
-            self.history.append(record)
-            self._save()
+            crash = self._record(attempt, code, crashed_at)
             if restarts >= self.t.max_restarts:
-                self._give_up(record)
+                self._give_up(crash.record)
                 return code if code > 0 else 1
             delay = backoff_delay(restarts, self.t.restart_backoff_s)
-            step = f"after step {record['last_step']}" if record["last_step"] is not None else "before any step"
-            console.print(f"[bold yellow]supervise:[/] attempt {record['attempt']} crashed ({record['cause']}) "
-                          f"{step}; restart {restarts + 1}/{self.t.max_restarts} in {delay:g}s "
-                          f"(resumes from the newest checkpoint)")
+            r = crash.record
+            step = f"after step {r['last_step']}" if r["last_step"] is not None else "before any step"
+            console.print(f"[bold yellow]supervise:[/] attempt {r['attempt']} crashed ({r['cause']}) "
+                          f"{step}{f' of {crash.stage}' if crash.stage else ''}; restart {restarts + 1}/"
+                          f"{self.t.max_restarts} in {delay:g}s (resumes from the newest checkpoint)")
             self._sleep(delay)
             if self._stopping:
                 return code if code > 0 else 1
-            restarts, pending = restarts + 1, record
+            restarts, pending = restarts + 1, crash
 
-    def _start(self, pending: dict[str, Any] | None) -> _Attempt:
+    def _record(self, attempt: _Attempt, code: int, crashed_at: float) -> _Crash:
+        """Record the crash in the restart log of the stage that was training."""
+        found = beat_since(self.run_dir, attempt.started_at)
+        stage = found[0] if found else self._blamed_stage()
+        history = self._history(stage)
+        record = restart_record(len(history) + 1, describe_exit(code, attempt.hung), attempt.started_at,
+                                crashed_at, found[1] if found else None)
+        history.append(record)
+        crash = _Crash(stage, record)
+        self.crashes.append(crash)
+        self._save(stage)
+        return crash
+
+    def _blamed_stage(self) -> str | None:
+        """No step finished in this attempt: the stage of the previous crash, else the first model
+        stage that has not finished (what the command was about to train)."""
+        if self.crashes:
+            return self.crashes[-1].stage
+        pending = [s for s in self.stages if self.run_dir.manifest(s) is None]
+        return (pending or self.stages or [None])[0]
+
+    def _history(self, stage: str | None) -> list[dict[str, Any]]:
+        if stage is None:
+            return [c.record for c in self.crashes]
+        if stage not in self.logs:  # continue the stage's unfinished series, else start this session's
+            series, records = self.run_dir.restarts(stage).open_series()
+            self.logs[stage] = (series or self.series, records)
+        return self.logs[stage][1]
+
+    def _save(self, stage: str | None) -> None:
+        if stage is not None:
+            self.run_dir.restarts(stage).write(*self.logs[stage])
+
+    def _start(self, pending: _Crash | None) -> _Attempt:
         started_at = time.time()
         # own process group: killing it kills dataloader workers and accelerate ranks too
         proc = subprocess.Popen(self.argv, start_new_session=True)
         self._child = proc
-        if pending is not None:  # resumed_pid: lets the train stage tell these records from stale ones
-            pending |= {"resumed_at": started_at, "resumed_pid": proc.pid}
-            self._save()
+        if pending is not None:  # resumed_pid: lets the stage tell these records from stale ones
+            pending.record |= {"resumed_at": started_at, "resumed_pid": proc.pid}
+            self._save(pending.stage)
         return _Attempt(proc, started_at, pending_recovery=pending)
 
     def _wait(self, attempt: _Attempt) -> int:
@@ -198,38 +180,39 @@ class Supervisor:
             try:
                 # poll fast until the first step after a crash: recovery_s is measured to that step
                 code = attempt.proc.wait(timeout=0.1 if attempt.pending_recovery else self.poll_s)
-                self._note_recovery(attempt, beat_since(self.train_dir, attempt.started_at))
+                self._note_recovery(attempt, beat_since(self.run_dir, attempt.started_at))
                 return code
             except subprocess.TimeoutExpired:
                 pass
-            beat = beat_since(self.train_dir, attempt.started_at)
-            self._note_recovery(attempt, beat)
+            found = beat_since(self.run_dir, attempt.started_at)
+            self._note_recovery(attempt, found)
             if timeout and not self._stopping and not self._training_finished(attempt.started_at):
-                last = float(beat["time"]) if beat else attempt.started_at
+                last = float(found[1]["time"]) if found else attempt.started_at
                 if time.time() - last > timeout:
                     console.print(f"[bold yellow]supervise:[/] no training step finished for {timeout:g}s "
-                                  f"(train.hang_timeout_s); killing the child")
+                                  f"({SETTINGS}.hang_timeout_s); killing the child")
                     attempt.hung = True
                     return self._kill(attempt.proc)
 
-    def _note_recovery(self, attempt: _Attempt, beat: dict[str, Any] | None) -> None:
-        if beat is None or attempt.pending_recovery is None:
+    def _note_recovery(self, attempt: _Attempt, found: tuple[str, dict[str, Any]] | None) -> None:
+        if found is None or attempt.pending_recovery is None:
             return
         crash, attempt.pending_recovery = attempt.pending_recovery, None
-        crash["recovery_s"] = round(float(beat["time"]) - crash["crashed_at"], 3)
-        self._save()
-        console.print(f"[green]supervise:[/] training resumed (step {beat['step']}) "
-                      f"{crash['recovery_s']:.1f}s after the crash")
+        beat = found[1]
+        crash.record["recovery_s"] = round(float(beat["time"]) - crash.record["crashed_at"], 3)
+        self._save(crash.stage)
+        console.print(f"[green]supervise:[/] training resumed ({found[0]} step {beat['step']}) "
+                      f"{crash.record['recovery_s']:.1f}s after the crash")
 
     def _training_finished(self, since: float) -> bool:
         """After training (e.g. `run` going on to eval/export) there are no heartbeats to expect:
-        the train stage finished and is the last model stage, or the last model stage (e.g. align)
-        wrote its manifest."""
-        marker = self.train_dir / "checkpoints" / "finished.json"
-        if self.final_stage in (None, "train"):
-            return marker.is_file() and marker.stat().st_mtime >= since
-        manifest = self.train_dir.parent / self.final_stage / "manifest.json"
-        return manifest.is_file() and manifest.stat().st_mtime >= since
+        the last model stage finished its training (its checkpoints are marked finished) or wrote
+        its manifest."""
+        if self.final_stage is None:
+            return False
+        marks = (self.run_dir.root / self.final_stage / "checkpoints" / "finished.json",
+                 self.run_dir.manifest_path(self.final_stage))
+        return any(m.is_file() and m.stat().st_mtime >= since for m in marks)
 
     def _kill(self, proc: subprocess.Popen) -> int:
         self._signal_group(proc, signal.SIGTERM)
@@ -265,28 +248,27 @@ class Supervisor:
         while not self._stopping and time.monotonic() < end:
             time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
-    def _save(self) -> None:
-        self.train_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.train_dir / RESTARTS, self.history)
-
     def _give_up(self, last: dict[str, Any]) -> None:
         from rich.table import Table
 
         console.print(f"[bold red]supervise:[/] giving up after {self.t.max_restarts} restart(s) "
-                      f"(train.max_restarts); last cause: {last['cause']}")
-        table = Table(title=f"restarts — {self.train_dir / RESTARTS}", title_justify="left")
-        for col in ("attempt", "cause", "last step", "time lost", "recovery"):
+                      f"({SETTINGS}.max_restarts); last cause: {last['cause']}")
+        logs = sorted({str(self.run_dir.restarts(c.stage).path) for c in self.crashes if c.stage})
+        table = Table(title=f"restarts — {', '.join(logs) or 'not recorded (no training stage)'}",
+                      title_justify="left")
+        for col in ("stage", "attempt", "cause", "last step", "time lost", "recovery"):
             table.add_column(col)
-        for r in self.history:
+        for c in self.crashes:
+            r = c.record
             recovery = f"{r['recovery_s']:.1f}s" if r["recovery_s"] is not None else "-"
             step = str(r["last_step"]) if r["last_step"] is not None else "-"
-            table.add_row(str(r["attempt"]), r["cause"], step, f"{r['time_lost_s']:.1f}s", recovery)
+            table.add_row(c.stage or "-", str(r["attempt"]), r["cause"], step, f"{r['time_lost_s']:.1f}s", recovery)
         console.print(table)
 
 
 def supervise(argv: list[str], cfg: Config, run_path: Path, launcher: list[str] | None = None) -> int:
     """Run `argv` (a domaintune command) as a child process, restarting it after crashes and hangs
-    per `cfg.train.max_restarts`, `restart_backoff_s` and `hang_timeout_s`. `launcher` is put in
-    front of `argv` (e.g. a fault-injecting wrapper in tests). Returns 0 once a child succeeds,
+    per `cfg.runtime.supervise` (max_restarts, restart_backoff_s, hang_timeout_s).
+    `launcher` is put in front of `argv` (e.g. a fault-injecting wrapper in tests). Returns 0 once a child succeeds,
     otherwise the last child's exit code (1 if it died by a signal)."""
     return Supervisor([*(launcher or []), *argv], cfg, run_path).run()

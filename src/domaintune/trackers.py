@@ -1,8 +1,9 @@
-"""Metric backends besides the always-on metrics.jsonl (`train.report_to`).
+"""Metric backends besides the always-on metrics.jsonl (`train.logging.report_to`, `sft.logging.report_to`).
 
 Each backend is a thin adapter over the library's public API. Backend packages are optional and
 imported only when a tracker is built; `missing_packages` checks for them without importing, so
-`domaintune validate` can report a missing backend before a run starts. A backend that fails in
+`domaintune validate` can report a missing backend, with the extra that installs it, before a run
+starts (none is in the base install: `pip install 'domaintune[tensorboard]'`). A backend that fails in
 the middle of a run is disabled by `TrackerGroup` with one warning: losing a dashboard must not
 kill a long training run, and metrics.jsonl still has every step.
 """
@@ -11,11 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import importlib.util
 import json
 import numbers
 import re
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -24,8 +23,9 @@ from rich.markup import escape
 
 from domaintune.console import console
 from domaintune.errors import ConfigError
+from domaintune.extras import available, require
 
-CONFIG_KEY = "train.report_to"
+CONFIG_KEY = "train.logging.report_to"  # the default key named in messages; callers pass the one in use
 DEFAULT_PROJECT = "domaintune"
 
 
@@ -80,6 +80,7 @@ class TensorBoardTracker:
     name = "tensorboard"
 
     def __init__(self, log_dir: Path, flush_secs: int = 10):
+        require("tensorboard", "tensorboard", f"{CONFIG_KEY}: [tensorboard]")  # torch's writer needs it
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(log_dir)
@@ -106,8 +107,7 @@ class WandbTracker:
     name = "wandb"
 
     def __init__(self, project: str, run_name: str, out_dir: Path, config: dict | None = None):
-        import wandb
-
+        wandb = require("wandb", "wandb", f"{CONFIG_KEY}: [wandb]")
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         self._run = wandb.init(project=project, name=run_name, dir=str(out_dir),
                                config=_jsonable(config) if config else None)
@@ -150,8 +150,7 @@ class MlflowTracker:
 
     def __init__(self, run_name: str, out_dir: Path, tracking_uri: str | None = None,
                  experiment: str | None = None):
-        import mlflow
-
+        mlflow = require("mlflow", "mlflow", f"{CONFIG_KEY}: [mlflow]")
         self._mlflow = mlflow
         uri = tracking_uri or (Path(out_dir) / "mlruns").resolve().as_uri()
         mlflow.set_tracking_uri(uri)
@@ -181,7 +180,8 @@ class MlflowTracker:
 
 # ---------------------------------------------------------------------------------- building
 
-# name -> (package that must be importable, factory(out_dir, run_name, project))
+# name -> (package that must be importable, factory(out_dir, run_name, project)); each package is
+# installed by the domaintune extra of the same name
 BACKENDS: dict[str, tuple[str, Callable[[Path, str, str], Tracker]]] = {
     "tensorboard": ("tensorboard", lambda out, run, _project:
                      TensorBoardTracker(out / "tensorboard")),
@@ -190,37 +190,32 @@ BACKENDS: dict[str, tuple[str, Callable[[Path, str, str], Tracker]]] = {
 }
 
 
-def _installed(package: str) -> bool:
-    if package in sys.modules:  # already imported, or blocked with sys.modules[name] = None
-        return sys.modules[package] is not None
-    return importlib.util.find_spec(package) is not None
-
-
-def missing_packages(report_to: Iterable[str]) -> list[str]:
-    """One problem line per unknown backend or backend whose package is not installed."""
+def missing_packages(report_to: Iterable[str], key: str = CONFIG_KEY) -> list[str]:
+    """One problem line per unknown backend or backend whose package is not installed (`key`: the
+    config key that named them)."""
     problems = []
     for name in dict.fromkeys(report_to):
         if name not in BACKENDS:
             close = difflib.get_close_matches(name, list(BACKENDS), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            problems.append(f"{CONFIG_KEY}: unknown backend '{name}'{hint}; "
+            problems.append(f"{key}: unknown backend '{name}'{hint}; "
                             f"choose from {', '.join(BACKENDS)}")
             continue
         package = BACKENDS[name][0]
-        if not _installed(package):
-            problems.append(f"{CONFIG_KEY}: '{name}' needs the {package} package: "
-                            f"pip install {package} (or remove '{name}' from {CONFIG_KEY})")
+        if not available(package):
+            problems.append(f"{key}: '{name}' needs the {package} package: "
+                            f"pip install 'domaintune[{name}]' (or remove '{name}' from {key})")
     return problems
 
 
 def build_trackers(report_to: list[str], out_dir: Path, run_name: str,
-                   project: str = DEFAULT_PROJECT) -> list[Tracker]:
-    """The trackers named in `train.report_to`, writing under the stage folder `out_dir`.
+                   project: str = DEFAULT_PROJECT, key: str = CONFIG_KEY) -> list[Tracker]:
+    """The trackers named in `report_to` (the config `key`), writing under the stage folder `out_dir`.
 
     `project` is the wandb project and the MLflow experiment. Raises ConfigError listing every
     unknown or uninstalled backend before any is started.
     """
-    problems = missing_packages(report_to)
+    problems = missing_packages(report_to, key)
     if problems:
         raise ConfigError(problems)
     out_dir = Path(out_dir)

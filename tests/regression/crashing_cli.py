@@ -1,6 +1,6 @@
 """Run the domaintune CLI with a fault injected: SIGKILL right after the checkpoint of a given
 step is saved ("after-save"), or in the middle of writing it ("during-save"); or just slowly
-("slow") so a test can send a signal mid-run.
+("slow": STEP milliseconds longer per step, 400 when STEP is 0) so a test can send a signal mid-run.
 
 Usage: python crashing_cli.py MODE STEP domaintune-args...
 """
@@ -41,13 +41,14 @@ elif mode == "during-save":
             os.kill(os.getpid(), signal.SIGKILL)
 
     checkpoint.save_file = _die_mid_write
-elif mode == "slow":  # STEP is ignored: every step takes 0.4 s longer, so a test can signal mid-run
+elif mode == "slow":  # every step takes STEP ms (0: 400 ms) longer, so a test can signal mid-run
     import time
 
     original = loop._maybe_save
+    delay_s = (crash_step or 400) / 1000
 
     def _slow(*a, **k):
-        time.sleep(0.4)
+        time.sleep(delay_s)
         return original(*a, **k)
 
     loop._maybe_save = _slow

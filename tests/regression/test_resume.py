@@ -114,7 +114,7 @@ def test_resume_refuses_changed_settings_and_broken_explicit_checkpoints(workdir
 
     res = _run(["train", *_args(workdir, tiny_model_dir, "changed", "train.lr=0.5")])
     text = " ".join(res.stdout.split())
-    assert res.returncode == 2 and "refusing to resume" in text and "train.lr: 0.001 -> 0.5" in text
+    assert res.returncode == 2 and "refusing to resume" in text and "train.optim.lr: 0.001 -> 0.5" in text
     res = _run(["train", *_args(workdir, tiny_model_dir, "changed", "train.lr=0.5",
                                 "train.allow_config_change=true")])
     text = " ".join(res.stdout.split())

@@ -44,4 +44,4 @@ def test_qlora_is_refused_on_cpu_with_a_clear_message(tmp_path, tiny_model_dir):
     out = _invoke("validate", str(EXAMPLE), *_overrides(tiny_model_dir, tmp_path), "sft.method=qlora", code=2).output
     assert "sft.method: 'qlora'" in out and "CUDA GPU" in out and "'lora'" in out
     if importlib.util.find_spec("bitsandbytes") is None:  # printed as text, not eaten as rich markup
-        assert "pip install 'domaintune[gpu]'" in " ".join(out.split())
+        assert "pip install 'domaintune[qlora]'" in " ".join(out.split())

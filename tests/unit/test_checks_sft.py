@@ -41,7 +41,7 @@ def test_prefix_needs_an_adapter_export(tmp_path, tiny_model_dir):
 @pytest.mark.parametrize(("sft", "message"), [
     ({"method": "auto"}, "auto.target"),
     ({"method": "auto", "auto": {"target": 1.0}, "val_fraction": 0}, "val_fraction > 0"),
-    ({"max_restarts": 2}, "set train.max_restarts"),
+    ({"max_restarts": 2}, "set runtime.supervise.max_restarts"),
     ({"method": "prefix", "packing": True}, "packing: false"),
 ])
 def test_schema_rejects_inconsistent_sft_settings(tmp_path, tiny_model_dir, sft, message):

@@ -36,7 +36,7 @@ def test_unknown_keys_are_all_reported_with_suggestions(tmp_path):
         load_config(write(tmp_path, text))
     problems = err.value.problems
     assert "mix.seqlen: unknown key (did you mean 'seq_len'?)" in problems
-    assert "train.batchsize: unknown key (did you mean 'batch_size'?)" in problems
+    assert "train.batchsize: unknown key (did you mean 'batch.batch_size'?)" in problems
 
 
 def test_nested_list_paths_and_wrong_types(tmp_path):
@@ -50,7 +50,7 @@ def test_nested_list_paths_and_wrong_types(tmp_path):
 
 def test_overrides_apply_before_validation(tmp_path):
     cfg = load_config(write(tmp_path, BASE), ["train.lr=1e-3", "mix.tokens=2M", "train.adapter.r=4"])
-    assert cfg.train.lr == 1e-3 and cfg.mix.tokens == 2_000_000 and cfg.train.adapter.r == 4
+    assert cfg.train.optim.lr == 1e-3 and cfg.mix.tokens == 2_000_000 and cfg.train.adapter.r == 4
     with pytest.raises(ConfigError, match="train.lrr: unknown key"):
         load_config(write(tmp_path, BASE), ["train.lrr=1"])
     with pytest.raises(ConfigError, match="not key.path=value"):

@@ -251,7 +251,7 @@ def test_adapter_save_load_merge_round_trip(cfg, tokenizer, probe_ids, reference
     assert (adapter_dir / "tokenizer.json").is_file()
     assert not list(adapter_dir.glob("*.bin"))
 
-    reloaded = load_trained(cfg, adapter_dir)
+    reloaded = load_trained(adapter_dir, base=cfg).model
     assert max_diff(logits_of(reloaded, probe_ids), adapted) <= 1e-5
 
     merged_dir = merge_and_save(model, tokenizer, tmp_path / "merged")
@@ -266,7 +266,7 @@ def test_adapter_save_load_merge_round_trip(cfg, tokenizer, probe_ids, reference
     assert not any("lora_" in n for n, _ in plain.named_parameters())
     assert max_diff(logits_of(plain, probe_ids), adapted) <= 1e-4
     # load_trained on a full (non-adapter) folder returns the plain model
-    assert max_diff(logits_of(load_trained(cfg, merged_dir), probe_ids), adapted) <= 1e-4
+    assert max_diff(logits_of(load_trained(merged_dir, base=cfg).model, probe_ids), adapted) <= 1e-4
 
 
 def test_is_adapter_dir(tiny_model_dir, tmp_path):
@@ -280,7 +280,7 @@ def test_save_full_model_round_trip(cfg, tokenizer, probe_ids, reference_logits,
     model = prepare_for_training(load_model(cfg), "full", AdapterConfig())
     save_trained(model, tokenizer, tmp_path / "full")
     assert not is_adapter_dir(tmp_path / "full")
-    assert max_diff(logits_of(load_trained(cfg, tmp_path / "full"), probe_ids), reference_logits) == 0.0
+    assert max_diff(logits_of(load_trained(tmp_path / "full", base=cfg).model, probe_ids), reference_logits) == 0.0
 
 
 # --------------------------------------------------------------------------- devices

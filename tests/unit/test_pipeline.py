@@ -14,26 +14,31 @@ from domaintune.pipeline import StageSpec, run_pipeline
 CALLS: list[str] = []
 
 
-def _fake_stage(name: str, upstream: str | None):
-    mod = types.ModuleType(f"fake_{name}")
+@pytest.fixture()
+def fake_stage(monkeypatch):
+    """StageSpec factory; each spec's module is a fake registered in sys.modules for this test only."""
+    def make(name: str, upstream: str | None) -> StageSpec:
+        mod = types.ModuleType(f"fake_{name}")
 
-    def run(cfg, run_dir):
-        CALLS.append(name)
-        out = run_dir.stage_dir(name) / "out.txt"
-        prev = (run_dir.root / upstream / "out.txt").read_text() if upstream else ""
-        out.write_text(prev + f"{name}:{cfg.train.lr};")
-        return StageResult(outputs={"out": "out.txt"}, metrics={"n": 1}, summary=name)
+        def run(cfg, run_dir):
+            CALLS.append(name)
+            out = run_dir.stage_dir(name) / "out.txt"
+            prev = (run_dir.root / upstream / "out.txt").read_text() if upstream else ""
+            out.write_text(prev + f"{name}:{cfg.train.optim.lr};")
+            return StageResult(outputs={"out": "out.txt"}, metrics={"n": 1}, summary=name)
 
-    mod.run = run
-    sys.modules[mod.__name__] = mod
-    return StageSpec(name, mod.__name__, (name if name in ("data", "train") else "eval",),
-                     (upstream,) if upstream else ())
+        mod.run = run
+        monkeypatch.setitem(sys.modules, mod.__name__, mod)
+        return StageSpec(name, mod.__name__, (name if name in ("data", "train") else "eval",),
+                         (upstream,) if upstream else ())
+
+    return make
 
 
 @pytest.fixture()
-def specs():
+def specs(fake_stage):
     CALLS.clear()
-    return [_fake_stage("data", None), _fake_stage("train", "data"), _fake_stage("eval", "train")]
+    return [fake_stage("data", None), fake_stage("train", "data"), fake_stage("eval", "train")]
 
 
 @pytest.fixture()
@@ -113,42 +118,41 @@ def test_manifest_write_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]  # no temp file left behind
 
 
-def _model_specs():
+def _model_specs(fake_stage):
     CALLS.clear()
     from domaintune.pipeline import MODEL
 
     def stage(name, upstream, when=None):
-        spec = _fake_stage(name, None)
+        spec = fake_stage(name, None)
         return StageSpec(spec.name, spec.target, spec.sections, upstream, when=when)
 
     return [stage("data", ()), stage("train", ("data",), lambda c: c.mix is not None),
             stage("eval", ("data", MODEL), lambda c: c.final_model_stage is not None)]
 
 
-def test_switched_off_stage_is_skipped_and_dropped_from_downstream(tmp_path):
+def test_switched_off_stage_is_skipped_and_dropped_from_downstream(tmp_path, fake_stage):
     (tmp_path / "docs").mkdir()
     p = tmp_path / "cfg.yaml"
     p.write_text("name: t\nmodel: {base: org/m}\ndata: {sources: [{path: docs, stream: s}]}\n")
     cfg = load_config(p)
-    outcomes = run_pipeline(cfg, _model_specs())
+    outcomes = run_pipeline(cfg, _model_specs(fake_stage))
     assert [o.status for o in outcomes] == ["ran", "off", "off"]  # no model stage: nothing to evaluate
     with pytest.raises(StageError, match="switched off"):
-        run_pipeline(cfg, _model_specs(), ["train"])
+        run_pipeline(cfg, _model_specs(fake_stage), ["train"])
 
 
-def test_model_upstream_follows_the_last_model_stage(cfg_path):
+def test_model_upstream_follows_the_last_model_stage(cfg_path, fake_stage):
     cfg = load_config(cfg_path)
     assert cfg.model_stages() == ["train"] and cfg.final_model_stage == "train"
     assert cfg.previous_model_stage("train") is None  # CPT starts from the base model
     assert cfg.previous_model_stage("eval") == "train"
-    run_pipeline(cfg, _model_specs())
+    run_pipeline(cfg, _model_specs(fake_stage))
     assert RunDir(cfg.run_path).manifest("eval")["upstream"].keys() == {"data", "train"}
 
 
-def test_volatile_keys_do_not_rerun_a_stage(cfg_path):
-    spec = _fake_stage("train", None)
-    spec = StageSpec(spec.name, spec.target, spec.sections, volatile=("train.max_restarts", "train.log_every"))
+def test_volatile_keys_do_not_rerun_a_stage(cfg_path, fake_stage):
+    spec = fake_stage("train", None)
     run_pipeline(load_config(cfg_path), [spec])
-    assert [o.status for o in run_pipeline(load_config(cfg_path, ["train.max_restarts=9", "train.log_every=1"]),
-                                           [spec])] == ["skipped"]
+    volatile = ["runtime.supervise.max_restarts=9", "train.logging.log_every=1", "train.checkpoint.keep_last=5"]
+    assert [o.status for o in run_pipeline(load_config(cfg_path, volatile), [spec])] == ["skipped"]
     assert [o.status for o in run_pipeline(load_config(cfg_path, ["train.lr=0.5"]), [spec])] == ["ran"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -183,16 +184,16 @@ def test_build_trackers_maps_names_to_backends(fake_wandb, fake_mlflow, tmp_path
 
 def test_missing_package_raises_config_error_with_pip_command(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import of wandb now fails
-    real_find_spec = tr.importlib.util.find_spec
+    real_find_spec = importlib.util.find_spec
     monkeypatch.delitem(sys.modules, "mlflow", raising=False)
-    monkeypatch.setattr(tr.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "mlflow" else real_find_spec(name, *a))
     with pytest.raises(ConfigError) as err:
         tr.build_trackers(["wandb", "mlflow"], tmp_path, "run-1")
     problems = err.value.problems
     assert len(problems) == 2
-    assert all("train.report_to" in p for p in problems)
-    assert "pip install wandb" in problems[0] and "pip install mlflow" in problems[1]
+    assert all("train.logging.report_to" in p for p in problems)
+    assert "pip install 'domaintune[wandb]'" in problems[0] and "pip install 'domaintune[mlflow]'" in problems[1]
     assert not any(tmp_path.iterdir())  # nothing started
 
 
@@ -200,13 +201,15 @@ def test_unknown_backend_is_a_config_error_with_suggestion(tmp_path):
     with pytest.raises(ConfigError) as err:
         tr.build_trackers(["tensorbord"], tmp_path, "run-1")
     (problem,) = err.value.problems
-    assert "train.report_to" in problem and "'tensorboard'" in problem
+    assert "train.logging.report_to" in problem and "'tensorboard'" in problem
+    with pytest.raises(ConfigError, match=r"sft\.logging\.report_to: unknown backend"):  # the section in use
+        tr.build_trackers(["tensorbord"], tmp_path, "run-1", key="sft.logging.report_to")
 
 
 def test_missing_packages_does_not_import(monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)
     monkeypatch.delitem(sys.modules, "mlflow", raising=False)
-    monkeypatch.setattr(tr.importlib.util, "find_spec", lambda name, *a: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     problems = tr.missing_packages(["wandb", "mlflow"])
     assert len(problems) == 2 and "mlflow" not in sys.modules
 

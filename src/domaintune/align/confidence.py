@@ -12,9 +12,13 @@ those K samples gives a confidence interval of the pair's mean margin:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+
+from domaintune.artifacts import atomic_write_text
 
 KEEP, UNCERTAIN, REVERSED = "keep", "uncertain", "reversed"
 
@@ -67,3 +71,15 @@ def filter_pairs(samples: torch.Tensor, level: float, drop_reversed: bool = True
             decisions.append(UNCERTAIN)
     counts = {d: decisions.count(d) for d in (KEEP, UNCERTAIN, REVERSED)}
     return FilterResult(decisions, samples.float().mean(dim=1).tolist(), low.tolist(), high.tolist(), counts)
+
+
+def write_filter_report(path: Path, pairs, report: FilterResult) -> Path:
+    """One line per scored pair: where it came from, the decision and the margin interval."""
+    lines = []
+    for p, decision, mean, lo, hi in zip(pairs, report.decisions, report.mean_margin, report.low, report.high):
+        question = next((m["content"] for m in reversed(p.prompt) if m["role"] == "user"), "")
+        lines.append(json.dumps({"source": p.source, "line": p.line, "decision": decision,
+                                 "margin": round(mean, 5), "interval": [round(lo, 5), round(hi, 5)],
+                                 "prompt": question[:120]}, ensure_ascii=False))
+    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+    return path

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from domaintune.training.trainer_bridge import no_activation_checkpointing, without_log_printer
+from domaintune.extras import require
+from domaintune.training.hf_trainer import activation_checkpointing, precision_args, without_log_printer
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class DPOSettings:
     eval_every: int | None
     seed: int
     use_cpu: bool
+    precision: str = "fp32"  # align.precision
+    activation_checkpointing: bool = False  # align.activation_checkpointing
 
 
 def loss_mix(sft_weight: float) -> dict[str, Any]:
@@ -40,7 +43,7 @@ def loss_mix(sft_weight: float) -> dict[str, Any]:
 
 
 def dpo_args(s: DPOSettings, output_dir, checkpoint_args: dict[str, Any], has_eval: bool):
-    from trl import DPOConfig
+    DPOConfig = require("trl", "align", "the align stage (DPO)").DPOConfig
 
     steps = {"max_steps": s.max_steps} if s.max_steps else {"num_train_epochs": s.epochs}
     evals = ({"eval_strategy": "steps", "eval_steps": s.eval_every} if has_eval and s.eval_every
@@ -48,9 +51,10 @@ def dpo_args(s: DPOSettings, output_dir, checkpoint_args: dict[str, Any], has_ev
     return DPOConfig(output_dir=str(output_dir), beta=s.beta, learning_rate=s.lr,
                      per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=s.batch_size,
                      gradient_accumulation_steps=s.grad_accum, max_length=s.max_len, seed=s.seed,
-                     bf16=False, fp16=False, use_cpu=s.use_cpu, padding_free=False,
+                     use_cpu=s.use_cpu, padding_free=False, **precision_args(s.precision),
                      report_to=[], logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
-                     **no_activation_checkpointing(), **loss_mix(s.sft_weight), **steps, **evals, **checkpoint_args)
+                     **activation_checkpointing(s.activation_checkpointing), **loss_mix(s.sft_weight), **steps,
+                     **evals, **checkpoint_args)
 
 
 def build_dpo_trainer(model, tokenizer, train_rows: list[dict], val_rows: list[dict], s: DPOSettings, output_dir,
@@ -58,7 +62,7 @@ def build_dpo_trainer(model, tokenizer, train_rows: list[dict], val_rows: list[d
     """`peft_config` (LoRA/QLoRA): reference = the same model with the adapter disabled.
     Otherwise (full) pass a frozen `ref_model`."""
     from datasets import Dataset
-    from trl import DPOTrainer
+    DPOTrainer = require("trl", "align", "the align stage (DPO)").DPOTrainer
 
     eval_dataset = Dataset.from_list(val_rows) if val_rows else None
     args = dpo_args(s, output_dir, checkpoint_args, bool(val_rows))

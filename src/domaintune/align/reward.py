@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from domaintune.config import AdapterConfig
+from domaintune.extras import require
 from domaintune.models import evaluating
-from domaintune.training.trainer_bridge import no_activation_checkpointing, without_log_printer
+from domaintune.training.hf_trainer import activation_checkpointing, precision_args, without_log_printer
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class RewardSettings:
     max_len: int
     seed: int
     use_cpu: bool
+    precision: str = "fp32"  # align.precision
+    activation_checkpointing: bool = False  # align.activation_checkpointing
 
 
 def reward_model_from(causal_lm, tokenizer, seed: int):
@@ -54,14 +57,14 @@ def reward_peft_config(adapter: AdapterConfig):
 
 
 def reward_args(s: RewardSettings, output_dir, checkpoint_args: dict[str, Any]):
-    from trl import RewardConfig
+    RewardConfig = require("trl", "align", "the align stage (reward model)").RewardConfig
 
     steps = {"max_steps": s.max_steps} if s.max_steps else {"num_train_epochs": s.epochs}
     return RewardConfig(output_dir=str(output_dir), learning_rate=s.lr, per_device_train_batch_size=s.batch_size,
                         per_device_eval_batch_size=s.batch_size, max_length=s.max_len, seed=s.seed,
-                        bf16=False, fp16=False, use_cpu=s.use_cpu,
+                        use_cpu=s.use_cpu, **precision_args(s.precision),
                         report_to=[], logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
-                        **no_activation_checkpointing(),
+                        **activation_checkpointing(s.activation_checkpointing),
                         **steps, **checkpoint_args)
 
 
@@ -69,7 +72,7 @@ def build_reward_trainer(model, tokenizer, train_rows: list[dict], s: RewardSett
                          checkpoint_args: dict[str, Any], callbacks: list, peft_config=None):
     """trl's RewardTrainer through its public constructor. Pass `peft_config` for a fresh LoRA
     adapter; a model that already carries one (stage 2) continues training it."""
-    from trl import RewardTrainer
+    RewardTrainer = require("trl", "align", "the align stage (reward model)").RewardTrainer
 
     trainer = RewardTrainer(model=model, args=reward_args(s, output_dir, checkpoint_args),
                             train_dataset=tokenized_pairs(tokenizer, train_rows, s.max_len),

@@ -5,8 +5,9 @@ stage starts from (the previous model stage's, merged, or the base), train the r
 (general pairs, then domain pairs), drop domain pairs whose reward-margin interval contains 0,
 run DPO on the kept pairs, then write the model, the reports and a reward-margin plot.
 
-Every training phase runs through trainer_bridge (NaN guard, SIGTERM checkpoint + exit 75,
-heartbeat, resume from the newest intact checkpoint). A phase that finished keeps its trained
+Every training phase runs an HF/trl trainer under our guards (training/hf_callbacks.py: NaN
+guard, SIGTERM checkpoint + exit 75, the stage's heartbeat; training/resume.py: resume from the
+newest intact checkpoint). A phase that finished keeps its trained
 weights under `<phase>/done/`, so a re-run after an interruption in DPO does not retrain the
 reward model.
 """
@@ -14,14 +15,15 @@ reward model.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from domaintune import models
 from domaintune.align import confidence, dpo, reward
-from domaintune.align.phases import Phase, write_filter_report
-from domaintune.align.plots import plot_alignment
+from domaintune.align.confidence import write_filter_report
+from domaintune.align.phases import Phase
 from domaintune.artifacts import RunDir, StageResult, atomic_write_json, fingerprint_path, stable_hash
 from domaintune.config import Config
 from domaintune.console import console
@@ -34,9 +36,13 @@ from domaintune.instruct.preference import (
     to_dataset_rows,
     write_rejects,
 )
-from domaintune.training.trainer_bridge import FaultTolerance
+from domaintune.training.heartbeat import Heartbeat
+from domaintune.training.hf_trainer import FaultTolerance
+from domaintune.training.plots import plot_alignment, plot_phase_losses
+from domaintune.training.start import discard, start_model
 
 STAGE = "align"
+LOSS_PLOT, MARGIN_PLOT = "loss_curves.png", "reward_margin.png"
 
 
 def inputs(cfg: Config) -> list[str]:
@@ -69,22 +75,16 @@ def _read(cfg: Config, out_dir: Path) -> Pairs:
     return Pairs(g_train, g_val, d_train, d_val, quarantined)
 
 
-def _start_model(cfg: Config, run_dir: RunDir, device: str):
-    """The model this stage starts from: the previous model stage's (adapter merged, so that DPO's
-    reference can be "adapter disabled") or the base model. Returns (model, tokenizer, stage)."""
-    prev = cfg.previous_model_stage(STAGE)
-    if prev is None:
-        return models.load_model(cfg.model, device=device), models.load_tokenizer(cfg.model), None
-    from transformers import AutoTokenizer
+def _fault_tolerance(cfg: Config) -> FaultTolerance:
+    """Align's own checkpoint and guard settings (`align.checkpoint`, `align.guards`)."""
+    return FaultTolerance.from_section(cfg.align, STAGE)
 
-    prev_dir = run_dir.output(prev, "model", by=STAGE)
-    model = models.load_trained(cfg.model, prev_dir, device=device)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    tokenizer = AutoTokenizer.from_pretrained(prev_dir)  # keeps its chat template and new tokens
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer, prev
+
+def _start_model(cfg: Config, run_dir: RunDir, device: str):
+    """The policy this stage starts from (the previous model stage's, merged, so that DPO's reference
+    can be "adapter disabled"; or the base) and the tokenizer saved with it. Returns (model, tokenizer, start)."""
+    start = start_model(cfg, run_dir, STAGE)
+    return models.load_model(start.model, device=device), models.load_tokenizer(start.model), start
 
 
 @dataclass
@@ -96,7 +96,9 @@ class _Ctx:
     tokenizer: Any
     keys: dict[str, Any]
     ft: FaultTolerance
+    heartbeat: Heartbeat
     use_cpu: bool
+    phases: list[str] = field(default_factory=list)  # the training phases this run went through, in order
 
     def rows(self, pairs: list[PreferencePair]) -> list[dict[str, Any]]:
         return to_dataset_rows(pairs, conversational=self.tokenizer.chat_template is not None)
@@ -107,7 +109,8 @@ def _keys(cfg: Config, run_dir: RunDir, prev: str | None) -> dict[str, Any]:
     a = cfg.section("align")
     files = [*cfg.align.data.general, *cfg.align.data.domain]
     base = {"model": cfg.section("model"), "seed": cfg.seed, "method": a["method"], "adapter": a["adapter"],
-            "data": {p: fingerprint_path(p) for p in files}, "val_fraction": a["data"]["val_fraction"],
+            "precision": a["precision"], "data": {cfg.relative(p): fingerprint_path(p) for p in files},
+            "val_fraction": a["data"]["val_fraction"],
             "upstream": run_dir.require(prev, by=STAGE)["fingerprint"] if prev else None}
     rm = {**base, "reward": a["reward"], "filter": a["filter"]}
     return {"reward": rm, "dpo": {**rm, "dpo": a["dpo"]}}
@@ -119,21 +122,22 @@ def _train_reward(ctx: _Ctx, name: str, rm, pairs: list[PreferencePair], seed: i
     a = ctx.cfg.align
     peft_config = reward.reward_peft_config(a.adapter) if fresh and a.method != "full" else None
     settings = reward.RewardSettings(a.reward.epochs, a.reward.max_steps, a.reward.lr, a.reward.batch_size,
-                                     a.dpo.max_len, seed, ctx.use_cpu)
+                                     a.dpo.max_len, seed, ctx.use_cpu, a.precision, a.activation_checkpointing)
     rows = ctx.rows(pairs)  # the exact pairs are part of the key: stage 2's depend on the filter
+    ctx.phases.append(name)
     phase = Phase(ctx.out_dir / name, {**ctx.keys["reward"], "phase": name, "seed": seed,
-                                       "pairs": stable_hash(rows)}, ctx.ft)
-
-    def make(output_dir, callbacks):
-        return reward.build_reward_trainer(rm, ctx.tokenizer, rows, settings, output_dir,
-                                           ctx.ft.checkpoint_args(), callbacks, peft_config=peft_config)
+                                       "pairs": stable_hash(rows)}, ctx.ft, ctx.heartbeat)
 
     def same_shape():  # how the trainer wraps the model, to reload a finished phase's weights
         from peft import get_peft_model
 
         return rm if peft_config is None else get_peft_model(rm, peft_config)
 
-    return phase.run(make, model_for_reuse=same_shape)
+    if (reused := phase.finished_model(same_shape)) is not None:
+        return reused
+    trainer = reward.build_reward_trainer(rm, ctx.tokenizer, rows, settings, phase.root, ctx.ft.checkpoint_args(),
+                                          phase.begin(), peft_config=peft_config)
+    return phase.train(trainer)
 
 
 def _reward_and_filter(ctx: _Ctx, policy, pairs: Pairs):
@@ -207,25 +211,20 @@ def _dpo(ctx: _Ctx, policy, train_pairs: list[PreferencePair], val_pairs: list[P
     """DPO on the kept pairs; held-out metrics before and after. Returns (model, before, after, records)."""
     a, d = ctx.cfg.align, ctx.cfg.align.dpo
     s = dpo.DPOSettings(d.beta, d.sft_weight, d.epochs, d.max_steps, d.lr, d.batch_size, d.grad_accum, d.max_len,
-                        d.eval_every, ctx.cfg.seed, ctx.use_cpu)
+                        d.eval_every, ctx.cfg.seed, ctx.use_cpu, a.precision, a.activation_checkpointing)
     peft_config, ref_model = None, None
     if a.method == "full":
         policy = models.prepare_for_training(policy, "full", a.adapter)
         ref_model = copy.deepcopy(policy).eval().requires_grad_(False)  # frozen reference
     else:
         peft_config = models.build_peft_config(a.adapter)  # trl: reference = adapter disabled
-    phase = Phase(ctx.out_dir / "dpo", {**ctx.keys["dpo"], "phase": "dpo"}, ctx.ft, reuse=False)
-    holder: dict[str, Any] = {}
-
-    def make(output_dir, callbacks):
-        holder["trainer"] = dpo.build_dpo_trainer(policy, ctx.tokenizer, ctx.rows(train_pairs), ctx.rows(val_pairs),
-                                                  s, output_dir, ctx.ft.checkpoint_args(), callbacks, peft_config,
-                                                  ref_model)
-        holder["before"] = dpo.heldout_metrics(holder["trainer"]) if phase.resume_from is None else {}
-        return holder["trainer"]
-
-    model = phase.run(make)
-    return model, holder["before"], dpo.heldout_metrics(holder["trainer"]), phase.records
+    ctx.phases.append("dpo")
+    phase = Phase(ctx.out_dir / "dpo", {**ctx.keys["dpo"], "phase": "dpo"}, ctx.ft, ctx.heartbeat, reuse=False)
+    trainer = dpo.build_dpo_trainer(policy, ctx.tokenizer, ctx.rows(train_pairs), ctx.rows(val_pairs), s, phase.root,
+                                    ctx.ft.checkpoint_args(), phase.begin(), peft_config, ref_model)
+    before = dpo.heldout_metrics(trainer) if phase.resume_from is None else {}
+    model = phase.train(trainer)
+    return model, before, dpo.heldout_metrics(trainer), phase.records
 
 
 def _save_model(model, tokenizer, out_dir: Path, from_stage: str | None) -> None:
@@ -238,15 +237,17 @@ def _save_model(model, tokenizer, out_dir: Path, from_stage: str | None) -> None
 
 
 def run(cfg: Config, run_dir: RunDir) -> StageResult:
+    # setup
     out_dir = run_dir.stage_dir(STAGE)
     pairs = _read(cfg, out_dir)
     device = models.resolve_device(cfg.runtime.device)
-    policy, tokenizer, prev = _start_model(cfg, run_dir, device)
-    ctx = _Ctx(cfg, out_dir, tokenizer, _keys(cfg, run_dir, prev), FaultTolerance.from_train(cfg.train),
-               use_cpu=device == "cpu")
+    policy, tokenizer, start = _start_model(cfg, run_dir, device)
+    ctx = _Ctx(cfg, out_dir, tokenizer, _keys(cfg, run_dir, start.stage), _fault_tolerance(cfg),
+               Heartbeat(run_dir.heartbeat_path(STAGE), STAGE), use_cpu=device == "cpu")
     metrics: dict[str, Any] = {"pairs/general": len(pairs.general_train) + len(pairs.general_val),
                                "pairs/domain": len(pairs.domain_train) + len(pairs.domain_val),
                                "pairs/quarantined": pairs.quarantined}
+    # reward model + confidence filter
     kept, report = pairs.domain_train, None
     if cfg.align.reward.enabled:
         kept, report, rm_metrics = _reward_and_filter(ctx, policy, pairs)
@@ -254,36 +255,53 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     if not kept:
         raise DataError("align: the confidence filter dropped every domain pair; check the pairs' labels, "
                         "lower align.filter.level or set align.filter.enabled=false")
+    # DPO
     if cfg.align.method == "qlora":
-        policy = _quantized_policy(cfg, out_dir, policy, tokenizer, prev, device)
+        policy = _quantized_policy(start, policy, device, cfg.align.activation_checkpointing)
     model, before, after, records = _dpo(ctx, policy, kept, pairs.domain_val)
     metrics |= {f"dpo_before/{k.removeprefix('eval_')}": v for k, v in before.items()}
     metrics |= {f"dpo_after/{k.removeprefix('eval_')}": v for k, v in after.items()}
     metrics["dpo/steps"] = max((r["step"] for r in records), default=0)
-    _save_model(model, tokenizer, out_dir, prev)
-    atomic_write_json(out_dir / "align.json", {"metrics": metrics, "started_from": prev or "base"})
-    plot_alignment([{"step": 0, **before}, *records] if before else records, report, out_dir / "reward_margin.png",
-                   f"{cfg.name}: DPO reward margin")
-    outputs = {"model": "model", "report": "align.json", "rejects": "rejects.jsonl", "plot": "reward_margin.png",
-               "metrics": "dpo/metrics.jsonl"}
+    # save
+    _save_model(model, tokenizer, out_dir, start.stage)
+    if start.from_previous_stage:
+        discard(run_dir, STAGE)  # merged into the saved model
+    atomic_write_json(out_dir / "align.json", {"metrics": metrics, "started_from": start.stage or "base"})
+    outputs = {"model": "model", "report": "align.json", "rejects": "rejects.jsonl", "metrics": "dpo/metrics.jsonl",
+               **_plots(ctx, [{"step": 0, **before}, *records] if before else records, report)}
     if cfg.align.reward.enabled:
         outputs["reward_model"] = "reward_model"
     if report is not None:
         outputs["filter"] = "filter.jsonl"
-    return StageResult(outputs=outputs, metrics=metrics, summary=_summary(metrics))
+    # manifest
+    return StageResult(outputs=outputs, metrics=metrics | run_dir.restarts(STAGE).for_manifest(),
+                       summary=_summary(metrics))
 
 
-def _quantized_policy(cfg, out_dir, policy, tokenizer, prev, device):
+def _plots(ctx: _Ctx, dpo_records: list[dict[str, Any]], report) -> dict[str, str]:
+    """The reward-margin plot, and the training loss of every phase this run went through (a phase
+    reused from an earlier attempt plots the log it wrote then)."""
+    outputs = {"plot": MARGIN_PLOT}
+    plot_alignment(dpo_records, report, ctx.out_dir / MARGIN_PLOT, f"{ctx.cfg.name}: DPO reward margin")
+    phases = [(name, _read_log(ctx.out_dir / name / "metrics.jsonl")) for name in ctx.phases]
+    if plot_phase_losses(phases, ctx.out_dir / LOSS_PLOT, f"{ctx.cfg.name}: align"):
+        outputs["loss_curves"] = LOSS_PLOT
+    return outputs
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _quantized_policy(start, policy, device, activation_checkpointing: bool):
     """QLoRA (CUDA only): the DPO policy is the start model reloaded in 4-bit."""
-    model_cfg = cfg.model
-    if prev is not None:  # the merged start model must exist as a folder to be loaded quantized
-        start_dir = models.merge_and_save(policy, tokenizer, out_dir / "start_model")
-        model_cfg = cfg.model.model_copy(update={"base": str(start_dir), "gguf_file": None, "new_tokens": []})
     del policy
     from peft import prepare_model_for_kbit_training
 
-    quantized = models.load_model(model_cfg, device=device, quantize_4bit=True)
-    return prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=False)
+    quantized = models.load_model(start.model, device=device, quantize_4bit=True, method_key="align.method")
+    return prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=activation_checkpointing)
 
 
 def _summary(m: dict[str, Any]) -> str:

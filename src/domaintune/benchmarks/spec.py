@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from domaintune.errors import ConfigError
-from domaintune.registry import suggest
+from domaintune.config.load import load_yaml_model
 
 
 class _Strict(BaseModel):
@@ -84,40 +82,6 @@ class TaskSpec(_Strict):
         return self
 
 
-def _fields_at(loc: tuple) -> list[str]:
-    model: type[BaseModel] = TaskSpec
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        sub = getattr(field, "annotation", None) if field else None
-        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
-            return []
-        model = sub
-    return list(model.model_fields)
-
-
-def _problems(err: ValidationError) -> list[str]:
-    out = []
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        path = ".".join(str(p) for p in loc) or "(root)"
-        if e["type"] == "extra_forbidden":
-            out.append(f"{path}: unknown key{suggest(str(loc[-1]), _fields_at(loc[:-1]))}")
-        elif e["type"] == "missing":
-            out.append(f"{path}: required key is missing")
-        else:
-            out.append(f"{path}: {e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r:.60})")
-    return out
-
-
 def read_spec(path: Path) -> TaskSpec:
     """Parse and validate one task YAML; every problem names its key and the file."""
-    if not path.is_file():
-        raise ConfigError([f"task file not found: {path}"])
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"invalid YAML: {exc}"], source=str(path)) from None
-    try:
-        return TaskSpec.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(_problems(err), source=str(path)) from None
+    return load_yaml_model(path, TaskSpec, what="task file")

@@ -20,6 +20,7 @@ from pathlib import Path
 from domaintune.data.office import unreadable
 from domaintune.data.records import Item, SourceContext
 from domaintune.data.text_readers import document, whole_text_reader
+from domaintune.extras import require
 
 # Block-level tags end a line in the extracted text, so paragraphs, list items and page regions
 # ("Home | Login" in a <nav> before the article) never run into each other.
@@ -34,6 +35,7 @@ MODES = ("main", "all")
 
 def html_to_text(html: str) -> str:
     """Visible text of a page: scripts/styles dropped, one line per block element, cells tab-separated."""
+    require("lxml", "office", "format: html")
     import lxml.html
     from lxml import etree
 
@@ -52,6 +54,7 @@ def html_to_text(html: str) -> str:
 
 @lru_cache(maxsize=1)
 def _extractor():
+    require("trafilatura", "office", "format: html with html: main (main-content extraction)")
     from datatrove.pipeline.extractors import Trafilatura
 
     return Trafilatura(favour_precision=False, deduplicate=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from domaintune.data.records import Item, Reject, SourceContext, row_to_record
 from domaintune.data.text_readers import document, too_large
+from domaintune.extras import require
 
 
 def unreadable(path: Path, ctx: SourceContext, kind: str, exc: Exception) -> Reject:
@@ -31,7 +32,7 @@ def _checked(path: Path, ctx: SourceContext, text: str, steps: list[str]) -> Ite
 
 
 def read_pdf(path: Path, ctx: SourceContext) -> Iterator[Item]:
-    from pypdf import PdfReader
+    PdfReader = require("pypdf", "office", "format: pdf").PdfReader
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings repeat what the reject says
     try:
@@ -49,7 +50,7 @@ def read_pdf(path: Path, ctx: SourceContext) -> Iterator[Item]:
 
 
 def read_docx(path: Path, ctx: SourceContext) -> Iterator[Item]:
-    import docx
+    docx = require("docx", "office", "format: docx")
 
     try:
         doc = docx.Document(str(path))

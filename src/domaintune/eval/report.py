@@ -1,6 +1,7 @@
 """eval_report.html (self-contained: images embedded as base64 PNG) + eval_report.json.
 
-Built from files on disk only (eval/eval.json, train/loss_curves.png, train/metrics.jsonl), so
+Built from files on disk only (eval/eval.json, and the loss curves every finished training stage
+lists in its manifest's `outputs` under `loss_curves` or `loss_curves/<name>`), so
 `domaintune report RUN_DIR` regenerates it for any finished run without the config.
 """
 
@@ -11,7 +12,7 @@ import html
 import json
 from pathlib import Path
 
-from domaintune.artifacts import atomic_write_json, atomic_write_text
+from domaintune.artifacts import MANIFEST, atomic_write_json, atomic_write_text
 from domaintune.errors import StageError
 from domaintune.eval.plots import plot_perplexity, plot_radar, radar_axes
 
@@ -78,8 +79,7 @@ def write_report(run_root: Path) -> dict[str, Path]:
     radar = plot_radar(radar_axes(streams, tasks, metric), eval_dir / "radar.png", f"{run_root.name}: base vs tuned")
     bars = plot_perplexity(streams, eval_dir / "perplexity.png", f"{run_root.name}: held-out perplexity") \
         if streams else None
-    # the training stages that ran (continual pre-training, SFT, alignment) each plot their loss
-    losses = [p for stage in ("train", "sft", "align") if (p := run_root / stage / "loss_curves.png").is_file()]
+    losses = loss_plots(run_root)
     parts = [f"<h1>Evaluation report — {html.escape(run_root.name)}</h1>", _gate_html(gate),
              "<h2>Base vs tuned</h2>", _img(radar)]
     if tasks:
@@ -89,23 +89,49 @@ def write_report(run_root: Path) -> dict[str, Path]:
         parts += [f"<h2>Held-out perplexity ({html.escape(results.get('split', ''))} split)</h2>",
                   _table(["stream", "base ppl", "tuned ppl", "change %", "base bpb", "tuned bpb"],
                          _stream_rows(streams)), _img(bars)]
-    for loss in losses:
-        parts += [f"<h2>Training loss — {loss.parent.name}</h2>", _img(loss), _train_summary(loss.parent)]
+    for name, (loss, metrics) in losses.items():
+        parts += [f"<h2>Training loss — {html.escape(name)}</h2>", _img(loss), _train_summary(metrics)]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run_root.name)} eval</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
     atomic_write_text(eval_dir / "eval_report.html", page)
-    named = [("radar", radar), ("perplexity", bars)] + [(f"loss/{p.parent.name}", p) for p in losses]
+    named = [("radar", radar), ("perplexity", bars)] + [(f"loss/{name}", p) for name, (p, _) in losses.items()]
     images = {k: str(p.relative_to(run_root)) for k, p in named if p is not None and p.is_file()}
     atomic_write_json(eval_dir / "eval_report.json", {**results, "images": images})
     return {"html": eval_dir / "eval_report.html", "json": eval_dir / "eval_report.json"}
 
 
-def _train_summary(stage_dir: Path) -> str:
+def loss_plots(run_root: Path) -> dict[str, tuple[Path, dict]]:
+    """`{"sft/lora": (png, stage metrics), ...}`: the loss curves each finished stage lists in its
+    manifest (`loss_curves`, or `loss_curves/<attempt or phase>`), in the order the stages ran."""
+    manifests = []
+    for stage_dir in sorted(p for p in run_root.iterdir() if p.is_dir()) if run_root.is_dir() else []:
+        try:
+            manifest = json.loads((stage_dir / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not a finished stage
+        if isinstance(manifest, dict):
+            manifests.append((str(manifest.get("started_at", "")), stage_dir, manifest))
+    plots = {}
+    for _, stage_dir, manifest in sorted(manifests, key=lambda m: m[0]):
+        for key, rel in (manifest.get("outputs") or {}).items():
+            if key == "loss_curves" or key.startswith("loss_curves/"):
+                name = stage_dir.name + key.removeprefix("loss_curves")
+                if (stage_dir / rel).is_file():
+                    plots[name] = (stage_dir / rel, _metrics_of(manifest.get("metrics") or {}, key))
+    return plots
+
+
+def _metrics_of(metrics: dict, key: str) -> dict:
+    """An SFT-auto attempt's plot (`loss_curves/<method>`) goes with that attempt's own metrics."""
+    attempt = key.partition("/")[2]
+    rows = [a for a in metrics.get("attempts") or [] if isinstance(a, dict) and a.get("method") == attempt]
+    return rows[0] if attempt and rows else metrics
+
+
+def _train_summary(metrics: dict) -> str:
     """Why training stopped (auto-eval early stop or the planned end), from the stage's manifest."""
-    manifest = stage_dir / "manifest.json"
-    if not manifest.is_file():
-        return ""
-    metrics = json.loads(manifest.read_text(encoding="utf-8")).get("metrics", {})
     reason = metrics.get("stop_reason")
     steps = metrics.get("steps")
+    if steps is None and reason is None:
+        return ""
     return f"<p>{steps} optimizer steps; stop reason: {html.escape(str(reason or 'planned end'))}</p>"

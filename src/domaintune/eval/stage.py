@@ -126,8 +126,7 @@ def _compare(base: dict | None, tuned: dict) -> dict:
 def run(cfg: Config, run_dir: RunDir) -> StageResult:
     out_dir = run_dir.stage_dir(STAGE)
     device = models.resolve_device(cfg.runtime.device)
-    tokenizer = models.load_tokenizer(cfg.model)
-    texts = _held_out(cfg, run_dir, tokenizer)
+    texts = _held_out(cfg, run_dir, models.load_tokenizer(cfg.model))  # the token budget only
     tasks = load_entries(cfg.eval.tasks)
     for _, t in tasks:
         if t.dropped:
@@ -136,15 +135,24 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     base = _base_scores(cfg, run_dir, texts, base_model) if cfg.eval.compare_base else None
     base_tasks = _base_task_scores(cfg, run_dir, tasks, base_model) if cfg.eval.compare_base and tasks else None
     del base_model  # free the base weights before loading the tuned model
-    trained_dir = run_dir.output(cfg.final_model_stage, "model", by=STAGE)
-    tuned_model = models.load_trained(cfg.model, trained_dir, device=device)
-    tuned = _score_model("tuned", tuned_model, tokenizer, texts, cfg)
-    tuned_tasks = score_tasks("tuned", tuned_model, tokenizer, tasks, cfg.eval.task_batch_size) if tasks else {}
+    # the tuned model is scored with the tokenizer saved with it: its chat template (e.g. sft.template)
+    # formats the chat tasks' prompts as training did
+    tuned_model = models.load_trained(run_dir.output(cfg.final_model_stage, "model", by=STAGE), base=cfg.model,
+                                      device=device)
+    console.print(f"  tuned model: {tuned_model.meta.describe()}", markup=False)
+    tuned = _score_model("tuned", tuned_model.model, tuned_model.tokenizer, texts, cfg)
+    tuned_tasks = (score_tasks("tuned", tuned_model.model, tuned_model.tokenizer, tasks, cfg.eval.task_batch_size)
+                   if tasks else {})
     comparison = _compare(base, tuned)
     task_rows = compare_tasks(base_tasks, tuned_tasks, cfg.eval.gate.metric)
     verdict = evaluate_gate(cfg.eval.gate, comparison, task_rows)
+    meta = tuned_model.meta
     atomic_write_json(out_dir / "eval.json", {"split": cfg.eval.split, "streams": comparison, "tasks": task_rows,
-                                              "gate": verdict, "gate_metric": cfg.eval.gate.metric})
+                                              "gate": verdict, "gate_metric": cfg.eval.gate.metric,
+                                              "tuned_model": {"kind": meta.kind, "stage": meta.stage,
+                                                              "method": meta.method,
+                                                              "tokenizer_from": meta.tokenizer_from,
+                                                              "template_from": meta.template_from}})
     plot_perplexity(comparison, out_dir / "perplexity.png", f"{cfg.name}: held-out perplexity")
     outputs = {"results": "eval.json", "plot": "perplexity.png"}
     if cfg.eval.report:

@@ -13,6 +13,7 @@ from domaintune.artifacts import RunDir, StageResult, atomic_write_json
 from domaintune.config import Config
 from domaintune.console import console
 from domaintune.generation import generate_reply
+from domaintune.model_meta import EXPORT_RECORD, describe_folder, method_of
 
 STAGE = "export"
 
@@ -22,41 +23,37 @@ def inputs(cfg: Config) -> list[str]:
 
 
 def _write_model(cfg: Config, run_dir: RunDir, out: Path, device: str) -> None:
-    from transformers import AutoTokenizer
-
     source = cfg.final_model_stage  # the last model stage: train, sft or align
-    trained = run_dir.output(source, "model", by=STAGE)
-    # the trained folder's tokenizer carries the chat template training used (e.g. sft.template)
-    tokenizer = (AutoTokenizer.from_pretrained(trained) if (trained / "tokenizer_config.json").is_file()
-                 else models.load_tokenizer(cfg.model))
+    trained_dir = run_dir.output(source, "model", by=STAGE)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    if cfg.export.merge or not models.is_adapter_dir(trained):
-        model = models.load_trained(cfg.model, trained, device=device)
-        models.merge_and_save(model, tokenizer, staging, dtype=cfg.export.dtype)
-    else:  # adapter-only export: small, needs the base model at load time
-        shutil.copytree(trained, staging)
-    provenance = {"base_model": cfg.model.base, "revision": cfg.model.revision, "run": cfg.name,
-                  "source_stage": source, "merged": cfg.export.merge,
-                  "source_fingerprint": run_dir.require(source, by=STAGE)["fingerprint"]}
-    (staging / "domaintune_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    merged = cfg.export.merge or not models.is_adapter_dir(trained_dir)
+    if merged:  # the trained folder's tokenizer carries the chat template training used (e.g. sft.template)
+        trained = models.load_trained(trained_dir, base=cfg.model, device=device)
+        models.merge_and_save(trained.model, trained.tokenizer, staging, dtype=cfg.export.dtype)
+    else:  # adapter-only export: small, loads onto the base recorded below (`domaintune chat` does that)
+        shutil.copytree(trained_dir, staging)
+    folder = describe_folder(trained_dir, base=cfg.model)
+    pinned = models.hub_revision(cfg.model)
+    provenance = {"base_model": cfg.model.base, "revision": cfg.model.revision,
+                  "base_commit": pinned.sha if pinned else None, "run": cfg.name, "source_stage": source,
+                  "merged": cfg.export.merge, "source_fingerprint": run_dir.require(source, by=STAGE)["fingerprint"],
+                  "method": method_of(trained_dir, folder.kind, folder.manifest, folder.export),
+                  "model": cfg.section("model")}  # what an adapter-only export loads onto
+    (staging / EXPORT_RECORD).write_text(json.dumps(provenance, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
 
 
 def _answer_samples(cfg: Config, model_dir: Path, device: str) -> list[dict[str, str]]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if not cfg.export.sample_prompts:
         return []
-    if models.is_adapter_dir(model_dir):
-        model = models.load_trained(cfg.model, model_dir, device=device)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # the exported folder alone, as `domaintune chat` will load it (an adapter onto its recorded base)
+    trained = models.load_trained(model_dir, device=device)
+    model, tokenizer = trained.model.eval(), trained.tokenizer
     samples = []
     for prompt in cfg.export.sample_prompts:
-        answer = generate_reply(model.eval(), tokenizer, [{"role": "user", "content": prompt}],
+        answer = generate_reply(model, tokenizer, [{"role": "user", "content": prompt}],
                                 max_new_tokens=cfg.export.max_new_tokens)
         samples.append({"prompt": prompt, "answer": answer.strip()})
         console.print(f"  [bold]Q:[/] {prompt}\n  [bold green]A:[/] {answer.strip()}\n")
@@ -69,7 +66,8 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     model_dir = out_dir / "model"
     _write_model(cfg, run_dir, model_dir, device)
     size_mb = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file()) / 2**20
-    console.print(f"  exported to {model_dir} ({size_mb:.0f} MB); try: domaintune chat {model_dir}")
+    kind = "merged model" if (model_dir / "config.json").is_file() else f"adapter for {cfg.model.base}"
+    console.print(f"  exported the {kind} to {model_dir} ({size_mb:.0f} MB); try: domaintune chat {model_dir}")
     samples = _answer_samples(cfg, model_dir, device)
     atomic_write_json(out_dir / "samples.json", samples)
     return StageResult(outputs={"model": "model", "samples": "samples.json"},

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
-from domaintune.errors import ConfigError
+from domaintune.extras import require
 from domaintune.governance.glossary import Glossary
 from domaintune.governance.langid import identify
 from domaintune.governance.rules import RewriteRule
@@ -108,10 +108,7 @@ class Width:
 
 @lru_cache(maxsize=2)
 def _opencc(mode: str):
-    try:
-        import opencc
-    except ImportError:
-        raise ConfigError([f"data.normalize.chinese={mode} needs the OpenCC package: pip install opencc"]) from None
+    opencc = require("opencc", "zh", f"data.normalize.chinese={mode}")
     return opencc.OpenCC(f"{mode}.json")
 
 

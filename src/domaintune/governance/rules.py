@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from domaintune.config.load import load_yaml_model
 from domaintune.errors import ConfigError
 
 DEFAULT_KEY = "data.rules_file"
@@ -40,27 +40,10 @@ class RulesFile(_Strict):
     rewrites: list[RewriteRule] = Field(default_factory=list)
 
 
-def _read_rules_yaml(path: Path, key: str) -> RulesFile:
-    """The YAML -> model step (the only one; a shared config loader can take its place)."""
-    if not path.is_file():
-        raise ConfigError([f"{key}: file not found: {path}"])
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise ConfigError([f"{where}invalid YAML: {getattr(exc, 'problem', exc)}"], source=str(path)) from None
-    try:
-        return RulesFile.model_validate(raw)
-    except ValidationError as err:
-        problems = [f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors()]
-        raise ConfigError(problems, source=str(path)) from None
-
-
 def load_rules(path: str | Path, key: str = DEFAULT_KEY) -> RulesFile:
     """Read and check a rules file; `key` is the config key that named it (for error messages)."""
     path = Path(path)
-    rules = _read_rules_yaml(path, key)
+    rules = load_yaml_model(path, RulesFile, key=key)
     problems = [f"glossary[{i}]: empty term" for i, t in enumerate(rules.glossary) if not t]
     for i, rule in enumerate(rules.rewrites):
         try:

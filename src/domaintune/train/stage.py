@@ -1,113 +1,95 @@
-"""Stage "train": continual pre-training on the packed mixture (LoRA, QLoRA or full)."""
+"""Stage "train": continual pre-training on the packed mixture (LoRA, QLoRA or full).
+
+Reads top to bottom: read the mix stage's packed rows → build the trainable model → choose the
+checkpoint to resume from → train (training/runner.py: guards, auto-eval, preemption, reporting)
+→ save the model and the loss curves → manifest metrics.
+"""
 
 from __future__ import annotations
 
 import json
 
-import torch
-
 from domaintune import models
 from domaintune.artifacts import RunDir, StageResult
 from domaintune.config import Config
 from domaintune.console import console
-from domaintune.supervise import note_elastic_restart, restarts_of_this_run
-from domaintune.training.autoeval import AutoEval
-from domaintune.training.checkpoint import read_meta
-from domaintune.training.guards import PreemptionFlag, StepGuard
-from domaintune.training.loop import Checkpointing, LoopSettings, steps_per_epoch, train_loop
-from domaintune.training.metrics_log import plot_loss_curves
-from domaintune.training.reporting import StepReporter
-from domaintune.training.resume import choose_checkpoint, mark_finished, mix_fingerprint, resume_config
+from domaintune.training import runner
+from domaintune.training.elastic import note_elastic_restart
+from domaintune.training.heartbeat import Heartbeat
+from domaintune.training.plots import plot_loss_curves
+from domaintune.training.resume import mark_finished
 
 STAGE = "train"
-PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+LOSS_PLOT = "loss_curves.png"
 
 
 def inputs(cfg: Config) -> list[str]:
     return models.model_inputs(cfg.model)
 
 
-def _settings(cfg: Config, dataset, stream_names: list[str], pad_id: int, n_params: int) -> LoopSettings:
-    t = cfg.train
-    total = t.max_steps or t.epochs * steps_per_epoch(list(dataset["bucket"]), list(dataset["length"]),
-                                                      t.batch_size, t.batch_tokens, t.grad_accum)
-    return LoopSettings(batch_size=t.batch_size, batch_tokens=t.batch_tokens, grad_accum=t.grad_accum,
-                        total_steps=total, lr=t.lr,
-                        weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, scheduler=t.scheduler,
-                        max_grad_norm=t.max_grad_norm, log_every=t.log_every, eval_every=t.eval_every,
-                        seed=cfg.seed,
-                        stream_names=tuple(stream_names), pad_id=pad_id, n_params=n_params)
+def _section(cfg: Config) -> runner.TrainingSection:
+    return runner.TrainingSection(STAGE, cfg.train)
 
 
-def _build_model(cfg: Config, device: str):
-    tokenizer = models.load_tokenizer(cfg.model)
-    model = models.load_model(cfg.model, device=device, quantize_4bit=cfg.train.method == "qlora")
-    torch.manual_seed(cfg.seed)  # adapter initialisation is random
-    model = models.prepare_for_training(model, cfg.train.method, cfg.train.adapter,
-                                        train_embeddings=cfg.train.train_embeddings)
-    trainable, total = models.trainable_parameters(model)
-    console.print(f"  {cfg.train.method}: training {trainable:,} of {total:,} parameters "
-                  f"({trainable / total:.2%}) on {device}")
-    return model, tokenizer, trainable
-
-
-def _checkpointing(cfg: Config, run_dir: RunDir, out_dir) -> Checkpointing:
-    current = resume_config(cfg, mix_fingerprint(run_dir))
-    root = out_dir / "checkpoints"
-    resume_from = choose_checkpoint(cfg, root, current, lambda m: console.print(f"  [yellow]warning:[/] {m}"))
-    return Checkpointing(root, cfg.train.save_every, cfg.train.keep_last, {"resume_config": current}, resume_from)
-
-
-def run(cfg: Config, run_dir: RunDir) -> StageResult:
-    from accelerate import Accelerator
+def _read_mix(run_dir: RunDir):
+    """The packed training rows, the held-out rows (None if the mix stage kept none) and the mix info."""
     from datasets import load_from_disk
 
-    out_dir = run_dir.stage_dir(STAGE)
     info = json.loads(run_dir.output("mix", "info", by=STAGE).read_text(encoding="utf-8"))
     dataset = load_from_disk(str(run_dir.output("mix", "packed", by=STAGE)))
     has_heldout = "heldout" in run_dir.require("mix", by=STAGE)["outputs"]
     heldout = load_from_disk(str(run_dir.output("mix", "heldout", by=STAGE))) if has_heldout else None
+    return dataset, heldout, info
+
+
+def _resume_key(cfg: Config, run_dir: RunDir) -> dict:
+    """What decides this run's result: a checkpoint saved under other settings is not resumed silently."""
+    mix = json.dumps(run_dir.require("mix", by=STAGE)["fingerprint"])
+    return {"train": runner.result_settings(cfg, _section(cfg)), "model": cfg.section("model"), "seed": cfg.seed,
+            "data": mix}
+
+
+def run(cfg: Config, run_dir: RunDir) -> StageResult:
+    # setup
+    section, out_dir = _section(cfg), run_dir.stage_dir(STAGE)
+    dataset, heldout, info = _read_mix(run_dir)
     device = models.resolve_device(cfg.runtime.device)
-    accelerator = Accelerator(mixed_precision=PRECISION[cfg.train.precision], cpu=device == "cpu")
-    model, tokenizer, trainable = _build_model(cfg, device)
-    s = _settings(cfg, dataset, info["streams"], tokenizer.pad_token_id, models.trainable_parameters(model)[1])
-    ckpt = _checkpointing(cfg, run_dir, out_dir)
-    start = int(read_meta(ckpt.resume_from)["step"]) if ckpt.resume_from else 0
-    if start:
-        console.print(f"  resuming from {ckpt.resume_from.name} (step {start} of {s.total_steps})")
-    if accelerator.is_main_process and (elastic := note_elastic_restart(out_dir, start)):
+    accelerator = runner.make_accelerator(section, device)
+    tokenizer = models.load_tokenizer(cfg.model)
+    model, trainable = runner.build_trainable(cfg.model, cfg.train.method, section, cfg.seed, device)
+    s = runner.loop_settings(section, cfg.seed, dataset, info["streams"], tokenizer.pad_token_id,
+                             models.trainable_parameters(model)[1])
+    ckpt = runner.checkpointing(section, out_dir / "checkpoints", _resume_key(cfg, run_dir))
+    start = runner.start_step(ckpt, s.total_steps)
+    if accelerator.is_main_process and (elastic := note_elastic_restart(run_dir, STAGE, start)):
         console.print(f"  torchrun restart {elastic['attempt']}: resumed at step {start}, "
                       f"{elastic['time_lost_s']}s after the last finished step")
-    reporter = StepReporter(out_dir, cfg.train.report_to, cfg.name, cfg.model_dump(mode="json"), s.total_steps,
-                            s.log_every, s.stream_names, main=accelerator.is_main_process, resume_step=start)
-    t = cfg.train
-    guard = StepGuard(t.nan_policy, t.max_bad_steps, t.spike_factor, out_dir / "diagnostics",
-                      rollback=t.spike_policy == "rollback", max_rollbacks=t.max_rollbacks)
-    auto_eval = AutoEval(cfg.train.auto_eval, tokenizer, s.total_steps) if cfg.train.auto_eval else None
-    preempt = PreemptionFlag().install()
-    try:
-        with reporter:
-            summary = train_loop(model, dataset, s, accelerator, reporter, heldout=heldout, ckpt=ckpt,
-                                 guard=guard, preempt=preempt, auto_eval=auto_eval)
-    finally:
-        preempt.restore()
+    # train
+    heartbeat = Heartbeat(run_dir.heartbeat_path(STAGE), STAGE, main=accelerator.is_main_process)
+    out = runner.run_loop(model, dataset, s, accelerator, section=section, out_dir=out_dir, heartbeat=heartbeat,
+                          ckpt=ckpt, report=runner.report_settings(section, cfg.name, cfg.model_dump(mode="json")),
+                          heldout=heldout, tokenizer=tokenizer, resume_step=start)
+    # save
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        models.save_trained(accelerator.unwrap_model(model), tokenizer, out_dir / "model")
+        models.save_trained(out.model, tokenizer, out_dir / "model")
         mark_finished(ckpt.root, ckpt.meta["resume_config"])
-        plot_loss_curves(reporter.records, out_dir / "loss_curves.png", f"{cfg.name}: training loss per stream")
+        plot_loss_curves(out.records, out_dir / LOSS_PLOT, f"{cfg.name}: training loss per stream")
     accelerator.wait_for_everyone()
-    first, last = reporter.records[0], reporter.records[-1]
+    # manifest
+    return StageResult(outputs={"model": "model", "metrics": "metrics.jsonl", "loss_curves": LOSS_PLOT},
+                       metrics=_metrics(out, trainable, s.total_steps) | run_dir.restarts(STAGE).for_manifest(),
+                       summary=f"{out.records[-1]['step']} steps, loss {out.records[0]['train/loss']:.3f} → "
+                               f"{out.records[-1]['train/loss']:.3f}, {out.summary['tokens_per_s']:.0f} tok/s, "
+                               f"padding {out.summary['batch_padding_fraction']:.1%}")
+
+
+def _metrics(out: runner.LoopOutcome, trainable: int, total_steps: int) -> dict:
+    first, last = out.records[0], out.records[-1]
     metrics = {"steps": last["step"], "trainable_params": trainable, "first_loss": first["train/loss"],
-               "final_loss": last["train/loss"], **{k: round(v, 3) for k, v in summary.items()}}
+               "final_loss": last["train/loss"], **{k: round(v, 3) for k, v in out.summary.items()}}
     metrics |= {k.replace("train/", "final_"): v for k, v in last.items() if k.startswith("train/loss/")}
     metrics |= {k: v for k, v in last.items() if k.startswith("val/loss")}
-    metrics["spike_rollbacks"] = reporter.rollbacks
-    metrics["restarts"] = restarts_of_this_run(out_dir)  # [] unless restarted by --supervise
-    metrics["stop_reason"] = (auto_eval and auto_eval.stop_reason) or f"completed all {s.total_steps} planned steps"
-    return StageResult(
-        outputs={"model": "model", "metrics": "metrics.jsonl", "plot": "loss_curves.png"},
-        metrics=metrics,
-        summary=f"{last['step']} steps, loss {first['train/loss']:.3f} → {last['train/loss']:.3f}, "
-                f"{summary['tokens_per_s']:.0f} tok/s, padding {summary['batch_padding_fraction']:.1%}",
-    )
+    metrics["spike_rollbacks"] = out.rollbacks
+    metrics["stop_reason"] = out.stop_reason or f"completed all {total_steps} planned steps"
+    return metrics

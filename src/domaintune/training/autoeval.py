@@ -19,7 +19,7 @@ GEN_METRIC = "exact_match"
 
 
 def plateau_reason(history: list[tuple[int, int, float]], patience: int, min_gain_per_mtokens: float | None,
-                   metric: str) -> str | None:
+                   metric: str, section: str = "train") -> str | None:
     """Why to stop, or None. `history` holds (step, tokens trained so far, domain score in [0, 1])."""
     if min_gain_per_mtokens is None or len(history) < patience:
         return None
@@ -34,14 +34,15 @@ def plateau_reason(history: list[tuple[int, int, float]], patience: int, min_gai
     return (f"auto-eval plateau: domain {metric} went {100 * score0:.1f} -> {100 * score1:.1f} "
             f"({gain:+.2f} points) over the last {patience} evaluations (steps {step0}-{step1}, "
             f"{mtokens:.4f}M tokens) = {rate:.1f} points per M tokens, below "
-            f"train.auto_eval.min_gain_per_mtokens={min_gain_per_mtokens:g}")
+            f"{section}.auto_eval.min_gain_per_mtokens={min_gain_per_mtokens:g}")
 
 
 class AutoEval:
     """Called with every step's metrics record; evaluates when due and returns metrics to merge in."""
 
-    def __init__(self, cfg: AutoEvalConfig, tokenizer, total_steps: int):
+    def __init__(self, cfg: AutoEvalConfig, tokenizer, total_steps: int, section: str = "train"):
         self.cfg, self.tokenizer, self.total_steps = cfg, tokenizer, total_steps
+        self.section = section  # the config section in use, named in the stop reason
         self.tasks = [(e, load_task(e.task, data=e.data, fewshot_data=e.fewshot_data, subjects=e.subjects,
                                     limit=e.limit or cfg.limit, shots=e.shots)) for e in cfg.tasks]
         self.tokens = 0
@@ -69,7 +70,8 @@ class AutoEval:
         out = {**metrics, "autoeval/domain_score": domain}
         shown = "  ".join(f"{k.removeprefix('autoeval/')}={100 * v:.1f}" for k, v in metrics.items())
         console.print(f"  step {step:>4}  [magenta]auto-eval[/] {shown}")
-        reason = plateau_reason(self.history, self.cfg.patience, self.cfg.min_gain_per_mtokens, self.cfg.metric)
+        reason = plateau_reason(self.history, self.cfg.patience, self.cfg.min_gain_per_mtokens, self.cfg.metric,
+                                self.section)
         if reason and step != self.total_steps:
             self.stop_reason = reason
             out["stop_reason"] = reason

@@ -1,4 +1,4 @@
-"""Atomic, verifiable training checkpoints and the choice of which one to resume from.
+"""Atomic, verifiable checkpoints of our own training loop (which one to resume: training/resume.py).
 
 A checkpoint folder `step-00000042/` holds the trainable weights (safetensors), optimizer and
 scheduler state, RNG states and `meta.json` (step, resume key, sha256 of every file). It is
@@ -126,36 +126,17 @@ def verify(path: Path) -> str | None:
     return None
 
 
-def find_resume(root: Path, warn) -> Path | None:
-    """The newest intact checkpoint; broken newer ones are skipped with a warning."""
-    for path in reversed(list_checkpoints(root)):
-        problem = verify(path)
-        if problem is None:
-            return path
-        warn(f"checkpoint {path.name} is unusable ({problem}); falling back to an older one")
-    return None
-
-
 def newest_intact(root: Path, before_step: int) -> Path | None:
     """The newest intact checkpoint strictly before `before_step` (a spike rollback's target)."""
     for path in reversed(list_checkpoints(root)):
-        if read_meta_step(path) < before_step and verify(path) is None:
+        if step_from_name(path) < before_step and verify(path) is None:
             return path
     return None
 
 
-def read_meta_step(path: Path) -> int:
+def step_from_name(path: Path) -> int:
+    """The step a checkpoint folder holds, from its name (`step-00000042`), without opening it."""
     return int(NAME.match(path.name).group(1))
-
-
-def resolve_explicit(path: Path) -> Path:
-    """A checkpoint named by the user must be intact: no silent fallback."""
-    if not path.is_dir():
-        raise CheckpointError(f"train.resume: checkpoint {path} does not exist")
-    problem = verify(path)
-    if problem:
-        raise CheckpointError(f"train.resume: checkpoint {path} is unusable: {problem}")
-    return path
 
 
 def read_meta(path: Path) -> dict[str, Any]:

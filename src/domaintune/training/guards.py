@@ -27,6 +27,8 @@ class StepGuard:
     diagnostics_dir: Path
     rollback: bool = False  # on a spike: restore the last checkpoint and skip the batches since it
     max_rollbacks: int = 3
+    section: str = "train"  # the config section in use, named in messages (train, sft, align)
+    lr_key: str | None = None  # the learning-rate key to suggest lowering (default: <section>.optim.lr)
     skipped: int = 0
     rollbacks: int = 0
     consecutive_bad: int = 0
@@ -34,19 +36,23 @@ class StepGuard:
     _avg: float | None = None
     _seen: int = 0
 
-    def finite(self, step: int, loss: float, grad_norm: float, rows: list[int]) -> bool:
-        """True if the step may update the weights; raises TrainingAborted when it must stop."""
-        if math.isfinite(loss) and math.isfinite(grad_norm):
+    def finite(self, step: int, loss: float, grad_norm: float, rows: list[int], judge_grads: bool = True) -> bool:
+        """True if the step may update the weights; raises TrainingAborted when it must stop.
+
+        `judge_grads=False` under fp16: an overflowing gradient is the grad scaler's business (it
+        skips that update and lowers its scale), so only a non-finite loss is a bad step."""
+        if math.isfinite(loss) and (math.isfinite(grad_norm) or not judge_grads):
             self.consecutive_bad = 0
             return True
         self.consecutive_bad += 1
         info = {"step": step, "loss": loss, "grad_norm": grad_norm, "rows": rows}
         if self.nan_policy == "stop" or self.consecutive_bad >= self.max_bad_steps:
             path = self._write_diagnostics(info)
-            why = ("train.nan_policy is 'stop'" if self.nan_policy == "stop"
-                   else f"{self.consecutive_bad} consecutive bad steps (train.max_bad_steps)")
+            why = (f"{self.section}.guards.nan_policy is 'stop'" if self.nan_policy == "stop"
+                   else f"{self.consecutive_bad} consecutive bad steps ({self.section}.guards.max_bad_steps)")
             raise TrainingAborted(f"non-finite loss or gradient at step {step} ({why}); diagnostics in {path}. "
-                                  f"The last good checkpoint is intact: lower train.lr or inspect those rows, "
+                                  f"The last good checkpoint is intact: lower "
+                                  f"{self.lr_key or self.section + '.optim.lr'} or inspect those rows, "
                                   f"then re-run to resume.")
         self.skipped += 1
         return False

@@ -183,14 +183,8 @@ def _preemption_requested(preempt: PreemptionFlag | None, accelerator) -> bool:
     return bool(flag.item())
 
 
-def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[dict[str, Any]], None],
-               heldout=None, ckpt: Checkpointing | None = None, guard: StepGuard | None = None,
-               preempt: PreemptionFlag | None = None, auto_eval=None) -> dict[str, Any]:
-    """Run optimizer steps up to `s.total_steps`; `on_step` receives each step's metrics (with
-    held-out losses per stream every `s.eval_every` steps and at the end, when `heldout` rows
-    exist). With `ckpt.resume_from`, training continues exactly where that checkpoint ended:
-    the batch plan is a pure function of (rows, seed, step), so skipping the consumed
-    micro-batches reproduces the uninterrupted sequence."""
+def _build_optim(model, s: LoopSettings, accelerator):
+    """AdamW over the trainable parameters and the LR schedule; returns (model, optimizer, scheduler, params)."""
     from transformers import get_scheduler
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -200,6 +194,53 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
     # The scheduler stays outside accelerate: its wrapper steps once per process per call (it assumes
     # each rank sees a slice of an epoch), which would run the schedule W times too fast here.
     model, optimizer = accelerator.prepare(model, optimizer)
+    return model, optimizer, scheduler, params
+
+
+@dataclass(frozen=True)
+class Decision:
+    update: bool  # apply this step's gradients
+    spike: bool
+    roll_back: bool  # restore the last checkpoint (if there is one) and skip the batches since it
+
+
+def _guard_decision(guard: StepGuard | None, step: int, loss: float, grad_norm: float, rows: list[int],
+                    scaled: bool) -> Decision:
+    """What the guards make of this step. `scaled` (fp16): overflowing gradients are the grad scaler's call."""
+    if guard is None:
+        return Decision(True, False, False)
+    update = guard.finite(step, loss, grad_norm, rows, judge_grads=not scaled)
+    spike = update and guard.spike(loss)
+    if spike and guard.rollback:  # PaLM-style; without a checkpoint (or rollbacks used up) at least
+        return Decision(False, True, guard.may_roll_back())  # keep this batch out of the weights
+    return Decision(update, spike, False)
+
+
+def _optimizer_step(optimizer, scheduler, update: bool, accelerator) -> bool:
+    """Apply the step, or not; True when the weights were left unchanged.
+
+    A step the guard rejects still goes through `optimizer.step()`, with its gradients dropped (AdamW
+    leaves parameters without gradients untouched): under fp16 the grad scaler updates itself only
+    there, and skipping it makes the next step's unscale_ raise. The scaler's own overflow skips are
+    read from accelerate (`optimizer_step_was_skipped`), not second-guessed."""
+    if not update:
+        optimizer.zero_grad(set_to_none=True)
+    optimizer.step()
+    skipped = not update or accelerator.optimizer_step_was_skipped
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return skipped
+
+
+def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[dict[str, Any]], None],
+               heldout=None, ckpt: Checkpointing | None = None, guard: StepGuard | None = None,
+               preempt: PreemptionFlag | None = None, auto_eval=None) -> dict[str, Any]:
+    """Run optimizer steps up to `s.total_steps`; `on_step` receives each step's metrics (with
+    held-out losses per stream every `s.eval_every` steps and at the end, when `heldout` rows
+    exist). With `ckpt.resume_from`, training continues exactly where that checkpoint ended:
+    the batch plan is a pure function of (rows, seed, step), so skipping the consumed
+    micro-batches reproduces the uninterrupted sequence."""
+    model, optimizer, scheduler, params = _build_optim(model, s, accelerator)
     model.train()
     batches = micro_batches(list(dataset["bucket"]), list(dataset["length"]), s.batch_size,
                             s.batch_tokens, s.seed)
@@ -207,7 +248,7 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
     start, batches_skipped = _restore(ckpt, model, optimizer, scheduler, accelerator)
     for _ in range(start * per_step + batches_skipped):
         next(batches)  # consumed (or skipped by a rollback) before the checkpoint
-    totals = {"tokens": 0, "time": 0.0, "padded": 0}
+    totals = {"tokens": 0, "time": 0.0, "padded": 0, "scaler_skipped": 0}
     peak = device_peak_flops(accelerator.device)
     step = start
     while step < s.total_steps:
@@ -218,41 +259,27 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
         grad_norm = float(accelerator.clip_grad_norm_(params, s.max_grad_norm))
         loss = float(out["sums"].sum() / out["counts"].sum().clamp(min=1))
         rows = [i for indices in plan for i in indices]
-        update = guard.finite(step, loss, grad_norm, rows) if guard else True
-        spike = update and guard is not None and guard.spike(loss)
-        if spike and guard.rollback:
-            # PaLM-style: restart from the last checkpoint and skip every batch since it, this one
-            # included. The iterator already sits past them; `batches_skipped` keeps resume exact.
-            restored = _rollback(ckpt, step, model, optimizer, scheduler, accelerator) \
-                if guard.may_roll_back() else None
-            if restored is not None:
-                batches_skipped += (step - restored) * per_step
-                guard.rolled_back(step, restored)
-                on_step({"step": step, "train/loss": loss, "spike": True, "rolled_back_to": restored, "rows": rows})
-                step = restored
-                continue
-            update = False  # no checkpoint (or rollbacks used up): at least keep this batch out of the weights
-        if update:  # a skipped step leaves the weights untouched
-            optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        d = _guard_decision(guard, step, loss, grad_norm, rows, scaled=accelerator.scaler is not None)
+        skipped = _optimizer_step(optimizer, scheduler, d.update, accelerator)
+        restored = _rollback(ckpt, step, model, optimizer, scheduler, accelerator) if d.roll_back else None
+        if restored is not None:
+            # the iterator already sits past the batches since the checkpoint, this one included:
+            # they are skipped, and `batches_skipped` keeps resume exact
+            batches_skipped += (step - restored) * per_step
+            guard.rolled_back(step, restored)
+            on_step({"step": step, "train/loss": loss, "spike": True, "rolled_back_to": restored, "rows": rows})
+            step = restored
+            continue
+        totals["scaler_skipped"] += int(skipped and d.update)
         dt = time.perf_counter() - t0
         for key in ("tokens", "padded"):
             totals[key] += out[key]
         totals["time"] += dt
-        rec = _step_metrics(step, out["sums"], out["counts"], s, float(grad_norm), scheduler.get_last_lr()[0],
-                            dt, out["tokens"], accelerator.device)
-        rec["rows"] = rows  # which packed rows this step consumed
-        if spike:
-            rec["spike"] = True
-        if not update:
-            rec["skipped"] = True
-        step_mfu = mfu(s.n_params, out["tokens"] / dt / accelerator.num_processes, peak)
-        if step_mfu is not None:
-            rec["mfu"] = step_mfu
+        rec = _step_record(step, out, s, grad_norm, scheduler.get_last_lr()[0], dt, rows, d.spike, skipped,
+                           accelerator, peak)
         if _eval_due(step, s, heldout):
             rec |= _heldout(accelerator.unwrap_model(model), heldout, s, accelerator.device)
-        if auto_eval is not None:  # benchmarks every N steps; may ask to stop (train/autoeval.py)
+        if auto_eval is not None:  # benchmarks every N steps; may ask to stop (training/autoeval.py)
             rec |= auto_eval(accelerator.unwrap_model(model), rec)
         on_step(rec)
         stop = _preemption_requested(preempt, accelerator)
@@ -263,15 +290,37 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
                             f"Re-run the same command to resume.")
         if auto_eval is not None and auto_eval.stop_reason:
             break
-    return {"resumed_from_step": start, "skipped_steps": guard.skipped if guard else 0,
-            "loss_spikes": guard.spikes if guard else 0, "rollbacks": guard.rollbacks if guard else 0,
-            "batches_skipped_by_rollback": batches_skipped, "tokens": totals["tokens"], "train_time_s": totals["time"],
-            "tokens_per_s": totals["tokens"] / max(totals["time"], 1e-9),
-            "tokens_per_s_per_device": totals["tokens"] / max(totals["time"], 1e-9) / accelerator.num_processes,
-            "batch_padding_fraction": 1 - totals["tokens"] / max(totals["padded"], 1),
-            "peak_memory_mb": peak_memory_mb(accelerator.device),
-            **({"mfu": mfu(s.n_params, totals["tokens"] / max(totals["time"], 1e-9) / accelerator.num_processes,
-                           peak)} if peak else {})}
+    return _summary(totals, guard, start, batches_skipped, accelerator, s.n_params, peak)
+
+
+def _step_record(step: int, out: dict[str, Any], s: LoopSettings, grad_norm: float, lr: float, dt: float,
+                 rows: list[int], spike: bool, skipped: bool, accelerator, peak: float | None) -> dict[str, Any]:
+    rec = _step_metrics(step, out["sums"], out["counts"], s, grad_norm, lr, dt, out["tokens"], accelerator.device)
+    rec["rows"] = rows  # which packed rows this step consumed
+    if spike:
+        rec["spike"] = True
+    if skipped:
+        rec["skipped"] = True
+    step_mfu = mfu(s.n_params, out["tokens"] / dt / accelerator.num_processes, peak)
+    if step_mfu is not None:
+        rec["mfu"] = step_mfu
+    return rec
+
+
+def _summary(totals: dict[str, Any], guard: StepGuard | None, start: int, batches_skipped: int, accelerator,
+             n_params: int, peak: float | None) -> dict[str, Any]:
+    tokens_per_s = totals["tokens"] / max(totals["time"], 1e-9)
+    per_device = tokens_per_s / accelerator.num_processes
+    out = {"resumed_from_step": start, "skipped_steps": guard.skipped if guard else 0,
+           "scaler_skipped_steps": totals["scaler_skipped"],
+           "loss_spikes": guard.spikes if guard else 0, "rollbacks": guard.rollbacks if guard else 0,
+           "batches_skipped_by_rollback": batches_skipped, "tokens": totals["tokens"], "train_time_s": totals["time"],
+           "tokens_per_s": tokens_per_s, "tokens_per_s_per_device": per_device,
+           "batch_padding_fraction": 1 - totals["tokens"] / max(totals["padded"], 1),
+           "peak_memory_mb": peak_memory_mb(accelerator.device)}
+    if peak:
+        out["mfu"] = mfu(n_params, per_device, peak)
+    return out
 
 
 def _eval_due(step: int, s: LoopSettings, heldout) -> bool:

@@ -1,4 +1,4 @@
-"""Training metrics: JSONL always (one object per logged step), plus a loss-curve plot."""
+"""Training metrics as JSONL: one object per logged step (plots: training/plots.py)."""
 
 from __future__ import annotations
 
@@ -40,37 +40,3 @@ class MetricsLog:
 
     def close(self) -> None:
         self._fh.close()
-
-
-def plot_loss_curves(records: list[dict[str, Any]], out: Path, title: str) -> Path | None:
-    """Overall and per-stream training loss against step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not records:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [r["step"] for r in records]
-    ax.plot(steps, [r["train/loss"] for r in records], label="overall", linewidth=2, color="black")
-    keys = sorted({k for r in records for k in r if k.startswith("train/loss/")})
-    colors = {}
-    for key in keys:
-        pts = [(r["step"], r[key]) for r in records if key in r]
-        line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], label=key.split("/")[-1], alpha=0.6)
-        colors[key.split("/")[-1]] = line.get_color()
-    for key in sorted({k for r in records for k in r if k.startswith("val/loss/")}):
-        stream = key.split("/")[-1]
-        pts = [(r["step"], r[key]) for r in records if key in r]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o--", color=colors.get(stream),
-                label=f"{stream} (held-out)", linewidth=2)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out

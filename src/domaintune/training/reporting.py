@@ -1,19 +1,17 @@
-"""What a training run shows and records each step: progress bar, console lines, metrics.jsonl
-and the configured trackers. Only the main process reports; other ranks stay silent."""
+"""What a training run shows and records each step: progress bar, console lines, metrics.jsonl,
+the configured trackers and the stage's heartbeat. Only the main process reports; other ranks stay
+silent."""
 
 from __future__ import annotations
 
-import os
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from domaintune.artifacts import atomic_write_json
 from domaintune.console import progress
 from domaintune.trackers import TrackerGroup, build_trackers
+from domaintune.training.heartbeat import Heartbeat
 from domaintune.training.metrics_log import MetricsLog
-
-HEARTBEAT = "heartbeat.json"
 
 
 def window_summary(records: list[dict], streams: tuple[str, ...]) -> str:
@@ -31,20 +29,30 @@ def window_summary(records: list[dict], streams: tuple[str, ...]) -> str:
     return "  ".join(parts)
 
 
+@dataclass(frozen=True)
+class ReportSettings:
+    report_to: list[str]
+    run_name: str
+    config: dict[str, Any]  # logged to the trackers once
+    log_every: int
+    section: str = "train"  # the config section of the training settings, named in messages
+
+
 class StepReporter:
-    def __init__(self, out_dir: Path, report_to: list[str], run_name: str, config: dict[str, Any],
-                 total_steps: int, log_every: int, streams: tuple[str, ...], main: bool = True,
-                 resume_step: int = 0):
-        self.main, self.log_every, self.streams = main, log_every, streams
+    def __init__(self, out_dir: Path, r: ReportSettings, heartbeat: Heartbeat, total_steps: int,
+                 streams: tuple[str, ...], resume_step: int = 0):
+        self.main, self.log_every, self.streams, self.section = heartbeat.main, r.log_every, streams, r.section
         self._window: list[dict[str, Any]] = []
-        self._log = MetricsLog(out_dir / "metrics.jsonl", resume_step) if main else None
-        self._heartbeat = out_dir / HEARTBEAT
+        self._log = MetricsLog(out_dir / "metrics.jsonl", resume_step) if self.main else None
+        self._heartbeat = heartbeat
         self.records: list[dict[str, Any]] = list(self._log.records) if self._log else []
         self.rollbacks: list[dict[str, Any]] = []  # spike rollbacks: {step, rolled_back_to, train/loss}
-        self._trackers = TrackerGroup(build_trackers(report_to, out_dir, run_name) if main else [])
-        self._trackers.log_config(config)
-        self._bar = progress(disable=not main)
-        self._task = self._bar.add_task("train", total=total_steps, completed=resume_step, info="")
+        key = f"{r.section}.logging.report_to"
+        self._trackers = TrackerGroup(build_trackers(r.report_to, out_dir, r.run_name, key=key) if self.main else [])
+        self._trackers.log_config(r.config)
+        self._bar = progress(disable=not self.main)
+        self._task = self._bar.add_task(heartbeat.phase or heartbeat.stage, total=total_steps,
+                                        completed=resume_step, info="")
         self.total_steps = total_steps
 
     def __enter__(self) -> StepReporter:
@@ -64,8 +72,7 @@ class StepReporter:
         self.records.append(rec)
         if not self.main:
             return
-        # the supervisor's hang watchdog reads this: a step finished, at this time
-        atomic_write_json(self._heartbeat, {"step": rec["step"], "time": time.time(), "pid": os.getpid()})
+        self._heartbeat.beat(rec["step"])  # the supervisor's hang watchdog reads this
         self._log.log(rec)
         self._trackers.log(rec, rec["step"])
         self._window.append(rec)
@@ -79,7 +86,7 @@ class StepReporter:
                                     f"(weights unchanged)[/]")
         if rec.get("spike"):
             self._bar.console.print(f"  [yellow]step {rec['step']}: loss spike ({rec['train/loss']:.3f}, "
-                                    f"above train.spike_factor x the running average)[/]")
+                                    f"above {self.section}.guards.spike_factor x the running average)[/]")
         if "val/loss" in rec:
             held = "  ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in rec.items() if k.startswith("val/loss/"))
             self._bar.console.print(f"  step {rec['step']:>4}  [cyan]held-out[/] loss {rec['val/loss']:.4f}  {held}")
@@ -92,6 +99,6 @@ class StepReporter:
         self._window = [r for r in self._window if r["step"] <= restored]
         if not self.main:
             return
-        atomic_write_json(self._heartbeat, {"step": restored, "time": time.time(), "pid": os.getpid()})
+        self._heartbeat.beat(restored)
         self._log.rewind(restored)
         self._bar.update(self._task, completed=restored)

@@ -3,6 +3,7 @@ DPO's reference can be "adapter disabled") and saves what eval/export can load."
 
 import json
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -10,6 +11,8 @@ from domaintune import models
 from domaintune.align import stage as align_stage
 from domaintune.artifacts import RunDir
 from domaintune.config import AdapterConfig, Config
+
+pytestmark = pytest.mark.slow  # runs the align stage (trains reward models and DPO)
 
 
 def _cfg(tiny_model_dir, tmp_path, with_train: bool) -> Config:
@@ -39,7 +42,8 @@ def _fake_train_stage(cfg, tiny_model_dir) -> RunDir:
 def test_starts_from_the_merged_previous_stage_and_saves_full_weights(tiny_model_dir, tmp_path):
     cfg = _cfg(tiny_model_dir, tmp_path, with_train=True)
     run_dir = _fake_train_stage(cfg, tiny_model_dir)
-    model, tokenizer, prev = align_stage._start_model(cfg, run_dir, "cpu")
+    model, tokenizer, start = align_stage._start_model(cfg, run_dir, "cpu")
+    prev = start.stage
     assert prev == "train" and not hasattr(model, "peft_config")  # merged: a plain model
     ids = torch.tensor([[5, 6, 7, 8]])
     trained = models.load_trained(cfg.model, run_dir.root / "train" / "model")
@@ -59,6 +63,6 @@ def test_starts_from_the_merged_previous_stage_and_saves_full_weights(tiny_model
 
 def test_starts_from_the_base_model_without_a_previous_stage(tiny_model_dir, tmp_path):
     cfg = _cfg(tiny_model_dir, tmp_path, with_train=False)
-    model, tokenizer, prev = align_stage._start_model(cfg, RunDir(cfg.run_path), "cpu")
-    assert prev is None and tokenizer.chat_template
+    model, tokenizer, start = align_stage._start_model(cfg, RunDir(cfg.run_path), "cpu")
+    assert start.stage is None and tokenizer.chat_template
     assert json.loads((tiny_model_dir / "config.json").read_text())["hidden_size"] == model.config.hidden_size

@@ -1,9 +1,12 @@
+import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from domaintune.align import dpo
 from domaintune.config import AdapterConfig
 from domaintune.models import build_peft_config
 from fixtures.preferences import separable_rows
+
+pytestmark = pytest.mark.slow  # trains with trl
 
 
 def _settings(**kw):

@@ -1,9 +1,12 @@
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from domaintune.align import reward
 from domaintune.config import AdapterConfig
 from fixtures.preferences import separable_rows
+
+pytestmark = pytest.mark.slow  # trains with trl
 
 
 def _settings(**kw):

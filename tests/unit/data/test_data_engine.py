@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from domaintune.artifacts import RunDir
 from domaintune.data import run
 from domaintune.data.engine import plan_shards
@@ -65,6 +67,7 @@ def test_plan_is_balanced_and_deterministic(tmp_path, write_jsonl, make_docs, ma
     assert [len(s) for s in two] == [2, 2] and two == plan_shards(sources, 2)
 
 
+@pytest.mark.slow  # starts a process and kills it
 def test_killed_run_resumes_unfinished_shards_with_identical_outputs(tmp_path, write_jsonl, make_docs,
                                                                        make_config):
     cfg = _corpus(tmp_path, write_jsonl, make_docs, make_config)
@@ -131,6 +134,7 @@ def test_validate_names_what_cluster_executors_need(tmp_path, write_jsonl, make_
     assert checks.check_data_engine(local) == []
 
 
+@pytest.mark.slow  # starts worker processes
 def test_parallel_workers_give_the_same_bytes(tmp_path, write_jsonl, make_docs, make_config):
     cfg = _corpus(tmp_path, write_jsonl, make_docs, make_config)
     run(cfg, RunDir(tmp_path / "one"))

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.fixtures.messy import EXPECTED_REASONS, MESSY_SOURCES, make_messy_folder
 from typer.testing import CliRunner
 
 from domaintune.cli import app
+from fixtures.messy import EXPECTED_REASONS, MESSY_SOURCES, make_messy_folder
 
 
 @pytest.fixture

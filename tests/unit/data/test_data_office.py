@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import json
 
-from tests.fixtures.messy import pdf_bytes, write_chat, write_docx, write_parquet
-
 from domaintune.data.chat import read_chat
 from domaintune.data.readers import read_file
 from domaintune.data.records import Record, Reject
+from fixtures.messy import pdf_bytes, write_chat, write_docx, write_parquet
 
 
 def read(path, ctx):

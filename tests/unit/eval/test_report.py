@@ -45,6 +45,7 @@ def test_report_embeds_radar_perplexity_and_loss_images(tmp_path):
     atomic_write_json(run / "eval" / "eval.json", _results())
     (run / "train").mkdir()
     _loss_png(run / "train" / "loss_curves.png")
+    atomic_write_json(run / "train" / "manifest.json", {"outputs": {"loss_curves": "loss_curves.png"}, "metrics": {}})
     written = write_report(run)
     page = written["html"].read_text(encoding="utf-8")
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)

@@ -92,7 +92,7 @@ def test_rules_file_errors_name_file_and_entry(tmp_path):
         load_rules(write_rules(tmp_path, {"rewrites": [{"pattern": "(", "replace": "x"}]}))
     with pytest.raises(ConfigError, match=r"rewrites\.0\.replace"):
         load_rules(write_rules(tmp_path, {"rewrites": [{"pattern": "a", "replacement": "x"}]}))
-    with pytest.raises(ConfigError, match="line 2: invalid YAML"):
+    with pytest.raises(ConfigError, match="line 2, column 1: invalid YAML"):
         load_rules(write_rules(tmp_path, "glossary: [unclosed\n"))
     with pytest.raises(ConfigError, match="file not found"):
         load_rules(tmp_path / "missing.yaml")

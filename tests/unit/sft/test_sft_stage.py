@@ -9,6 +9,8 @@ from domaintune.artifacts import RunDir
 from domaintune.config import Config
 from domaintune.sft import stage as sft_stage
 
+pytestmark = pytest.mark.slow  # runs the SFT stage
+
 QA = [("What is the wire fee?", "The wire fee is 35 dollars."),
       ("What is the SWIFT code?", "The SWIFT code is HRVBUS6S."),
       ("What is the hotline?", "The hotline is 0800-462-7000."),
@@ -131,3 +133,64 @@ def test_sft_after_continual_pretraining_starts_from_its_merged_adapter(tmp_path
     base_gap = (sft_logits - base(input_ids=ids).logits).abs().max()
     cpt_gap = (sft_logits - cpt_logits).abs().max()
     assert cpt_gap < base_gap  # SFT moved the CPT model a little; it did not restart from the base
+
+
+def test_auto_records_every_attempts_loss_curves_as_outputs(tmp_path, tiny_model_dir):
+    cfg = _config(tmp_path, tiny_model_dir, method="auto", auto={"metric": "val_loss", "target": 1e-6}, max_steps=1)
+    run_dir, result = _run(cfg)
+    plots = {k: v for k, v in result.outputs.items() if k.startswith("loss_curves")}
+    assert plots == {"loss_curves/lora": "attempts/lora/loss_curves.png",
+                     "loss_curves/full": "attempts/full/loss_curves.png"}
+    assert all((run_dir.root / "sft" / v).is_file() for v in plots.values())
+
+
+def test_spike_policy_rollback_restores_the_last_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
+    """sft.spike_policy: rollback was accepted and ignored (SFT's guard never rolled back)."""
+    from domaintune.training.guards import StepGuard
+
+    seen = []
+
+    def spike_at_step_4(self, loss):  # a loss spike on demand; the real rule needs a real spike
+        seen.append(loss)
+        if len(seen) == 4:
+            self.spikes += 1
+            return True
+        return False
+
+    monkeypatch.setattr(StepGuard, "spike", spike_at_step_4)
+    cfg = _config(tmp_path, tiny_model_dir, method="lora", max_steps=5, save_every=2, keep_last=5, spike_factor=2.0,
+                  spike_policy="rollback", max_rollbacks=1)
+    run_dir, result = _run(cfg)
+    assert [(r["step"], r["rolled_back_to"]) for r in result.metrics["spike_rollbacks"]] == [(4, 2)]
+    assert result.metrics["rollbacks"] == 1 and result.metrics["batches_skipped_by_rollback"] == 2
+    assert (run_dir.root / "sft" / "diagnostics" / "spike_rollback_00000004.json").is_file()
+    steps = [json.loads(x)["step"] for x in (run_dir.root / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]  # the log reads as one run: steps 3-4 redone on later batches
+
+
+def test_auto_eval_scores_sft_checkpoints_and_stops_early(tmp_path, tiny_model_dir):
+    """sft.auto_eval was accepted and ignored; now it scores the tasks during SFT and may stop it."""
+    rows = [{"q": f"Fee number {i}?", "options": ["5 dollars", "35 dollars"], "gold": i % 2} for i in range(6)]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (tmp_path / "qa.yaml").write_text(
+        "name: qa\nversion: 1\nkind: multiple_choice\ndata: {path: qa.jsonl}\n"
+        "fields: {question: q, choices: options, answer: gold, answer_format: index}\n"
+        "prompt: {template: \"{question}\\nAnswer:\", continuation: text}\n", encoding="utf-8")
+    auto_eval = {"every": 1, "tasks": [{"task": str(tmp_path / "qa.yaml"), "group": "domain"}], "limit": 4,
+                 "patience": 2, "min_gain_per_mtokens": 1e9}
+    cfg = _config(tmp_path, tiny_model_dir, method="lora", max_steps=6, auto_eval=auto_eval)
+    run_dir, result = _run(cfg)
+    m = result.metrics
+    assert m["steps"] == 2 and m["stop_reason"].startswith("auto-eval plateau")
+    assert "sft.auto_eval.min_gain_per_mtokens" in m["stop_reason"] and "autoeval/domain_score" in m
+    logged = [json.loads(x) for x in (run_dir.root / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "autoeval/qa/acc" in r] == [1, 2]
+
+
+def test_a_corrupt_result_file_is_one_clear_error(tmp_path):
+    from domaintune.errors import CheckpointError
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "result.json").write_text('{"key": "abc", "res')
+    with pytest.raises(CheckpointError, match=r"result\.json is unreadable .*delete it to train this attempt again"):
+        sft_stage.recorded_result(tmp_path, {"k": 1})

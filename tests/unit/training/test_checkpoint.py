@@ -7,7 +7,6 @@ import torch
 
 from domaintune.errors import CheckpointError
 from domaintune.training.checkpoint import (
-    find_resume,
     list_checkpoints,
     load_checkpoint,
     rng_state,
@@ -15,6 +14,7 @@ from domaintune.training.checkpoint import (
     set_rng_state,
     verify,
 )
+from domaintune.training.resume import OwnCheckpoints, newest_intact
 
 
 class Evil:
@@ -66,7 +66,7 @@ def test_corrupt_newest_is_skipped_with_a_warning(tmp_path):
     newest = save_checkpoint(tmp_path, 2, model, opt, sched, {}, keep_last=3)
     (newest / "scheduler.pt").write_bytes(b"x")
     warnings = []
-    assert find_resume(tmp_path, warnings.append).name == "step-00000001"
+    assert newest_intact(OwnCheckpoints(tmp_path), warnings.append).name == "step-00000001"
     assert "scheduler.pt does not match its checksum" in warnings[0]
     assert verify(newest) is not None
 
@@ -86,3 +86,42 @@ def test_rng_state_survives_weights_only(tmp_path):
     state = rng_state()
     torch.save(state, tmp_path / "r.pt")
     set_rng_state(torch.load(tmp_path / "r.pt", weights_only=True))
+
+
+def _hf_checkpoint(path):
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True)
+    (path / "trainer_state.json").write_text("{}")
+    save_file({"w": torch.zeros(2)}, str(path / "model.safetensors"))
+    torch.save({"state": {}}, path / "optimizer.pt")
+
+
+@pytest.mark.parametrize("kind", ["own", "hf"])
+def test_resume_never_moves_old_checkpoints_aside_and_says_where(tmp_path, kind):
+    from domaintune.training.resume import HFCheckpoints, ResumePolicy, choose_checkpoint
+
+    root = tmp_path / "checkpoints"
+    if kind == "own":
+        model, opt, sched = _setup()
+        save_checkpoint(root, 1, model, opt, sched, {"resume_config": {"a": 1}}, keep_last=2)
+        store = OwnCheckpoints(root)
+    else:
+        _hf_checkpoint(root / "checkpoint-1")
+        store = HFCheckpoints(root)
+    warnings = []
+    assert choose_checkpoint(store, {"a": 1}, ResumePolicy(resume="never", section="sft"), warnings.append) is None
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("checkpoints.prev-")]
+    assert len(kept) == 1 and len(list(kept[0].iterdir())) >= 1  # nothing deleted
+    assert "sft.checkpoint.resume=never" in warnings[0] and str(kept[0]) in warnings[0]
+    assert store.list() == []
+
+
+def test_a_corrupt_hf_settings_file_is_one_clear_error(tmp_path):
+    from domaintune.training.resume import HFCheckpoints, ResumePolicy, choose_checkpoint
+
+    root = tmp_path / "checkpoints"
+    _hf_checkpoint(root / "checkpoint-2")
+    (root / "resume_key.json").write_text('{"sett')
+    with pytest.raises(CheckpointError, match=r"resume_key\.json is unreadable .*delete .*resume_key\.json"):
+        choose_checkpoint(HFCheckpoints(root), {"a": 1}, ResumePolicy(), lambda m: None)

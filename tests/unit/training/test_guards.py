@@ -14,6 +14,8 @@ from domaintune.training.checkpoint import list_checkpoints, read_meta
 from domaintune.training.guards import StepGuard
 from domaintune.training.loop import Checkpointing, LoopSettings, train_loop
 
+pytestmark = pytest.mark.slow  # trains the tiny model
+
 
 class Sabotage(torch.nn.Module):
     """Wraps a model; on chosen forward calls multiplies the logits (by nan, or by a large factor)."""
@@ -114,3 +116,49 @@ def test_spike_rollback_without_a_checkpoint_skips_the_update(tiny_model_dir, tm
     records, snaps, summary = _run(tiny_model_dir, tmp_path, {8: 40.0}, spike=2.0, steps=9, rollback=True)
     assert records[7].get("spike") and records[7].get("skipped") and summary["rollbacks"] == 0
     assert torch.equal(snaps[6], snaps[7])
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state; an fp16 Accelerator needs a fresh one (and leaves none)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _fp16_run(tiny_model_dir, tmp_path, accelerator, calls):
+    torch.manual_seed(0)
+    model = Sabotage(AutoModelForCausalLM.from_pretrained(tiny_model_dir), calls).to(accelerator.device)
+    records, snapshots = [], []
+
+    def on_step(rec):
+        records.append(rec)
+        snapshots.append(model.model.lm_head.weight.detach().clone())
+
+    summary = train_loop(model, _data(), _settings(5), accelerator, on_step,
+                         guard=StepGuard("skip", 3, None, tmp_path / "diag"))
+    return records, snapshots, summary
+
+
+def test_fp16_grad_scaler_survives_a_skipped_step(tiny_model_dir, tmp_path, fresh_accelerate_state):
+    """Bug: a step the NaN guard skipped bypassed the grad scaler's update, so the next step's
+    unscale_ raised. Here a CPU GradScaler stands in for CUDA's (same torch code path)."""
+    accelerator = Accelerator(mixed_precision="fp16", cpu=True)
+    accelerator.native_amp, accelerator.scaler = True, torch.amp.GradScaler("cpu")
+    records, snaps, summary = _fp16_run(tiny_model_dir, tmp_path, accelerator, {2: float("nan")})
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert records[1].get("skipped") and summary["skipped_steps"] == 1
+    assert torch.equal(snaps[0], snaps[1]) and not torch.equal(snaps[1], snaps[2])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with a CUDA grad scaler needs a GPU")
+def test_fp16_on_cuda_skips_a_bad_step_and_keeps_training(tiny_model_dir, tmp_path, fresh_accelerate_state):
+    accelerator = Accelerator(mixed_precision="fp16")
+    assert accelerator.scaler is not None
+    records, snaps, summary = _fp16_run(tiny_model_dir, tmp_path, accelerator, {2: float("nan")})
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert records[1].get("skipped") and summary["skipped_steps"] == 1
+    assert torch.equal(snaps[0], snaps[1])

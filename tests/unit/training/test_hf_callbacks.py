@@ -7,19 +7,17 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from domaintune.align import reward
+from domaintune.artifacts import HEARTBEAT, RunDir
 from domaintune.config import AdapterConfig
 from domaintune.errors import CheckpointError, Preempted, TrainingAborted
 from domaintune.training.guards import PreemptionFlag, StepGuard
-from domaintune.training.reporting import HEARTBEAT
-from domaintune.training.trainer_bridge import (
-    FaultTolerance,
-    GuardCallback,
-    choose_hf_checkpoint,
-    list_hf_checkpoints,
-    train_guarded,
-    verify_hf_checkpoint,
-)
+from domaintune.training.heartbeat import Heartbeat
+from domaintune.training.hf_callbacks import GuardCallback, list_hf_checkpoints, verify_hf_checkpoint
+from domaintune.training.hf_trainer import FaultTolerance, train_guarded
+from domaintune.training.resume import HFCheckpoints, ResumePolicy, choose_checkpoint
 from fixtures.preferences import separable_rows
+
+pytestmark = pytest.mark.slow  # trains with HF trainers
 
 
 class _Args:
@@ -31,9 +29,14 @@ class _State:
     max_steps = 10
 
 
-def _callback(tmp_path, policy="skip", max_bad=3):
+def _callback(tmp_path, policy="skip", max_bad=3, heartbeat=None):
+    heartbeat = heartbeat or Heartbeat(tmp_path / HEARTBEAT, "align")
     return GuardCallback("test", tmp_path, StepGuard(policy, max_bad, None, tmp_path / "diag"), PreemptionFlag(),
-                         show_progress=False)
+                         heartbeat, show_progress=False)
+
+
+def choose_hf_checkpoint(root, key, policy, warn):
+    return choose_checkpoint(HFCheckpoints(root), key, policy, warn)
 
 
 def _nan_grads():
@@ -104,8 +107,8 @@ def test_sigterm_saves_at_the_step_boundary_then_resume_picks_the_newest_intact(
     assert verify_hf_checkpoint(root / "checkpoint-4") is not None
     warnings = []
     key = {"settings": 1}
-    choose_hf_checkpoint(root, key, FaultTolerance(), warnings.append)  # first call records the key
-    picked = choose_hf_checkpoint(root, key, FaultTolerance(), warnings.append)
+    choose_hf_checkpoint(root, key, ResumePolicy(), warnings.append)  # first call records the key
+    picked = choose_hf_checkpoint(root, key, ResumePolicy(), warnings.append)
     assert picked == root / "checkpoint-3" and "checkpoint-4" in warnings[0]
 
     cb2 = _callback(tmp_path)
@@ -115,13 +118,14 @@ def test_sigterm_saves_at_the_step_boundary_then_resume_picks_the_newest_intact(
     assert cb2.records[0]["step"] == 1 and max(r["step"] for r in cb2.records) == 6  # log reads as one run
 
     (root / "checkpoint-6" / "trainer_state.json").write_text("{truncated")
-    explicit = FaultTolerance(resume=str(root / "checkpoint-6"))
+    explicit = ResumePolicy(resume=str(root / "checkpoint-6"))
     with pytest.raises(CheckpointError, match="checkpoint-6 is unusable"):
         choose_hf_checkpoint(root, key, explicit, warnings.append)
     other_phase = tmp_path / "other" / "checkpoints"
     assert choose_hf_checkpoint(other_phase, key, explicit, warnings.append) is None  # not this phase's
-    with pytest.raises(CheckpointError, match="settings changed"):
-        choose_hf_checkpoint(root, {"settings": 2}, FaultTolerance(), warnings.append)
+    with pytest.raises(CheckpointError, match="settings changed") as err:
+        choose_hf_checkpoint(root, {"settings": 2}, ResumePolicy(), warnings.append)
+    assert "settings: 1 -> 2" in str(err.value)  # the same diff-listing policy as our own checkpoints
 
 
 def test_supervisor_watchdog_sees_the_align_phase_heartbeat(tmp_path):
@@ -130,14 +134,15 @@ def test_supervisor_watchdog_sees_the_align_phase_heartbeat(tmp_path):
     from domaintune.supervise import beat_since
 
     since = time.time() - 1
-    phase_dir = tmp_path / "run" / "align" / "dpo"
+    run_dir = RunDir(tmp_path / "run")
+    phase_dir = run_dir.stage_dir("align") / "dpo"
     phase_dir.mkdir(parents=True)
-    cb = _callback(phase_dir)
+    cb = _callback(phase_dir, heartbeat=Heartbeat(run_dir.heartbeat_path("align"), "align"))
 
     class Control:
         should_save = should_training_stop = False
 
     cb.on_step_end(_Args(), _State(), Control())
-    beat = beat_since(tmp_path / "run" / "train", since)
-    assert beat is not None and beat["step"] == 3 and beat["phase"] == "test"
-    assert beat_since(tmp_path / "run" / "train", time.time() + 10) is None  # stale beats do not count
+    stage, beat = beat_since(run_dir, since)
+    assert stage == "align" and beat["step"] == 3 and beat["phase"] == "test"
+    assert beat_since(run_dir, time.time() + 10) is None  # stale beats do not count

