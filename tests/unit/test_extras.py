@@ -75,9 +75,19 @@ def _docx(path: Path):
 
 
 def _html():
-    from domaintune.data.office import html_to_text
+    from domaintune.data.html import html_to_text
 
     html_to_text("<p>hi</p>")
+
+
+def _main_text():
+    from domaintune.data import html
+
+    html._extractor.cache_clear()  # an earlier test may have built the extractor
+    try:
+        html.main_text("<html><body><p>hi</p></body></html>")
+    finally:
+        html._extractor.cache_clear()
 
 
 def _gguf(path: Path):
@@ -99,6 +109,7 @@ SITES = [  # (module to hide, call, extra named in the error, purpose named in t
     ("pypdf", _pdf, "office", "format: pdf"),
     ("docx", _docx, "office", "format: docx"),
     ("lxml", lambda p: _html(), "office", "format: html"),
+    ("trafilatura", lambda p: _main_text(), "office", "format: html with html: main"),
     ("gguf", _gguf, "gguf", "domaintune models import-gguf"),
     ("tensorboard", _tensorboard, "tensorboard", "train.logging.report_to: [tensorboard]"),
 ]
