@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -277,8 +276,7 @@ class TrainedModel(NamedTuple):
     meta: TrainedMeta
 
 
-def load_trained(path: str | Path, legacy_dir: str | Path | None = None, *, base: ModelConfig | None = None,
-                 device: str = "cpu") -> TrainedModel:
+def load_trained(path: str | Path, *, base: ModelConfig | None = None, device: str = "cpu") -> TrainedModel:
     """Load a model folder that a stage trained or exported, with the tokenizer saved with it.
 
     `path` is any of: a full model folder (config.json + safetensors: full fine-tune, merged LoRA,
@@ -293,14 +291,7 @@ def load_trained(path: str | Path, legacy_dir: str | Path | None = None, *, base
     `meta.template_from` say which). Weights load from safetensors only; `trust_remote_code` is
     off unless the base's model section turns it on. A folder lacking weights its architecture
     needs raises ModelError. Returns (model on `device`, tokenizer with a pad token, TrainedMeta).
-
-    (`load_trained(base_cfg, dir)`, the old form returning only the model, still works until the
-    training stages switch; it warns.)
     """
-    if isinstance(path, ModelConfig):
-        warnings.warn("models.load_trained(base_cfg, dir) is deprecated: use load_trained(dir, base=base_cfg).model",
-                      DeprecationWarning, stacklevel=2)
-        return load_trained(legacy_dir, base=path, device=device).model
     path = Path(path)
     folder = describe_folder(path, base)
     tokenizer, tokenizer_from, template_from = _trained_tokenizer(path, folder.base)

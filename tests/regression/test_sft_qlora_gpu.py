@@ -26,5 +26,5 @@ def test_qlora_trains_two_steps_and_the_adapter_loads_on_the_full_precision_base
     run_dir = RunDir(cfg.run_path)
     result = sft_stage.run(cfg, run_dir)
     assert result.metrics["steps"] == 2 and result.metrics["val_loss"] is not None
-    model = models.load_trained(cfg.model, run_dir.root / "sft" / result.outputs["model"])
+    model = models.load_trained(run_dir.root / "sft" / result.outputs["model"], base=cfg.model).model
     assert models.is_adapter_dir(run_dir.root / "sft" / "model") and model is not None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import pytest
@@ -179,16 +178,6 @@ def test_safetensors_only_and_no_remote_code(tiny_model_dir, tmp_path, monkeypat
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
     load_trained(tiny_model_dir)
     assert seen["use_safetensors"] is True and seen["trust_remote_code"] is False
-
-
-def test_the_old_call_form_warns_and_returns_the_model(lora, tiny_model_dir, tmp_path):
-    model, want = lora
-    save_trained(model, _tuned_tokenizer(tiny_model_dir), tmp_path / "adapter")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        old = load_trained(ModelConfig(base=str(tiny_model_dir)), tmp_path / "adapter")
-    assert any(issubclass(w.category, DeprecationWarning) for w in caught)
-    assert torch.allclose(_logits(old), want, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- missing weights (bug 9)

@@ -226,7 +226,7 @@ def test_lora_with_train_embeddings_trains_both_and_round_trips(model_cfg, tmp_p
     trained = logits_of(model, ids)
 
     save_trained(model, tok, tmp_path / "adapter")
-    reloaded = load_trained(model_cfg, tmp_path / "adapter")
+    reloaded = load_trained(tmp_path / "adapter", base=model_cfg).model
     saved_tok = load_tokenizer(ModelConfig(base=str(tmp_path / "adapter")))
     assert saved_tok(TEXT).input_ids == ids[0].tolist()
     assert is_tied(reloaded) == tied
@@ -242,7 +242,7 @@ def test_lora_without_train_embeddings_still_reloads_an_extended_model(tiny_mode
     assert not any("modules_to_save" in n for n, _ in model.named_parameters())
     ids = tok(TEXT, return_tensors="pt").input_ids
     save_trained(model, tok, tmp_path / "adapter")
-    reloaded = load_trained(cfg, tmp_path / "adapter")
+    reloaded = load_trained(tmp_path / "adapter", base=cfg).model
     torch.testing.assert_close(logits_of(reloaded, ids), logits_of(model, ids), atol=1e-5, rtol=0)
 
 

@@ -46,7 +46,7 @@ def test_starts_from_the_merged_previous_stage_and_saves_full_weights(tiny_model
     prev = start.stage
     assert prev == "train" and not hasattr(model, "peft_config")  # merged: a plain model
     ids = torch.tensor([[5, 6, 7, 8]])
-    trained = models.load_trained(cfg.model, run_dir.root / "train" / "model")
+    trained = models.load_trained(run_dir.root / "train" / "model", base=cfg.model).model
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     with torch.no_grad():
         want, got = trained(ids, use_cache=False).logits, model(ids, use_cache=False).logits
@@ -56,7 +56,7 @@ def test_starts_from_the_merged_previous_stage_and_saves_full_weights(tiny_model
     out = tmp_path / "align"
     align_stage._save_model(model, tokenizer, out, prev)
     assert not (out / "model" / "adapter_config.json").exists()  # an adapter on the *base* would be wrong
-    reloaded = models.load_trained(cfg.model, out / "model")
+    reloaded = models.load_trained(out / "model", base=cfg.model).model
     with torch.no_grad():
         assert torch.allclose(reloaded(ids, use_cache=False).logits, got, atol=1e-5)
 

@@ -51,7 +51,7 @@ def test_each_method_trains_two_steps_and_saves_a_loadable_model(tmp_path, tiny_
     assert result.metrics["quarantined"] == 1  # the row without an answer
     assert result.metrics["val_loss"] is not None and result.metrics["val_accuracy"] is not None
     model_dir = run_dir.root / "sft" / result.outputs["model"]
-    model = models.load_trained(cfg.model, model_dir)
+    model = models.load_trained(model_dir, base=cfg.model).model
     assert model is not None
     # the chat template training used travels with the model
     from transformers import AutoTokenizer
@@ -105,7 +105,7 @@ def test_prefix_tuning_refuses_packing(tmp_path, tiny_model_dir):
 
 def test_sft_after_continual_pretraining_starts_from_its_merged_adapter(tmp_path, tiny_model_dir):
     """With a `train` stage before it, SFT starts from that stage's model (its LoRA merged in), and
-    its own LoRA is merged on top: the output loads with load_trained(cfg.model, ...) alone."""
+    its own LoRA is merged on top: the output loads with load_trained(dir, base=cfg.model) alone."""
     import torch
 
     cfg = Config.model_validate({
@@ -129,7 +129,7 @@ def test_sft_after_continual_pretraining_starts_from_its_merged_adapter(tmp_path
     ids = torch.tensor([[5, 6, 7, 8]])
     base = models.load_model(cfg.model).eval()
     cpt_logits = cpt.eval()(input_ids=ids).logits
-    sft_logits = models.load_trained(cfg.model, out).eval()(input_ids=ids).logits
+    sft_logits = models.load_trained(out, base=cfg.model).model.eval()(input_ids=ids).logits
     base_gap = (sft_logits - base(input_ids=ids).logits).abs().max()
     cpt_gap = (sft_logits - cpt_logits).abs().max()
     assert cpt_gap < base_gap  # SFT moved the CPT model a little; it did not restart from the base
