@@ -16,9 +16,8 @@ from typing import Protocol
 
 from domaintune.serve.errors import ApiError
 
-# Permissions a route can require (each route declares exactly one; /health and /ready need none).
-CHAT, COMPLETIONS, MODELS, METRICS = "chat", "completions", "models:read", "metrics:read"
-ALL_PERMISSIONS = frozenset({CHAT, COMPLETIONS, MODELS, METRICS})
+# Permissions a route can require live in permissions.py (one table); re-exported for existing imports.
+from domaintune.serve.permissions import ALL_PERMISSIONS, CHAT, COMPLETIONS, METRICS, MODELS  # noqa: E402,F401
 
 
 @dataclass(frozen=True)
