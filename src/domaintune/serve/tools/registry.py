@@ -85,12 +85,12 @@ class ToolRuntime:
 
     async def _execute(self, call: ParsedCall, principal: Principal, enabled: set[str]) -> Outcome:
         tool = self.tools.get(call.name)
+        reason = tool.refusal(principal) if tool is not None else None
+        if reason:  # checked first so the error says why, even for a tool the request did not enable
+            return _error(call, "denied", f"permission denied: {reason}; it was not called.")
         if tool is None or call.name not in enabled:
             return _error(call, "not_enabled", f"tool '{call.name}' is not enabled for this request; it was not "
                                                "called. Answer without it.")
-        reason = tool.refusal(principal)
-        if reason:
-            return _error(call, "denied", f"permission denied: {reason}; it was not called.")
         args = json.loads(call.arguments)
         problems = sorted(tool.validator.iter_errors(args), key=lambda e: list(e.path))
         if problems:

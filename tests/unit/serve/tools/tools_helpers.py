@@ -49,3 +49,20 @@ class ScriptedEngine:
 def last_turn(prompt: str) -> str:
     """The text after the last user/tool turn marker of the tiny ChatML template."""
     return prompt.rsplit("<|im_start|>", 2)[-2] if prompt.count("<|im_start|>") >= 2 else prompt
+
+
+def slow_tool(seconds: float) -> str:
+    """Sleeps (a tool that hangs); used by the timeout test through its import path."""
+    import time
+
+    time.sleep(seconds)
+    return "woke up"
+
+
+def whoami(principal) -> dict:
+    """Reports the caller the server passed in (a function declaring `principal` receives it)."""
+    return {"id": principal.id, "role": principal.role}
+
+
+def broken_tool() -> str:
+    raise RuntimeError("backend down")
