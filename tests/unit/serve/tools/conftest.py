@@ -34,7 +34,7 @@ class FixedPrincipal:
 
 @pytest.fixture
 def tool_server(tiny_tokenizer):
-    """tool_server(script, principal=None, tools=None, kb=None, **serve) -> ThreadServer with .engine and
+    """tool_server(script, principal=None, tools=None, kb=None, retrieval=None, **serve) -> ThreadServer with .engine and
     .audit (a RecordingAuditor); every server is stopped at the end of the test."""
     from domaintune.config.serve import ServeConfig
     from domaintune.serve.app import create_app
@@ -43,10 +43,12 @@ def tool_server(tiny_tokenizer):
 
     started = []
 
-    def start(script, principal=None, tools=None, kb=None, **overrides):
+    def start(script, principal=None, tools=None, kb=None, retrieval=None, **overrides):
         settings = ServeConfig(port=0, tools=tools or {}, **overrides)
         audit = RecordingAuditor()
         hooks = Hooks(audit=audit)
+        if retrieval is not None:
+            hooks.retrieval = retrieval
         if principal is not None:
             hooks.auth = FixedPrincipal(principal)
         engine = ScriptedEngine(tiny_tokenizer, script)

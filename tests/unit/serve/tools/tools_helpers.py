@@ -66,3 +66,26 @@ def whoami(principal) -> dict:
 
 def broken_tool() -> str:
     raise RuntimeError("backend down")
+
+
+EXECUTED: list[dict] = []  # every call delete_records ever received (the injection tests assert it stays empty)
+
+
+def delete_records(table: str) -> str:
+    """A destructive tool an attacker would like the model to call."""
+    EXECUTED.append({"table": table})
+    return f"deleted {table}"
+
+
+class FakeKB:
+    """Anything with .search(principal, query, k): documents carry ACL groups, filtered by the caller's groups."""
+
+    def __init__(self, docs: list[dict]):
+        self.docs = docs
+        self.calls: list[tuple[str, str, int]] = []
+
+    def search(self, principal, query: str, k: int) -> list[dict]:
+        self.calls.append((principal.id, query, k))
+        readable = [d for d in self.docs if set(d["acl"]) & set(principal.groups) or "public" in d["acl"]]
+        return [{"document_id": d["id"], "chunk_id": d["id"] + "#0", "title": d["title"], "text": d["text"],
+                 "score": 1.0} for d in readable][:k]
