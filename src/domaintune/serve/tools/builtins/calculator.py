@@ -70,7 +70,7 @@ def _eval(node):
             and not node.keywords and len(node.args) <= 4:
         try:
             return _check(_FUNCTIONS[node.func.id](*[_eval(a) for a in node.args]))
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, OverflowError) as err:
             raise CalcError(f"{node.func.id}(): {err}") from None
     raise CalcError(f"'{ast.unparse(node)}' is not allowed in an arithmetic expression")
 
