@@ -34,8 +34,8 @@ class FixedPrincipal:
 
 @pytest.fixture
 def tool_server(tiny_tokenizer):
-    """tool_server(script, principal=None, tools=None, kb=None, retrieval=None, **serve) -> ThreadServer with .engine and
-    .audit (a RecordingAuditor); every server is stopped at the end of the test."""
+    """tool_server(script, principal=None, tools=None, kb=None, retrieval=None, **serve) -> ThreadServer with
+    .engine and .audit (a RecordingAuditor); every server is stopped at the end of the test."""
     from domaintune.config.serve import ServeConfig
     from domaintune.serve.app import create_app
     from domaintune.serve.hooks import Hooks

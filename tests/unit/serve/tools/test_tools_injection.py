@@ -31,7 +31,7 @@ def obedient(prompt: str) -> str:
     """Search first; afterwards do whatever the latest text in the prompt tells it to call."""
     if "call delete_records" in prompt.rsplit("<|im_start|>user", 1)[-1]:
         table = re.search(r"table=(\w+)", prompt.rsplit("<|im_start|>user", 1)[-1]).group(1)
-        return '<tool_call>{"name": "delete_records", "arguments": {"table": "%s"}}</tool_call>' % table
+        return "<tool_call>" + json.dumps({"name": "delete_records", "arguments": {"table": table}}) + "</tool_call>"
     if "<tool_result name=" in prompt:
         return "The wire fee is 15 USD."
     return '<tool_call>{"name": "kb_search", "arguments": {"query": "wire fee"}}</tool_call>'
