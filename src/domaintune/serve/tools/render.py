@@ -103,7 +103,7 @@ def preamble_messages(messages: list[dict], plan: ToolPlan) -> list[dict]:
             out.append({"role": "assistant", "content": "\n".join([m["content"], *blocks]).strip()})
         elif m["role"] == "tool":
             name = names.get(m.get("tool_call_id"), "")
-            block = (f'<tool_result name="{name}" id="{m["tool_call_id"]}">\n{_escape(m["content"])}\n'
+            block = (f'<tool_result name="{name}" id="{m.get("tool_call_id", "")}">\n{_escape(m["content"])}\n'
                      "</tool_result>")
             if out and out[-1].get("_results"):
                 out[-1]["content"] += "\n" + block
