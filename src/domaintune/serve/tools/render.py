@@ -127,7 +127,7 @@ def forced_prefix(plan: ToolPlan, tagged: bool) -> str:
     if not tagged or plan.choice not in ("required", "named"):
         return ""
     if plan.choice == "named":
-        return OPEN + '{"name": ' + json.dumps(plan.forced) + ', "arguments": '
+        return OPEN + '{"name": ' + json.dumps(plan.forced) + ', "arguments": {'
     return OPEN + '{"name": "'
 
 

@@ -90,7 +90,7 @@ def test_bare_json_call_and_parallel_calls(tool_server):
 
 
 def test_forced_choice_prefills_the_call_and_none_offers_nothing(tool_server):
-    server = tool_server(lambda p: '{"city": "Lima"}}</tool_call>' if p.endswith('"arguments": ') else "plain")
+    server = tool_server(lambda p: '"city": "Lima"}}</tool_call>' if p.endswith('"arguments": {') else "plain")
     client = server.client()
     named = {"type": "function", "function": {"name": "get_weather"}}
     reply = client.chat.completions.create(model="tiny", messages=ASK, tools=[WEATHER], tool_choice=named)

@@ -39,7 +39,7 @@ def test_a_tool_template_renders_tools_and_calls_itself(tool_tokenizer, tiny_tok
     assert text.startswith('<|im_start|>system\nTOOLS:[{"type": "function"') and "You can call" not in text
     assert '<tool_call>{"name": "f", "arguments": {"x": 1}}</tool_call>' in text  # arguments as a mapping
     assert "<|im_start|>tool name=f" in text  # the tool message carries its function name
-    assert prefix == '<tool_call>{"name": "f", "arguments": ' and text.endswith("assistant\n" + prefix)
+    assert prefix == '<tool_call>{"name": "f", "arguments": {' and text.endswith("assistant\n" + prefix)
 
 
 def test_the_preamble_describes_tools_and_delimits_results(tiny_tokenizer):
