@@ -144,3 +144,20 @@ def test_server_tool_schema_cannot_be_overridden_and_bad_config_is_a_config_erro
         tool_server(calc_then_answer, tools={"server": [{"name": "kb", "kind": "kb_search"}]})
     with pytest.raises(ConfigError, match="No module named 'no_such_module'"):
         tool_server(calc_then_answer, tools={"server": [{**BROKEN, "function": "no_such_module:f"}]})
+
+
+LONG = {"name": "long", "kind": "function", "function": "tools_helpers:long_tool",
+        "parameters": {"type": "object", "properties": {}}}
+
+
+def test_a_later_round_past_the_context_cap_is_a_400_and_in_band_when_streaming(tool_server, tiny_tokenizer):
+    script = lambda p: "never" if results(p) else call("long")  # noqa: E731
+    server = tool_server(script, tools={"server": [LONG]}, max_prompt_tokens=1500)
+    client = server.client()
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tiny", messages=ASK, tools=[by_name("long")])
+    assert err.value.body["code"] == "context_length_exceeded" and len(server.engine.prompts) == 1
+    assert server.audit.records[-1].status == 400 and server.audit.records[-1].tools == ["long:ok"]
+    with pytest.raises(openai.APIError, match="serve.max_prompt_tokens"):
+        list(client.chat.completions.create(model="tiny", messages=ASK, tools=[by_name("long")], stream=True))
+    assert server.audit.records[-1].error_code == "context_length_exceeded"

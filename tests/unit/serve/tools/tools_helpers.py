@@ -89,3 +89,8 @@ class FakeKB:
         readable = [d for d in self.docs if set(d["acl"]) & set(principal.groups) or "public" in d["acl"]]
         return [{"document_id": d["id"], "chunk_id": d["id"] + "#0", "title": d["title"], "text": d["text"],
                  "score": 1.0} for d in readable][:k]
+
+
+def long_tool() -> str:
+    """A result long enough to push the next round past serve.max_prompt_tokens."""
+    return "lorem ipsum " * 400
