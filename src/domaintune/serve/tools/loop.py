@@ -124,7 +124,7 @@ async def _run_calls(state: ToolState, record, calls: list[ParsedCall], content:
     messages = list(state.prompt.messages)
     messages.append({"role": "assistant", "content": content, "tool_calls": [c.openai() for c in calls]})
     messages.extend({"role": "tool", "tool_call_id": o.call.id, "content": o.content} for o in outcomes)
-    state.prompt = Prompt(messages=messages, template_id=state.prompt.template_id, sources=state.prompt.sources)
+    state.prompt = dataclasses.replace(state.prompt, messages=messages)  # keeps template id and sources
 
 
 async def _next_round(path, run, state: ToolState) -> None:
