@@ -114,7 +114,7 @@ def preamble_messages(messages: list[dict], plan: ToolPlan) -> list[dict]:
     for m in out:
         m.pop("_results", None)
     if plan.offered:
-        text = PREAMBLE.format(tools=json.dumps(plan.specs, ensure_ascii=False, indent=1), rule=_rule(plan))
+        text = PREAMBLE.format(tools=json.dumps(plan.specs, ensure_ascii=False), rule=_rule(plan))
         if out and out[0]["role"] == "system":
             out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + text}
         else:
