@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import jsonschema
-
 from domaintune.serve.errors import ApiError, invalid
 from domaintune.serve.hooks import Principal
 from domaintune.serve.protocol import ChatRequest, NamedToolChoice
+from domaintune.serve.tools.registry import jsonschema
 
 EMPTY_OBJECT = {"type": "object", "properties": {}}
 
@@ -66,9 +65,10 @@ def _add_requested(plan: ToolPlan, fn, i: int, principal: Principal, runtime) ->
     server_tool = runtime.tools.get(name) if runtime is not None else None
     if server_tool is None:
         schema = fn.parameters if fn.parameters is not None else EMPTY_OBJECT
+        schemas = jsonschema()
         try:
-            jsonschema.Draft202012Validator.check_schema(schema)
-        except jsonschema.SchemaError as err:
+            schemas.Draft202012Validator.check_schema(schema)
+        except schemas.SchemaError as err:
             raise invalid(f"tools.{i}.function.parameters is not a valid JSON schema: {err.message}",
                           f"tools.{i}.function.parameters") from None
         plan.client.add(name)

@@ -17,14 +17,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
-
 from domaintune.config.serve_tools import FunctionTool, KbSearchTool, SqlTool, ToolsConfig
 from domaintune.errors import ConfigError
+from domaintune.extras import require
 from domaintune.serve.hooks import Principal
 from domaintune.serve.permissions import TOOLS
 from domaintune.serve.tools.builtins import calculator, kb_search, sql
 from domaintune.serve.tools.calls import ParsedCall
+
+
+def jsonschema():
+    """The jsonschema package (Draft 2020-12 validation of tool arguments), part of the serve extra."""
+    return require("jsonschema", "serve", "tool argument validation (serve.tools)")
 
 
 @dataclass
@@ -38,8 +42,9 @@ class RegisteredTool:
     run: Callable[[dict, Principal], Any]  # (validated arguments, caller) -> JSON-able result
 
     def __post_init__(self):
-        jsonschema.Draft202012Validator.check_schema(self.parameters)
-        self.validator = jsonschema.Draft202012Validator(self.parameters)
+        validator = jsonschema().Draft202012Validator
+        validator.check_schema(self.parameters)
+        self.validator = validator(self.parameters)
 
     def spec(self) -> dict:
         return {"type": "function", "function": {"name": self.name, "description": self.description,
@@ -127,7 +132,7 @@ def build_runtime(cfg: ToolsConfig, kb: kb_search.Searchable | None = None) -> T
     for i, entry in enumerate(cfg.server):
         try:
             tools[entry.name] = _build(entry, kb)
-        except (ValueError, ImportError, AttributeError, OSError, jsonschema.SchemaError) as err:
+        except (ValueError, ImportError, AttributeError, OSError, jsonschema().SchemaError) as err:
             problems.append(f"serve.tools.server[{i}] ({entry.name}, kind {entry.kind}): {err}")
     if problems:
         raise ConfigError(problems)
