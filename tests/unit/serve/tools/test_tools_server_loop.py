@@ -161,3 +161,17 @@ def test_a_later_round_past_the_context_cap_is_a_400_and_in_band_when_streaming(
     with pytest.raises(openai.APIError, match="serve.max_prompt_tokens"):
         list(client.chat.completions.create(model="tiny", messages=ASK, tools=[by_name("long")], stream=True))
     assert server.audit.records[-1].error_code == "context_length_exceeded"
+
+
+def test_a_turn_with_a_client_call_returns_it_and_skips_the_server_calls(tool_server, monkeypatch):
+    from domaintune.serve.tools.builtins import calculator
+
+    executed = []
+    monkeypatch.setattr(calculator, "calculator", lambda **kw: executed.append(kw) or {"result": 0})
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    server = tool_server(lambda p: call("calculator", expression="1") + call("get_weather", city="Oslo"),
+                         tools={"server": [CALC]})
+    reply = server.client().chat.completions.create(model="tiny", messages=ASK,
+                                                    tools=[by_name("calculator"), weather])
+    assert [c.function.name for c in reply.choices[0].message.tool_calls] == ["get_weather"]
+    assert executed == [] and server.audit.records[-1].tools == ["calculator:skipped", "get_weather:client"]
