@@ -53,6 +53,8 @@ class RequestPath:
     def __init__(self, engine, renderer, settings: ServeConfig, hooks: Hooks, metrics: Metrics):
         self.engine, self.renderer, self.settings = engine, renderer, settings
         self.hooks, self.metrics = hooks, metrics
+        self.models = None  # models_registry.ModelRegistry when several model versions are served
+        self.experiments = None  # experiments.Experiments: assigns an A/B arm per user
 
     def principal(self, request: Request, permission: str) -> Principal:
         principal = self.hooks.auth.authenticate(request.headers)
@@ -68,27 +70,52 @@ class RequestPath:
         record.model, record.user = req.model, req.user
         self._check_params(req)
         prompt = self._prompt(req, chat)
+        prompt.template, prompt.route = req.template, record.route
+        engine, renderer = self._select(principal, req, prompt, record)
         prompt = self.hooks.templates.apply(principal, prompt)
         prompt = self.hooks.retrieval.augment(principal, prompt)
         record.template_id = prompt.template_id
         record.sources = [str(s.get("id", "")) for s in prompt.sources]
-        ids = self.renderer(prompt)
-        max_tokens = self._check_context(req, len(ids), "messages" if chat else "prompt")
+        ids = renderer(prompt)
+        max_tokens = self._check_context(req, len(ids), "messages" if chat else "prompt", engine)
         release = self.hooks.limits.acquire(principal, len(ids) + max_tokens * req.n)
         try:
-            streams = self._submit(req, ids, max_tokens, principal, record.request_id)
+            streams = self._submit(req, ids, max_tokens, principal, record.request_id, engine)
         except BaseException:
             release()
             raise
         record.prompt_tokens = len(ids)
-        return Admitted(req, Envelope(record.request_id, self.engine.model_name, chat), streams, len(ids),
-                        started, release, record)
+        envelope = Envelope(record.request_id, engine.model_name, chat)
+        envelope.extra.update(self._extensions(prompt, record))
+        return Admitted(req, envelope, streams, len(ids), started, release, record)
+
+    def _select(self, principal: Principal, req, prompt: Prompt, record: AuditRecord):
+        """(engine, renderer) for the request: an A/B arm may swap the model version and set the template;
+        with registered versions the model id picks the engine, else it must be the one served model."""
+        model = req.model
+        if self.experiments is not None:
+            model, record.variant = self.experiments.assign(principal, prompt, model, req.user)
+        if self.models is not None:
+            served = self.models.resolve(model)
+            record.model = served.engine.model_name
+            return served.engine, served.renderer
+        if model != self.engine.model_name:
+            raise ApiError(404, f"the model '{model}' does not exist; this server serves "
+                                f"'{self.engine.model_name}' (GET /v1/models)", code="model_not_found", param="model")
+        return self.engine, self.renderer
+
+    @staticmethod
+    def _extensions(prompt: Prompt, record: AuditRecord) -> dict:
+        """Response extension fields: the A/B arm and the template version, when either applies."""
+        out = {}
+        if record.variant:
+            out["variant"] = record.variant
+        if prompt.template_id != Prompt.template_id:
+            out["template"] = prompt.template_id
+        return out
 
     def _check_params(self, req) -> None:
         s = self.settings
-        if req.model != self.engine.model_name:
-            raise ApiError(404, f"the model '{req.model}' does not exist; this server serves "
-                                f"'{self.engine.model_name}' (GET /v1/models)", code="model_not_found", param="model")
         if req.n > s.max_n:
             raise invalid(f"n={req.n} exceeds serve.max_n ({s.max_n})", "n")
         if len(req.stop_list()) > s.max_stop:
@@ -106,9 +133,9 @@ class RequestPath:
                                     for m in req.messages])
         return Prompt(text=req.prompt_text())
 
-    def _check_context(self, req, prompt_tokens: int, prompt_param: str) -> int:
+    def _check_context(self, req, prompt_tokens: int, prompt_param: str, engine=None) -> int:
         """max_tokens to use; 400 when the prompt, or prompt + max_tokens, does not fit (never clamped)."""
-        cap, ctx = self.settings.max_prompt_tokens, self.engine.context_length
+        cap, ctx = self.settings.max_prompt_tokens, (engine or self.engine).context_length
         if prompt_tokens > cap:
             raise invalid(f"the prompt has {prompt_tokens} tokens, more than serve.max_prompt_tokens ({cap})",
                           prompt_param, code="context_length_exceeded")
@@ -124,12 +151,13 @@ class RequestPath:
                           f"can be at most {max(room, 0)} (asked {asked})", param, code="context_length_exceeded")
         return asked
 
-    def _submit(self, req, ids: list[int], max_tokens: int, principal: Principal, request_id: str) -> list:
-        streams = []
+    def _submit(self, req, ids: list[int], max_tokens: int, principal: Principal, request_id: str,
+                engine=None) -> list:
+        engine, streams = engine or self.engine, []
         try:
             for i in range(req.n):
                 seed = None if req.seed is None else req.seed + i  # n choices differ, yet are reproducible
-                streams.append(self.engine.submit(GenRequest(
+                streams.append(engine.submit(GenRequest(
                     request_id=f"{request_id}-{i}", prompt_ids=ids, max_tokens=max_tokens,
                     temperature=req.temperature, top_p=req.top_p, seed=seed, stop=req.stop_list(),
                     tenant=principal.tenant)))
