@@ -146,17 +146,20 @@ def parse_feedback(body) -> tuple[str, float]:
     return request_id, float(score)
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def _arm_stats(rows: list[dict]) -> dict:
     ok = [r for r in rows if r["status"] == 200]
     latencies = [r["latency_ms"] for r in ok]
     scores = [r["score"] for r in rows if r["score"] is not None]
     positive = sum(s >= POSITIVE for s in scores)
-    mean = (lambda xs: sum(xs) / len(xs) if xs else None)
     return {"n": len(rows), "ok": len(ok), "errors": len(rows) - len(ok),
             "latency_ms": {"p50": stats.percentile(latencies, 50), "p95": stats.percentile(latencies, 95)},
-            "tokens": {"prompt_mean": mean([r["prompt_tokens"] for r in ok]),
-                       "completion_mean": mean([r["completion_tokens"] for r in ok])},
-            "feedback": {**stats.rate_summary(positive, len(scores)), "mean_score": mean(scores)}}
+            "tokens": {"prompt_mean": _mean([r["prompt_tokens"] for r in ok]),
+                       "completion_mean": _mean([r["completion_tokens"] for r in ok])},
+            "feedback": {**stats.rate_summary(positive, len(scores)), "mean_score": _mean(scores)}}
 
 
 def build_report(exp: Experiment, rows: list[dict], task: dict[str, dict] | None = None) -> dict:

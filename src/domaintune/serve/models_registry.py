@@ -42,7 +42,7 @@ class ModelRegistry:
     def resolve(self, model_id: str) -> Served:
         if model_id == self.alias:
             active = self.active()
-            return self.versions[active] if active in self.versions else self.primary
+            return self.versions.get(active, self.primary)
         if model_id in self.versions:
             return self.versions[model_id]
         raise ApiError(404, f"the model '{model_id}' does not exist; this server serves {self.ids()} "
