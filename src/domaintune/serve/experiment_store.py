@@ -30,6 +30,7 @@ class ExperimentStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")  # the CLI and the server may write at the same moment
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most the last commits, never corrupts
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:

@@ -18,7 +18,8 @@ from domaintune.serve.templates import TemplateRegistry
 def test_wilson_matches_published_values_and_handles_the_edges():
     low, high = stats.wilson(81, 263)  # Wilson (1927) / Newcombe (1998) example: 0.2553 to 0.3662
     assert low == pytest.approx(0.2553, abs=1e-4) and high == pytest.approx(0.3662, abs=1e-4)
-    assert stats.wilson(0, 10)[0] == 0.0 and stats.wilson(10, 10)[1] == pytest.approx(1.0) and stats.wilson(0, 0) is None
+    assert stats.wilson(0, 10)[0] == 0.0 and stats.wilson(10, 10)[1] == pytest.approx(1.0)
+    assert stats.wilson(0, 0) is None
 
 
 def test_newcombe_difference_interval_matches_the_paper():
