@@ -40,11 +40,10 @@ def install(app, settings: ServeConfig, versions: dict[str, Served] | None = Non
         path.hooks.audit = AuditTee(path.hooks.audit, experiments)
 
 
-def build_versions(settings: ServeConfig, base=None) -> dict[str, Served]:
-    """One engine per registered version. With engine: vllm each version id is a model name on the same
-    vLLM server (e.g. one LoRA adapter per version, `--lora-modules`)."""
-    from domaintune.serve.server import build_engine
-
+def build_versions(settings: ServeConfig, build_engine, base=None) -> dict[str, Served]:
+    """One engine per registered version, built by server.build_engine (passed in: server imports this
+    module). With engine: vllm each version id is a model name on the same vLLM server (e.g. one LoRA
+    adapter per version, `--lora-modules`)."""
     out = {}
     for version in settings.models.versions:
         own = settings.model_copy(update={"vllm": settings.vllm.model_copy(update={"model": version.id})})

@@ -75,5 +75,5 @@ def serve(settings: ServeConfig, model_dir: Path, model_name: str, base: ModelCo
 
     check_bind(settings)
     engine, renderer = build_engine(settings, model_dir, model_name, base)
-    app = create_app(engine, renderer, settings, versions=build_versions(settings, base))
+    app = create_app(engine, renderer, settings, versions=build_versions(settings, build_engine, base))
     uvicorn.Server(uvicorn_config(app, settings)).run()

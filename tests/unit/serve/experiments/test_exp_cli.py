@@ -113,3 +113,14 @@ def test_validate_names_unregistered_arm_models_and_missing_folders(tmp_path):
 def test_bad_sections_are_refused_with_the_reason(section, message):
     with pytest.raises(ValueError, match=message):
         ServeConfig.model_validate(section)
+
+
+def test_serve_builds_one_engine_per_registered_version(project):
+    from domaintune.serve.experiments_setup import build_versions
+    from domaintune.serve.server import build_engine
+
+    settings = ServeConfig.model_validate({"models": {"versions": [{"id": "tiny-v2", "path": str(project / "v2"),
+                                                                     "description": "new tune"}]}})
+    versions = build_versions(settings, build_engine)
+    assert list(versions) == ["tiny-v2"] and versions["tiny-v2"].engine.model_name == "tiny-v2"
+    assert versions["tiny-v2"].description == "new tune"
