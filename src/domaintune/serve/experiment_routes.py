@@ -10,9 +10,9 @@ from fastapi import APIRouter, Request
 
 from domaintune.serve.errors import ApiError, invalid
 from domaintune.serve.permissions import EXPERIMENTS, FEEDBACK
+from domaintune.serve.pipeline import read_body
 
 router = APIRouter()
-MAX_FEEDBACK_BYTES = 4096
 
 
 def _need(request: Request, name: str, key: str):
@@ -27,9 +27,7 @@ def _need(request: Request, name: str, key: str):
 async def feedback(request: Request):
     principal = request.app.state.path.principal(request, FEEDBACK)
     experiments = _need(request, "experiments", "experiments.active")
-    body = await request.body()
-    if len(body) > MAX_FEEDBACK_BYTES:
-        raise ApiError(413, f"feedback body over {MAX_FEEDBACK_BYTES} bytes", code="request_too_large")
+    body = await read_body(request, request.app.state.path.settings.max_body_bytes)  # counted as it arrives
     try:
         parsed = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError) as err:

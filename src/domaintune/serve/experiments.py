@@ -56,6 +56,9 @@ class Experiments:
         self.store = store
         self.all = {e.name: Experiment(e, model) for e in cfg.active}
         for exp in self.all.values():
+            if exp.model != model and exp.model not in versions:
+                raise ConfigError([f"serve.experiments: experiment '{exp.name}' splits requests for model "
+                                   f"'{exp.model}', which is neither the served name '{model}' nor a version"])
             for arm in exp.cfg.variants:
                 if arm.template is not None and (templates is None or templates.find(arm.template) is None):
                     raise ConfigError([f"serve.experiments: experiment '{exp.name}' variant '{arm.name}': unknown "
