@@ -101,3 +101,12 @@ def test_unknown_names_are_a_400_with_a_suggestion_or_a_config_error():
     assert err.value.status == 400 and err.value.code == "template_not_found" and "classify" in str(err.value)
     with pytest.raises(ConfigError, match="serve.templates.default: unknown template 'sumarize'"):
         TemplateRegistry(default="sumarize")
+
+
+def test_an_input_dependent_escape_fails_the_request_with_a_400_not_a_500(tmp_path):
+    sly = "\"{% if input == 'open' %}{{ ''.__class__ }}{% endif %}{{ input }}\""
+    _write(tmp_path, "sly.yaml", name="sly", user=sly)
+    registry = TemplateRegistry(dirs=[tmp_path])  # the probe input does not reach the branch
+    with pytest.raises(ApiError) as err:
+        registry.apply(USER, Prompt(messages=[{"role": "user", "content": "open"}], template="sly"))
+    assert err.value.status == 400 and err.value.code == "template_error" and "unsafe" in str(err.value)
