@@ -48,6 +48,7 @@ class CompiledTemplate:
     def __init__(self, spec: TemplateSpec, source: str):
         self.spec, self.source, self.id = spec, source, spec.id
         self._parts = {name: self._compile(name, getattr(spec, name)) for name in (*FIELDS, "system", "user")}
+        self._static: tuple[dict, str] | None = None  # fields and system text depend on the YAML only
         try:
             self.apply_messages([{"role": "user", "content": "probe"}])
         except TemplateFailed as err:
@@ -79,11 +80,18 @@ class CompiledTemplate:
         context["few_shot"] = spec.few_shot
         return context
 
+    def _rendered(self) -> tuple[dict, str]:
+        """(context, system text), rendered once: neither depends on the request."""
+        if self._static is None:
+            context = self._context()
+            self._static = context, self._render("system", context)
+        return self._static
+
     def system_text(self) -> str:
-        return self._render("system", self._context())
+        return self._rendered()[1]
 
     def user_text(self, text: str) -> str:
-        return self._render("user", {**self._context(), "input": text})
+        return self._render("user", {**self._rendered()[0], "input": text})
 
     def apply_messages(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
         """Template system message first (the request's own system text appended to it), the examples as
