@@ -36,6 +36,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Turn an open base LLM into a governed enterprise domain model, from one YAML file.")
 models_app = typer.Typer(no_args_is_help=True, help="Model utilities (GGUF import).")
 app.add_typer(models_app, name="models")
+from domaintune.serve.experiments_cli import ab_app, serve_models_app  # noqa: E402  (light: typer only)
+
+app.add_typer(ab_app, name="ab")
+app.add_typer(serve_models_app, name="serve-models")
 
 
 

@@ -13,8 +13,10 @@ from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
 from domaintune.config.serve import ServeConfig
+from domaintune.serve import experiment_routes
 from domaintune.serve.engine.base import EngineFailed
 from domaintune.serve.errors import ApiError
+from domaintune.serve.experiments_setup import install as install_experiments
 from domaintune.serve.hooks import METRICS, MODELS, Hooks
 from domaintune.serve.metrics import Metrics
 from domaintune.serve.pipeline import Admitted, RequestPath, new_record
@@ -36,21 +38,28 @@ def _error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
-def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = None) -> FastAPI:
-    """`renderer(Prompt) -> list[int]` turns messages or text into prompt ids (the model's chat template)."""
+def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = None, versions=None) -> FastAPI:
+    """`renderer(Prompt) -> list[int]` turns messages or text into prompt ids (the model's chat template).
+    `versions`: {id: models_registry.Served} more model versions served next to `engine`."""
     path = RequestPath(engine, renderer, settings, hooks or Hooks(), Metrics(engine))
     created = int(time.time())
 
     @asynccontextmanager
     async def lifespan(_app):
         engine.start()
+        if app.state.models is not None:
+            app.state.models.start()
         yield
         engine.stop()
         path.tools.close()
+        if app.state.models is not None:
+            app.state.models.stop()
 
     app = FastAPI(title="domaintune serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine, app.state.path = engine, path
     path.tools = app.state.tools = build_runtime(settings.tools, kb=getattr(app.state, "kb", None))
+    install_experiments(app, settings, versions)
+    app.include_router(experiment_routes.router)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request, err: ApiError):
@@ -84,7 +93,10 @@ def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = No
     @app.get("/v1/models")
     async def models(request: Request):
         path.principal(request, MODELS)
-        return models_list(engine.model_name, created)
+        listed = models_list(engine.model_name, created)
+        if app.state.models is not None:  # registered versions are model ids of their own
+            listed["data"] += [{**listed["data"][0], "id": vid} for vid in app.state.models.versions]
+        return listed
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
