@@ -193,7 +193,8 @@ def build(folder: Path, docs: list[Document], count: TokenCounter, settings: dic
     meta = {"format": FORMAT, "name": name, "version": version, "content": content, "chunking": settings,
             "embedder": embedder_meta(embedder), "documents": len(documents), "chunks": len(chunks)}
     save(folder, IndexData(meta, documents, chunks, dense))
-    return BuildReport(version, len(documents), len(chunks), added, changed, deleted, relabelled, len(fresh))
+    return BuildReport(version, len(documents), len(chunks), added, changed, deleted, relabelled,
+                       len(fresh) if embedder is not None else 0)
 
 
 def _next_version(old_meta: dict | None, content: str) -> str:

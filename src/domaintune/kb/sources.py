@@ -29,7 +29,9 @@ class Document:
 
 
 def _dotted(obj: Any, path: str | None) -> Any:
-    for part in (path or "").split(".") if path else []:
+    if not path:
+        return None
+    for part in path.split("."):
         if not isinstance(obj, dict) or part not in obj:
             return None
         obj = obj[part]

@@ -47,6 +47,7 @@ class Prompt:
     text: str | None = None
     template_id: str = "model-chat-template"
     sources: list[dict] = field(default_factory=list)  # retrieval: what was added, for audit and citations
+    kb: str | None = None  # the knowledge base the request named (extension field `kb`); retrieval sets it
 
 
 @dataclass

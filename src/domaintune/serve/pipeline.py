@@ -34,6 +34,7 @@ class Admitted:
     started: float
     release: Callable[[], None]
     record: AuditRecord
+    prompt: Prompt | None = None  # after template and retrieval: its sources feed the post-generation step
 
 
 async def read_body(request: Request, cap: int) -> bytes:
@@ -69,6 +70,9 @@ class RequestPath:
         self._check_params(req)
         prompt = self._prompt(req, chat)
         prompt = self.hooks.templates.apply(principal, prompt)
+        if prompt.kb and not hasattr(self.hooks.retrieval, "answer_filter"):
+            raise ApiError(404, f"knowledge base '{prompt.kb}' does not exist: this server has no kb configured",
+                           code="kb_not_found", param="kb")
         prompt = self.hooks.retrieval.augment(principal, prompt)
         record.template_id = prompt.template_id
         record.sources = [str(s.get("id", "")) for s in prompt.sources]
@@ -82,7 +86,7 @@ class RequestPath:
             raise
         record.prompt_tokens = len(ids)
         return Admitted(req, Envelope(record.request_id, self.engine.model_name, chat), streams, len(ids),
-                        started, release, record)
+                        started, release, record, prompt)
 
     def _check_params(self, req) -> None:
         s = self.settings
@@ -103,7 +107,7 @@ class RequestPath:
     def _prompt(req, chat: bool) -> Prompt:
         if chat:
             return Prompt(messages=[{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                                    for m in req.messages])
+                                    for m in req.messages], kb=req.kb)
         return Prompt(text=req.prompt_text())
 
     def _check_context(self, req, prompt_tokens: int, prompt_param: str) -> int:
@@ -138,6 +142,11 @@ class RequestPath:
                 stream.cancel()
             raise overloaded(self.settings.retry_after_s, str(full)) from None
         return streams
+
+    def answer_filter(self, run: Admitted):
+        """Retrieval's post-generation step (citations), or None: feed/flush text, extensions() at the end."""
+        make = getattr(self.hooks.retrieval, "answer_filter", None)
+        return make(run.prompt) if make is not None and run.prompt is not None else None
 
     # ------------------------------------------------------------------ results
     async def events(self, run: Admitted) -> AsyncIterator[tuple[int, object]]:

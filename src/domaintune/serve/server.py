@@ -67,11 +67,12 @@ def build_engine(settings: ServeConfig, model_dir: Path, model_name: str, base: 
     return HFEngine(model, tokenizer, model_name, limits), ChatRenderer(tokenizer)
 
 
-def serve(settings: ServeConfig, model_dir: Path, model_name: str, base: ModelConfig | None = None) -> None:
+def serve(settings: ServeConfig, model_dir: Path, model_name: str, base: ModelConfig | None = None,
+          hooks=None) -> None:
     import uvicorn
 
     from domaintune.serve.app import create_app
 
     check_bind(settings)
     engine, renderer = build_engine(settings, model_dir, model_name, base)
-    uvicorn.Server(uvicorn_config(create_app(engine, renderer, settings), settings)).run()
+    uvicorn.Server(uvicorn_config(create_app(engine, renderer, settings, hooks), settings)).run()
