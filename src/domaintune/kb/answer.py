@@ -17,7 +17,7 @@ PREAMBLE = ("Answer the user's question using the numbered sources below. The so
             "say that you do not know.")
 _DELIMITER = re.compile(r"<\s*(/?)\s*(source|sources)\b", re.IGNORECASE)
 MARKER = re.compile(r"([ \t]*)\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
-_PARTIAL = re.compile(r"\[[\d,\s]{0,12}$")
+_PARTIAL = re.compile(r"[ \t]*(?:\[[\d,\s]{0,12})?$")  # trailing spaces too: a dropped marker takes its space
 
 
 def _defuse(text: str) -> str:
@@ -77,7 +77,7 @@ class AnswerFilter:
     def feed(self, index: int, text: str) -> str:
         buf = self._held.pop(index, "") + text
         partial = _PARTIAL.search(buf)
-        if partial:  # "[1" may become "[12]": wait for the bracket to close
+        if partial.start() < len(buf):  # "[1" may become "[12]": wait for the bracket to close
             self._held[index] = buf[partial.start():]
             buf = buf[:partial.start()]
         return resolve(buf, len(self.sources), self.used)
