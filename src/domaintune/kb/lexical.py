@@ -12,8 +12,11 @@ import numpy as np
 
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]+|\d+(?:[.,]\d+)*|[^\W\d_{_CJK}]+", re.UNICODE)
-_STOP = frozenset("a an and are as at be by do does for from how i in is it my of on or the to what when "
-                  "which who with you your can much many".split())
+_STOP = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "for", "from", "how", "i", "in", "is", "it",
+    "my", "of", "on", "or", "the", "to", "what", "when", "which", "who", "with", "you", "your", "can", "much",
+    "many"
+})
 _jieba = None
 
 

@@ -19,11 +19,10 @@ DOCS = [{"id": "wire", "text": "Wire transfer fees\n\nAn outgoing international 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from fixtures.tiny_model import build_tokenizer
-
     from domaintune.config.serve import ServeConfig
     from domaintune.serve.app import create_app
     from domaintune.serve.render import ChatRenderer
+    from fixtures.tiny_model import build_tokenizer
 
     tmp = tmp_path_factory.mktemp("kbcite")
     cfg = load(write_run(tmp, DOCS))

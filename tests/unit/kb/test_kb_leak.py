@@ -18,7 +18,7 @@ from domaintune.serve.hooks import Hooks, Principal
 from domaintune.serve.kb_hook import KBRetriever, KBService
 from domaintune.serve.permissions import ROLES
 
-WORDS = "amber basalt cobalt dahlia ember fjord garnet harbor iris jasper kelp lumen".split()
+WORDS = ["amber", "basalt", "cobalt", "dahlia", "ember", "fjord", "garnet", "harbor", "iris", "jasper", "kelp", "lumen"]
 LABELS = {  # document -> labels (sidecar); "sealed" has none: nobody governed may read it
     "pub": ["public"], "fin": ["group:finance"], "hr": ["group:hr"], "eng": ["group:eng"],
     "alice": ["user:alice"], "dave": ["user:dave"], "fin-eng": ["group:finance", "group:eng"],
