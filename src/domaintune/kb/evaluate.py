@@ -112,8 +112,7 @@ def answer_scores(cfg: Config, kb, rows: list[dict]) -> list[dict]:
 
     scores = []
     for label, where in _models(cfg):
-        trained = models.load_trained(where, base=cfg.model if label == "tuned" else None, device="cpu") \
-            if label == "tuned" else models.load_trained(where, device="cpu")
+        trained = models.load_trained(where, base=cfg.model if label == "tuned" else None, device="cpu")
         model, tok = trained.model.eval(), trained.tokenizer
         plain = rag = cited = 0
         for q in rows:
