@@ -98,3 +98,9 @@ def test_cli_build_and_query(tmp_path, monkeypatch):
     assert "no chunk this principal may read" in r.output
     r = CliRunner().invoke(app, ["kb", "query", str(tmp_path / "missing.yaml"), "x"])
     assert r.exit_code != 0
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question": "second", "answer": "second", "documents": ["b"]}) + "\n")
+    r = CliRunner().invoke(app, ["kb", "eval", str(config), "--questions", str(questions), "--modes", "lexical"])
+    assert r.exit_code == 0, r.output
+    assert "recall@5" in r.output and "1.000" in r.output
+    assert json.loads((tmp_path / "runs/t/kb/kb/eval.json").read_text())["retrieval"][0]["recall@5"] == 1.0
