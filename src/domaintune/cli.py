@@ -40,6 +40,9 @@ from domaintune.serve.experiments_cli import ab_app, serve_models_app  # noqa: E
 
 app.add_typer(ab_app, name="ab")
 app.add_typer(serve_models_app, name="serve-models")
+from domaintune.kb.command import kb_app  # noqa: E402  (light: its commands import the kb lazily)
+
+app.add_typer(kb_app, name="kb")
 
 
 
@@ -303,7 +306,7 @@ def serve(config: Path | None = typer.Argument(None, help="The run's domaintune.
     try:
         if config is None and model is None:
             raise ConfigError(["give the run's config file (domaintune serve CONFIG) or a folder (--model DIR)"])
-        base = None
+        base, cfg = None, None
         if config is not None:
             cfg, settings = load_with_settings(config, overrides or [])
             model_dir, base = (model, None) if model is not None else run_model(cfg)
@@ -315,7 +318,9 @@ def serve(config: Path | None = typer.Argument(None, help="The run's domaintune.
         scheme = "https" if settings.tls else "http"
         console.print(f"serving {model_dir} as '{name}' on {scheme}://{settings.host}:{settings.port}/v1 "
                       f"(engine {settings.engine})")
-        run_server(settings, Path(model_dir), name, base)
+        from domaintune.serve.kb_hook import with_kb
+
+        run_server(settings, Path(model_dir), name, base, hooks=with_kb(cfg))
     except DomainTuneError as err:
         _fail(err)
 

@@ -22,6 +22,7 @@ from domaintune.config.base import (
 )
 from domaintune.config.data import DataConfig
 from domaintune.config.eval import EvalConfig
+from domaintune.config.kb import KBConfig
 from domaintune.config.migrate import migrate
 from domaintune.config.runtime import RuntimeConfig
 from domaintune.config.serve import ServeConfig
@@ -113,6 +114,7 @@ class Config(Section):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Device, threads, supervision.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="`domaintune serve`: the run's model behind "
                                                                         "an OpenAI-compatible API.")
+    kb: KBConfig | None = Field(None, description="Knowledge base (retrieval with per-document ACL); omit for none.")
     _source_dir: Path | None = PrivateAttr(None)
 
     @model_validator(mode="before")

@@ -57,6 +57,7 @@ def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = No
 
     app = FastAPI(title="domaintune serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine, app.state.path = engine, path
+    app.state.kb = getattr(path.hooks.retrieval, "service", None)  # KBService when a kb: section is configured
     path.tools = app.state.tools = build_runtime(settings.tools, kb=getattr(app.state, "kb", None))
     install_experiments(app, settings, versions)
     app.include_router(experiment_routes.router)
@@ -172,25 +173,41 @@ async def _collect(path: RequestPath, run: Admitted, http: Request) -> dict:
         raise ApiError(500, str(err), code="engine_error") from None
     finally:
         outcome.into(run.record)
-    return run.envelope.response(list(zip(outcome.texts, outcome.reasons, strict=True)), run.prompt_tokens,
+    texts, post = outcome.texts, path.answer_filter(run)
+    if post is not None:  # citations: [n] markers resolved against the retrieved sources
+        texts = [post.feed(i, t) + post.flush(i) for i, t in enumerate(texts)]
+    body = run.envelope.response(list(zip(texts, outcome.reasons, strict=True)), run.prompt_tokens,
                                  sum(outcome.tokens))
+    return {**body, **(post.extensions() if post is not None else {})}
 
 
 async def _sse(path: RequestPath, run: Admitted, started: float):
     env, outcome = run.envelope, _Outcome(len(run.streams))
     status, error = 200, None
+    post = path.answer_filter(run)
+    last = None  # the latest finish chunk is held back: the final chunk carries the citations
     try:
         if env.chat:
             for index in range(len(run.streams)):
                 yield _json(env.chunk(index, role=True))
         async for index, event in path.events(run):
             outcome.add(index, event)
-            if event.text:
-                yield _json(env.chunk(index, event.text))
+            text = event.text if post is None else post.feed(index, event.text)
+            if event.finish_reason and post is not None:
+                text += post.flush(index)
+            if text:
+                yield _json(env.chunk(index, text))
             if event.finish_reason:
-                yield _json(env.chunk(index, None, event.finish_reason))
+                if last is not None:
+                    yield _json(last)
+                last = env.chunk(index, None, event.finish_reason)
+        extra = post.extensions() if post is not None else {}
         if run.request.stream_options and run.request.stream_options.include_usage:
-            yield _json(env.usage_chunk(run.prompt_tokens, sum(outcome.tokens)))
+            if last is not None:
+                yield _json(last)
+            last = env.usage_chunk(run.prompt_tokens, sum(outcome.tokens))
+        if last is not None:
+            yield _json({**last, **extra})
     except EngineFailed as err:  # headers are sent: report in-band, then end the stream properly
         status, error = 500, ApiError(500, str(err), code="engine_error")
         yield _json(error.body())

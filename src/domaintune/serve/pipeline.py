@@ -38,6 +38,7 @@ class Admitted:
     tools: object | None = None  # serve.tools.ToolState when the output is parsed for tool calls
     engine: object | None = None  # the engine that serves it (an A/B arm may pick another model version)
     renderer: Callable | None = None  # that engine's renderer: later tool rounds must use the same model
+    prompt: Prompt | None = None  # after template and retrieval: its sources feed the post-generation step
 
 
 async def read_body(request: Request, cap: int) -> bytes:
@@ -79,6 +80,9 @@ class RequestPath:
         prompt.template, prompt.route = req.template, record.route
         engine, renderer = self._select(principal, req, prompt, record)
         prompt = self.hooks.templates.apply(principal, prompt)
+        if prompt.kb and not hasattr(self.hooks.retrieval, "answer_filter"):
+            raise ApiError(404, f"knowledge base '{prompt.kb}' does not exist: this server has no kb configured",
+                           code="kb_not_found", param="kb")
         prompt = self.hooks.retrieval.augment(principal, prompt)
         record.template_id = prompt.template_id
         record.sources = [str(s.get("id", "")) for s in prompt.sources]
@@ -94,7 +98,8 @@ class RequestPath:
         envelope = Envelope(record.request_id, engine.model_name, chat)
         envelope.extra.update(self._extensions(prompt, record))
         return Admitted(req, envelope, streams, len(ids), started, release, record,
-                        tool_state(plan, self.tools, principal, prompt, prefix, self.settings.tools), engine, renderer)
+                        tool_state(plan, self.tools, principal, prompt, prefix, self.settings.tools), engine, renderer,
+                        prompt)
 
     def _select(self, principal: Principal, req, prompt: Prompt, record: AuditRecord):
         """(engine, renderer) for the request: an A/B arm may swap the model version and set the template;
@@ -136,7 +141,7 @@ class RequestPath:
     @staticmethod
     def _prompt(req, chat: bool) -> Prompt:
         if chat:
-            return Prompt(messages=[message_dict(m) for m in req.messages])
+            return Prompt(messages=[message_dict(m) for m in req.messages], kb=req.kb)
         return Prompt(text=req.prompt_text())
 
     def _check_context(self, req, prompt_tokens: int, prompt_param: str, engine=None) -> int:
@@ -172,6 +177,11 @@ class RequestPath:
                 stream.cancel()
             raise overloaded(self.settings.retry_after_s, str(full)) from None
         return streams
+
+    def answer_filter(self, run: Admitted):
+        """Retrieval's post-generation step (citations), or None: feed/flush text, extensions() at the end."""
+        make = getattr(self.hooks.retrieval, "answer_filter", None)
+        return make(run.prompt) if make is not None and run.prompt is not None else None
 
     # ------------------------------------------------------------------ results
     async def events(self, run: Admitted) -> AsyncIterator[tuple[int, object]]:

@@ -126,6 +126,7 @@ class ChatRequest(_Sampling):
     tools: list[ToolSpec] | None = Field(None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
+    kb: str | None = Field(None, max_length=128)  # extension: answer from this knowledge base (docs/kb.md)
 
     def requested_max_tokens(self) -> tuple[int | None, str]:
         if self.max_completion_tokens is not None:

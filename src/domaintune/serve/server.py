@@ -67,7 +67,8 @@ def build_engine(settings: ServeConfig, model_dir: Path, model_name: str, base: 
     return HFEngine(model, tokenizer, model_name, limits), ChatRenderer(tokenizer)
 
 
-def serve(settings: ServeConfig, model_dir: Path, model_name: str, base: ModelConfig | None = None) -> None:
+def serve(settings: ServeConfig, model_dir: Path, model_name: str, base: ModelConfig | None = None,
+          hooks=None) -> None:
     import uvicorn
 
     from domaintune.serve.app import create_app
@@ -75,5 +76,5 @@ def serve(settings: ServeConfig, model_dir: Path, model_name: str, base: ModelCo
 
     check_bind(settings)
     engine, renderer = build_engine(settings, model_dir, model_name, base)
-    app = create_app(engine, renderer, settings, versions=build_versions(settings, build_engine, base))
+    app = create_app(engine, renderer, settings, hooks, versions=build_versions(settings, build_engine, base))
     uvicorn.Server(uvicorn_config(app, settings)).run()
