@@ -22,6 +22,7 @@ from domaintune.config.base import (
 )
 from domaintune.config.data import DataConfig
 from domaintune.config.eval import EvalConfig
+from domaintune.config.export import ExportConfig
 from domaintune.config.migrate import migrate
 from domaintune.config.runtime import RuntimeConfig
 from domaintune.config.serve import ServeConfig
@@ -78,13 +79,6 @@ class MixConfig(Section):
     @property
     def bucket_lengths(self) -> list[int]:
         return self.buckets or [self.seq_len]
-
-
-class ExportConfig(Section):
-    merge: bool = Field(True, description="Merge adapters into the base weights (a standalone model).")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of the saved weights.")
-    sample_prompts: list[str] = Field(default_factory=list, description="Answered after export.")
-    max_new_tokens: int = Field(64, ge=1, description="Length limit of each sample answer.")
 
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
