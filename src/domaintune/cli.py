@@ -29,7 +29,8 @@ STAGES: list[StageSpec] = [
               "reward model, confidence filter, DPO"),
     StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL),
               "perplexity per stream, benchmark tasks, forgetting gate, report"),
-    StageSpec("export", "domaintune.export", ("export", "model"), (MODEL,), "merged model + samples"),
+    StageSpec("export", "domaintune.export", ("export", "model", "eval", "seed"), ("data", MODEL),
+              "merged model + samples; GGUF, Modelfile, INT8, each verified"),
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
