@@ -3,7 +3,7 @@
 Enough to render our Modelfile TEMPLATEs and compare them with `apply_chat_template` (Ollama's
 own renderer is Go; none is installable here): text, `{{ .Field }}`, `{{ $v }}`, `{{ $v := x }}`
 and `{{ $v = x }}` (assignment to an outer variable persists, as in Go >= 1.11), `if` / `else if`
-/ `else` / `end`, `range .List` and `range $i, $m := .List`, the functions `eq ne and or not`,
+/ `else` / `end`, integer literals, `range .List` and `range $i, $m := .List`, the functions `eq ne and or not`,
 parentheses, string literals, and the `{{-` / `-}}` whitespace trims. Anything else is an error,
 so a template this renders is one Go renders the same way.
 """
@@ -131,6 +131,8 @@ def _value(term: Any, dot: Any, scope: _Scope) -> Any:
         return term[1:-1].encode().decode("unicode_escape")
     if term in ("true", "false"):
         return term == "true"
+    if re.fullmatch(r"-?\d+", term):
+        return int(term)
     if term == ".":
         return dot
     if term.startswith("."):
