@@ -27,6 +27,8 @@ STAGES: list[StageSpec] = [
               "supervised fine-tuning on conversations", distributed=True),
     StageSpec("align", "domaintune.align", ("align", "model", "seed"), (MODEL,),
               "reward model, confidence filter, DPO"),
+    StageSpec("distill", "domaintune.distill", ("distill", "model", "seed"), ("mix", MODEL),
+              "distil the tuned model into a smaller student"),
     StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL),
               "perplexity per stream, benchmark tasks, forgetting gate, report"),
     StageSpec("export", "domaintune.export", ("export", "model", "eval", "seed"), ("data", MODEL),
