@@ -65,7 +65,7 @@ def train_student(student, dataset, plan: list[list[int]], d, pad_id: int, cache
         ce = tl.sum() / mask.sum().clamp(min=1)
         loss, kl = ce, None
         if cache is not None:
-            values, ids = teacher_cache.batch_targets(cache, rows, b["input_ids"].shape[1], d.top_k)
+            values, ids = teacher_cache.batch_targets(cache, rows, b["input_ids"].shape[1])
             kl = teacher_cache.topk_kl(logits, values, ids, b["labels"], d.temperature)
             loss = d.kd_weight * kl + (1 - d.kd_weight) * ce
         opt.zero_grad(set_to_none=True)

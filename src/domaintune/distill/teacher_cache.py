@@ -10,12 +10,12 @@ import torch
 from domaintune.training.collate import collate_packed, packed_rows
 
 
-def build(teacher, dataset, rows: list[int], top_k: int, temperature: float, pad_id: int, path: Path,
+def build(teacher, dataset, rows: list[int], top_k: int, temperature: float, pad_id: int, path: Path | None,
           batch: int = 4) -> dict[str, torch.Tensor]:
-    """{f"{row}.values", f"{row}.ids"} for each row index, computed once (cached at `path`)."""
+    """{f"{row}.values", f"{row}.ids"} for each row index, computed once (cached at `path` unless None)."""
     from safetensors.torch import load_file, save_file
 
-    if path.is_file():
+    if path is not None and path.is_file():
         cached = load_file(str(path))
         if all(f"{r}.ids" in cached for r in rows):
             return cached
@@ -27,18 +27,20 @@ def build(teacher, dataset, rows: list[int], top_k: int, temperature: float, pad
             b = collate_packed(packed_rows(dataset, chunk), pad_id)
             logits = teacher(input_ids=b["input_ids"], position_ids=b["position_ids"], use_cache=False).logits
             logp = (logits.float() / temperature).log_softmax(-1)
-            values, ids = logp.topk(top_k, dim=-1)
+            values, ids = logp.topk(min(top_k, logp.shape[-1]), dim=-1)
             for j, r in enumerate(chunk):
                 n = len(dataset[r]["input_ids"])
                 out[f"{r}.values"] = values[j, :n].half().contiguous()
                 out[f"{r}.ids"] = ids[j, :n].int().contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(out, str(path))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(out, str(path))
     return out
 
 
-def batch_targets(cache: dict, rows: list[int], width: int, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_targets(cache: dict, rows: list[int], width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probs [B, width, k], ids [B, width, k]) padded to the collated width."""
+    top_k = cache[f"{rows[0]}.ids"].shape[-1]
     values = torch.full((len(rows), width, top_k), -1e4)
     ids = torch.zeros((len(rows), width, top_k), dtype=torch.long)
     for j, r in enumerate(rows):
