@@ -40,10 +40,10 @@ def build_student(cfg: StudentConfig, teacher, device: str):
     if cfg.init == "prune_layers":
         student, chosen = prune_layers(teacher, cfg.layers)
         return student, None, {"init": "prune_layers", "layers": chosen}
+    from pathlib import Path
+
     from domaintune import models
     from domaintune.config import ModelConfig
-
-    from pathlib import Path
 
     if Path(cfg.path).exists():
         trained = models.load_trained(cfg.path, device=device)
