@@ -48,6 +48,9 @@ def test_gguf_modelfile_and_int8_are_written_verified_and_reported(tmp_path, tin
     assert mf.startswith("FROM ./t-q8_0.gguf\n") and report["modelfile"]["render_equal"]  # the first GGUF
     assert result.outputs["report"] == "export_report.json" and "q8_0" in result.summary
     assert result.metrics["q8_0_smaller"] > 3
+    from domaintune.eval.report import _export_html
+
+    assert "q8_0" in "".join(_export_html(run_dir.root))  # `domaintune report RUN` shows the verification
 
     from domaintune.chat import load_chat_model
     from domaintune.generation import generate_reply
