@@ -214,7 +214,7 @@ def _tensors(model_dir: Path, cfg: dict, arch: str, permute: bool):
     """(gguf name, float32 array) for every weight to write."""
     import gguf
     import numpy as np
-    from safetensors.numpy import load_file
+    from safetensors.torch import load_file  # torch: bf16/f16 weights (numpy has no bfloat16)
 
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
@@ -230,7 +230,7 @@ def _tensors(model_dir: Path, cfg: dict, arch: str, permute: bool):
             if gguf_name is None:
                 raise ModelError(f"GGUF export: no GGUF name for tensor {hf_name} ({arch}); this layout is not "
                                  f"supported by the writer")
-            a = np.asarray(array, dtype=np.float32)
+            a = array.float().numpy()
             if permute and hf_name.endswith("q_proj.weight"):
                 a = _permute(a, n_head, n_head)
             elif permute and hf_name.endswith("k_proj.weight"):

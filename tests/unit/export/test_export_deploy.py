@@ -88,3 +88,15 @@ def test_export_config_refusals_and_partial_tolerances():
     cfg = ExportConfig(gguf=["q8_0", "q4_k_m"], tolerance={"q8_0": {"max_ppl_rise_pct": 0.2}})
     assert cfg.tolerance_for("q8_0").max_ppl_rise_pct == 0.2 and cfg.tolerance_for("q8_0").min_top1 == 0.95
     assert cfg.tolerance_for("q4_k_m").max_kl == 0.4
+
+
+def test_validate_reports_k_quants_without_llama_cpp(tmp_path):
+    import importlib.util
+
+    from domaintune.checks import check_export
+
+    if importlib.util.find_spec("llama_cpp") is not None:
+        pytest.skip("llama-cpp-python is installed")
+    cfg = Config.model_validate({"name": "t", "runs_dir": str(tmp_path), "model": {"base": str(tmp_path)},
+                                 "export": {"gguf": ["q8_0", "q4_k_m"]}})
+    assert check_export(cfg) == [p for p in check_export(cfg) if "q4_k_m are K-quants" in p] != []

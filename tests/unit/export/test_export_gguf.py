@@ -147,3 +147,17 @@ def test_untouched_smollm2_import_re_exported_q4_1_is_byte_identical(tmp_path):
     assert info["metadata_from"] == "source"
     assert filecmp.cmp(src, tmp_path / "out.gguf", shallow=False)
     assert json.loads((tmp_path / "smollm2" / "config.json").read_text())["num_hidden_layers"] == 30
+
+
+def test_a_bfloat16_export_folder_is_written(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "bf16")
+    info = write_gguf(tmp_path / "bf16", tmp_path / "bf16-q8_0.gguf", "q8_0")
+    assert info["tensor_types"]["Q8_0"] == 15
+    model, _ = _reload(tmp_path / "bf16-q8_0.gguf")
+    ref = AutoModelForCausalLM.from_pretrained(tmp_path / "bf16", dtype=torch.float32)
+    ids = torch.tensor([[1, 5, 9, 20]])
+    with torch.no_grad():
+        assert (model(ids).logits - ref(ids).logits).abs().max() < 0.05
