@@ -27,9 +27,12 @@ STAGES: list[StageSpec] = [
               "supervised fine-tuning on conversations", distributed=True),
     StageSpec("align", "domaintune.align", ("align", "model", "seed"), (MODEL,),
               "reward model, confidence filter, DPO"),
+    StageSpec("distill", "domaintune.distill", ("distill", "model", "seed"), ("mix", MODEL),
+              "distil the tuned model into a smaller student"),
     StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL),
               "perplexity per stream, benchmark tasks, forgetting gate, report"),
-    StageSpec("export", "domaintune.export", ("export", "model"), (MODEL,), "merged model + samples"),
+    StageSpec("export", "domaintune.export", ("export", "model", "eval", "seed"), ("data", MODEL),
+              "merged model + samples; GGUF, Modelfile, INT8, each verified"),
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
