@@ -27,15 +27,22 @@ STAGES: list[StageSpec] = [
               "supervised fine-tuning on conversations", distributed=True),
     StageSpec("align", "domaintune.align", ("align", "model", "seed"), (MODEL,),
               "reward model, confidence filter, DPO"),
+    StageSpec("distill", "domaintune.distill", ("distill", "model", "seed"), ("mix", MODEL),
+              "distil the tuned model into a smaller student"),
     StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL),
               "perplexity per stream, benchmark tasks, forgetting gate, report"),
-    StageSpec("export", "domaintune.export", ("export", "model"), (MODEL,), "merged model + samples"),
+    StageSpec("export", "domaintune.export", ("export", "model", "eval", "seed"), ("data", MODEL),
+              "merged model + samples; GGUF, Modelfile, INT8, each verified"),
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn an open base LLM into a governed enterprise domain model, from one YAML file.")
 models_app = typer.Typer(no_args_is_help=True, help="Model utilities (GGUF import).")
 app.add_typer(models_app, name="models")
+from domaintune.serve.experiments_cli import ab_app, serve_models_app  # noqa: E402  (light: typer only)
+
+app.add_typer(ab_app, name="ab")
+app.add_typer(serve_models_app, name="serve-models")
 from domaintune.kb.command import kb_app  # noqa: E402  (light: its commands import the kb lazily)
 
 app.add_typer(kb_app, name="kb")

@@ -28,7 +28,8 @@ from make_domain_task import FACTS, lookup, write_value  # noqa: E402
 FRAMES = {
     "en": ["{q}", "Quick question: {q}", "{q} Please give the exact figure.", "I bank with Harborview. {q}",
            "Could you check the documents for me? {q}", "{q} (a one-line answer is fine)"],
-    "zh": ["{q}", "请问，{q}", "{q}请给出准确数字。", "我是海港银行的客户。{q}", "麻烦帮我查一下资料：{q}", "{q}（请简短回答）"],
+    "zh": ["{q}", "请问，{q}", "{q}请给出准确数字。", "我是海港银行的客户。{q}", "麻烦帮我查一下资料：{q}",
+           "{q}（请简短回答）"],
 }
 
 

@@ -13,12 +13,15 @@ from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
 from domaintune.config.serve import ServeConfig
+from domaintune.serve import experiment_routes
 from domaintune.serve.engine.base import EngineFailed
 from domaintune.serve.errors import ApiError
+from domaintune.serve.experiments_setup import install as install_experiments
 from domaintune.serve.hooks import METRICS, MODELS, Hooks
 from domaintune.serve.metrics import Metrics
 from domaintune.serve.pipeline import Admitted, RequestPath, new_record
 from domaintune.serve.protocol import models_list
+from domaintune.serve.tools import build_runtime
 
 CLIENT_CLOSED = 499  # nginx's code for "the client went away": audited and counted, never read by anyone
 
@@ -35,20 +38,29 @@ def _error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
-def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = None) -> FastAPI:
-    """`renderer(Prompt) -> list[int]` turns messages or text into prompt ids (the model's chat template)."""
+def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = None, versions=None) -> FastAPI:
+    """`renderer(Prompt) -> list[int]` turns messages or text into prompt ids (the model's chat template).
+    `versions`: {id: models_registry.Served} more model versions served next to `engine`."""
     path = RequestPath(engine, renderer, settings, hooks or Hooks(), Metrics(engine))
     created = int(time.time())
 
     @asynccontextmanager
     async def lifespan(_app):
         engine.start()
+        if app.state.models is not None:
+            app.state.models.start()
         yield
         engine.stop()
+        path.tools.close()
+        if app.state.models is not None:
+            app.state.models.stop()
 
     app = FastAPI(title="domaintune serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine, app.state.path = engine, path
     app.state.kb = getattr(path.hooks.retrieval, "service", None)  # KBService when a kb: section is configured
+    path.tools = app.state.tools = build_runtime(settings.tools, kb=getattr(app.state, "kb", None))
+    install_experiments(app, settings, versions)
+    app.include_router(experiment_routes.router)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request, err: ApiError):
@@ -82,7 +94,10 @@ def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = No
     @app.get("/v1/models")
     async def models(request: Request):
         path.principal(request, MODELS)
-        return models_list(engine.model_name, created)
+        listed = models_list(engine.model_name, created)
+        if app.state.models is not None:  # registered versions are model ids of their own
+            listed["data"] += [{**listed["data"][0], "id": vid} for vid in app.state.models.versions]
+        return listed
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -103,6 +118,10 @@ async def _generate(path: RequestPath, http: Request, chat: bool):
     except ApiError as err:
         path.finish(None, record, err.status, started, err)
         raise
+    if run.tools is not None:  # the output is parsed for tool calls: serve/tools runs the loop
+        from domaintune.serve.tools.respond import respond
+
+        return await respond(path, run, http, started)
     if run.request.stream:
         return EventSourceResponse(_sse(path, run, started), sep="\n", ping=15,
                                    headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})

@@ -36,6 +36,14 @@ class KBService:
     def documents(self, name: str) -> list[dict]:
         return self.get(name).documents()
 
+    def search(self, principal, query: str, k: int | None = None) -> list:
+        """The `kb_search` tool's entry: the bound knowledge base (or the only one), with the caller's rights."""
+        name = self.bound or (self.names()[0] if len(self.bases) == 1 else None)
+        if name is None:
+            raise ApiError(400, "several knowledge bases are served and none is bound: set `bind: true` on one "
+                                "of them (docs/kb.md)", code="kb_not_bound", param="kb")
+        return self.get(name).search(principal, query, k)
+
     def reindex(self, name: str) -> str:
         """Load the index that `domaintune kb build` rewrote on disk; returns the new version."""
         kb = self.get(name)

@@ -72,7 +72,9 @@ def serve(settings: ServeConfig, model_dir: Path, model_name: str, base: ModelCo
     import uvicorn
 
     from domaintune.serve.app import create_app
+    from domaintune.serve.experiments_setup import build_versions
 
     check_bind(settings)
     engine, renderer = build_engine(settings, model_dir, model_name, base)
-    uvicorn.Server(uvicorn_config(create_app(engine, renderer, settings, hooks), settings)).run()
+    app = create_app(engine, renderer, settings, hooks, versions=build_versions(settings, build_engine, base))
+    uvicorn.Server(uvicorn_config(app, settings)).run()
