@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from domaintune.config.base import FilePath, Section
+from domaintune.config.serve_access import AuthConfig, LimitSet, RulesConfig
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
@@ -74,6 +75,10 @@ class ServeConfig(Section):
     allow_insecure_public: bool = Field(
         False, description="Allow plain HTTP on a non-loopback address (traffic and keys travel in clear text).")
     vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="Used when engine: vllm.")
+    auth: AuthConfig | None = Field(None, description="API keys with roles on every route (docs/serve-access.md); "
+                                                      "absent: one open principal, loopback only.")
+    limits: LimitSet | None = Field(None, description="Default per-key limits; a key's own limits override them.")
+    rules: RulesConfig | None = Field(None, description="Rule engine and human-review queue.")
 
     @model_validator(mode="after")
     def _public_needs_tls(self) -> ServeConfig:
@@ -87,4 +92,5 @@ class ServeConfig(Section):
         files = [("tls.certfile", self.tls.certfile), ("tls.keyfile", self.tls.keyfile)] if self.tls else []
         if self.engine == "vllm" and self.vllm.api_key_file is not None:
             files.append(("vllm.api_key_file", self.vllm.api_key_file))
-        return [f"serve.{key}: file not found: {path}" for key, path in files if not Path(path).is_file()]
+        return ([f"serve.{key}: file not found: {path}" for key, path in files if not Path(path).is_file()]
+                + (self.rules.problems() if self.rules else []))

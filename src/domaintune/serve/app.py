@@ -19,6 +19,7 @@ from domaintune.serve.hooks import METRICS, MODELS, Hooks
 from domaintune.serve.metrics import Metrics
 from domaintune.serve.pipeline import Admitted, RequestPath, new_record
 from domaintune.serve.protocol import models_list
+from domaintune.serve.security.install import install_access
 
 CLIENT_CLOSED = 499  # nginx's code for "the client went away": audited and counted, never read by anyone
 
@@ -46,8 +47,10 @@ def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = No
         yield
         engine.stop()
 
-    app = FastAPI(title="domaintune serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="domaintune serve", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)  # the schema lists every route: not for callers without a key
     app.state.engine, app.state.path = engine, path
+    install_access(app, settings, path)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request, err: ApiError):
@@ -80,8 +83,9 @@ def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = No
 
     @app.get("/v1/models")
     async def models(request: Request):
-        path.principal(request, MODELS)
-        return models_list(engine.model_name, created)
+        listing = models_list(engine.model_name, created)
+        who = path.principal(request, MODELS)
+        return {**listing, "data": [m for m in listing["data"] if who.allows("models", m["id"])]}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -114,7 +118,7 @@ async def _generate(path: RequestPath, http: Request, chat: bool):
         path.finish(run, record, CLIENT_CLOSED, started)
         return Response(status_code=CLIENT_CLOSED)
     path.finish(run, record, 200, started)
-    return JSONResponse(body)
+    return JSONResponse({**body, **run.extra})
 
 
 class _Outcome:
@@ -159,7 +163,7 @@ async def _collect(path: RequestPath, run: Admitted, http: Request) -> dict:
 
 async def _sse(path: RequestPath, run: Admitted, started: float):
     env, outcome = run.envelope, _Outcome(len(run.streams))
-    status, error = 200, None
+    status, error, finished = 200, None, 0
     try:
         if env.chat:
             for index in range(len(run.streams)):
@@ -169,7 +173,9 @@ async def _sse(path: RequestPath, run: Admitted, started: float):
             if event.text:
                 yield _json(env.chunk(index, event.text))
             if event.finish_reason:
-                yield _json(env.chunk(index, None, event.finish_reason))
+                finished += 1
+                last = finished == len(run.streams)  # extension fields ride on the final choice's last chunk
+                yield _json({**env.chunk(index, None, event.finish_reason), **(run.extra if last else {})})
         if run.request.stream_options and run.request.stream_options.include_usage:
             yield _json(env.usage_chunk(run.prompt_tokens, sum(outcome.tokens)))
     except EngineFailed as err:  # headers are sent: report in-band, then end the stream properly

@@ -11,7 +11,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
@@ -32,8 +32,10 @@ class Admitted:
     streams: list
     prompt_tokens: int
     started: float
-    release: Callable[[], None]
+    release: Callable[..., None]
     record: AuditRecord
+    screen: object = None  # the rules' Screen: fixed answer or the filter the answer passes through
+    extra: dict = field(default_factory=dict)  # extension fields added to the response (e.g. `review`)
 
 
 async def read_body(request: Request, cap: int) -> bytes:
@@ -62,13 +64,16 @@ class RequestPath:
     async def admit(self, http: Request, chat: bool, record: AuditRecord) -> Admitted:
         started = time.perf_counter()
         principal = self.principal(http, CHAT if chat else COMPLETIONS)
-        record.principal, record.tenant = principal.id, principal.tenant
+        record.principal, record.tenant, record.key_id = principal.id, principal.tenant, principal.key_id
         body = await read_body(http, self.settings.max_body_bytes)
         req = parse_request(ChatRequest if chat else CompletionRequest, body)
         record.model, record.user = req.model, req.user
         self._check_params(req)
-        prompt = self._prompt(req, chat)
-        prompt = self.hooks.templates.apply(principal, prompt)
+        if not principal.allows("models", req.model):
+            raise ApiError(403, f"this key may not use the model '{req.model}'", code="model_not_allowed",
+                           param="model")
+        screen = self.hooks.rules.screen(principal, self._prompt(req, chat), record)
+        prompt = self.hooks.templates.apply(principal, screen.prompt)
         prompt = self.hooks.retrieval.augment(principal, prompt)
         record.template_id = prompt.template_id
         record.sources = [str(s.get("id", "")) for s in prompt.sources]
@@ -76,13 +81,14 @@ class RequestPath:
         max_tokens = self._check_context(req, len(ids), "messages" if chat else "prompt")
         release = self.hooks.limits.acquire(principal, len(ids) + max_tokens * req.n)
         try:
-            streams = self._submit(req, ids, max_tokens, principal, record.request_id)
+            streams = screen.streams(req.n, len(ids)) or self._submit(req, ids, max_tokens, principal,
+                                                                      record.request_id)
         except BaseException:
             release()
             raise
         record.prompt_tokens = len(ids)
         return Admitted(req, Envelope(record.request_id, self.engine.model_name, chat), streams, len(ids),
-                        started, release, record)
+                        started, release, record, screen)
 
     def _check_params(self, req) -> None:
         s = self.settings
@@ -140,7 +146,11 @@ class RequestPath:
         return streams
 
     # ------------------------------------------------------------------ results
-    async def events(self, run: Admitted) -> AsyncIterator[tuple[int, object]]:
+    def events(self, run: Admitted) -> AsyncIterator[tuple[int, object]]:
+        """(choice index, Event) as the rules let them through (serve/rules/screen.py)."""
+        return run.screen.filter(self._engine_events(run), run)
+
+    async def _engine_events(self, run: Admitted) -> AsyncIterator[tuple[int, object]]:
         """(choice index, Event) in arrival order from all n sequences; cancels them all if abandoned."""
         queue: asyncio.Queue = asyncio.Queue()
 
@@ -176,7 +186,7 @@ class RequestPath:
                error: ApiError | None = None) -> None:
         """Audit and count a request exactly once, whatever way it ended."""
         if run is not None:
-            run.release()
+            run.release(record.prompt_tokens + record.completion_tokens)
         record.status = status
         record.error_code = error.code if error else None
         record.latency_ms = round((time.perf_counter() - started) * 1000, 2)
