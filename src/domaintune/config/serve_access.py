@@ -126,7 +126,7 @@ def _pii_problem(types: list[str]) -> list[str]:
 
     known = [d.type for d in builtin_detectors()]
     unknown = [t for t in types if t not in known]
-    return [f"pii: unknown PII type(s) {unknown}; types: {', '.join(known)}"] if unknown else []
+    return [f"pii: unknown PII type(s) {unknown} (known: {', '.join(known)})"] if unknown else []
 
 
 class RulesError(Exception):
