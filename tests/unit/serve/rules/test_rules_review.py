@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import httpx
 import openai
-import pytest
 from access_helpers import bearer, governed
 
 from domaintune.config.serve_access import RulesConfig
@@ -98,9 +97,9 @@ def test_refuse_answer_hold_deliver_and_reviewer_decisions(start_server, loaded,
 
 
 def test_instruct_adds_a_system_instruction(tmp_path):
+    from domaintune.serve.pipeline import new_record
     from domaintune.serve.rules.engine import RuleEngine
     from domaintune.serve.rules.review import ReviewQueue
-    from domaintune.serve.pipeline import new_record
 
     (tmp_path / "r.yaml").write_text("rules:\n  - name: formal\n    keywords: [fee]\n    action: instruct\n"
                                      "    message: Answer formally.\n")
