@@ -15,6 +15,8 @@ from pydantic import Field, model_validator
 
 from domaintune.config.base import FilePath, Section
 from domaintune.config.serve_access import AuthConfig, LimitSet, RulesConfig
+from domaintune.config.serve_experiments import ExperimentsConfig, ModelsConfig, TemplatesConfig, experiment_problems
+from domaintune.config.serve_tools import ToolsConfig
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
@@ -79,6 +81,10 @@ class ServeConfig(Section):
                                                       "absent: one open principal, loopback only.")
     limits: LimitSet | None = Field(None, description="Default per-key limits; a key's own limits override them.")
     rules: RulesConfig | None = Field(None, description="Rule engine and human-review queue.")
+    tools: ToolsConfig = Field(default_factory=ToolsConfig, description="Tool use: server-side tools and limits.")
+    templates: TemplatesConfig = Field(default_factory=TemplatesConfig, description="Versioned prompt templates.")
+    experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig, description="A/B experiments.")
+    models: ModelsConfig = Field(default_factory=ModelsConfig, description="Registered model versions.")
 
     @model_validator(mode="after")
     def _public_needs_tls(self) -> ServeConfig:
@@ -92,5 +98,5 @@ class ServeConfig(Section):
         files = [("tls.certfile", self.tls.certfile), ("tls.keyfile", self.tls.keyfile)] if self.tls else []
         if self.engine == "vllm" and self.vllm.api_key_file is not None:
             files.append(("vllm.api_key_file", self.vllm.api_key_file))
-        return ([f"serve.{key}: file not found: {path}" for key, path in files if not Path(path).is_file()]
-                + (self.rules.problems() if self.rules else []))
+        return [f"serve.{key}: file not found: {path}" for key, path in files if not Path(path).is_file()] \
+            + experiment_problems(self) + (self.rules.problems() if self.rules else [])

@@ -142,7 +142,7 @@ class RuledScreen(Screen):
             finished += 1
             final, reason, review = self.decide(texts[index], run.record)
             if review is not None:
-                first = run.extra.setdefault("review", dict(review))
+                first = run.envelope.extra.setdefault("review", dict(review))
                 if total > 1:
                     first.setdefault("item_ids", []).append(review["item_id"])
             if self.buffer:
