@@ -6,6 +6,7 @@ before anything starts, naming the file, the line and the key of each problem.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import re
 from pathlib import Path
@@ -152,10 +153,26 @@ def _line_of(node, loc: tuple) -> int | None:
     return line
 
 
+def _message(error: dict) -> str:
+    """'rules.2.keyword: unknown key (did you mean 'keywords'?)' (config.load's format, without importing it:
+    config.load imports the schema, which imports this module)."""
+    loc = tuple(error["loc"])
+    where = ".".join(str(p) for p in loc) or "(root)"
+    if error["type"] == "extra_forbidden":
+        fields = Rule.model_fields if len(loc) == 3 else RulesFile.model_fields
+        close = difflib.get_close_matches(str(loc[-1]), sorted(fields), n=1, cutoff=0.6)
+        return f"{where}: unknown key" + (f" (did you mean '{close[0]}'?)" if close else "")
+    if error["type"] == "missing":
+        return f"{where}: required key is missing"
+    msg = error["msg"].removeprefix("Value error, ")
+    if isinstance(error.get("input"), dict):  # a rule-level check: its messages start with the key
+        return "; ".join(f"{where}.{p}" if re.match(r"^[a-z_][\w\[\]]*:", p) else f"{where}: {p}"
+                         for p in msg.split("; "))
+    return f"{where}: {msg} (got {error.get('input')!r:.80})"
+
+
 def load_rules(path: str | Path) -> RulesFile:
     """The rules file, or RulesError whose problems read '<file>:<line>: rules[i].key: what to fix'."""
-    from domaintune.config.load import format_validation_error
-
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     try:
@@ -169,6 +186,6 @@ def load_rules(path: str | Path) -> RulesFile:
     try:
         return RulesFile.model_validate(raw)
     except ValidationError as err:
-        messages = format_validation_error(err, RulesFile)
+        messages = [_message(e) for e in err.errors()]
         lines = [_line_of(node, tuple(e["loc"])) for e in err.errors()]
         raise RulesError([f"{path}:{line}: {msg}" for line, msg in zip(lines, messages, strict=True)]) from None
