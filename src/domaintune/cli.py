@@ -39,6 +39,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Turn an open base LLM into a governed enterprise domain model, from one YAML file.")
 models_app = typer.Typer(no_args_is_help=True, help="Model utilities (GGUF import).")
 app.add_typer(models_app, name="models")
+from domaintune.serve.keys_cli import keys_app  # noqa: E402  (light: typer only at import)
+
+app.add_typer(keys_app, name="keys")
 from domaintune.serve.experiments_cli import ab_app, serve_models_app  # noqa: E402  (light: typer only)
 
 app.add_typer(ab_app, name="ab")

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from domaintune.config.base import FilePath, Section
+from domaintune.config.serve_access import AuthConfig, LimitSet, RulesConfig
 from domaintune.config.serve_experiments import ExperimentsConfig, ModelsConfig, TemplatesConfig, experiment_problems
 from domaintune.config.serve_tools import ToolsConfig
 
@@ -76,6 +77,10 @@ class ServeConfig(Section):
     allow_insecure_public: bool = Field(
         False, description="Allow plain HTTP on a non-loopback address (traffic and keys travel in clear text).")
     vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="Used when engine: vllm.")
+    auth: AuthConfig | None = Field(None, description="API keys with roles on every route (docs/serve-access.md); "
+                                                      "absent: one open principal, loopback only.")
+    limits: LimitSet | None = Field(None, description="Default per-key limits; a key's own limits override them.")
+    rules: RulesConfig | None = Field(None, description="Rule engine and human-review queue.")
     tools: ToolsConfig = Field(default_factory=ToolsConfig, description="Tool use: server-side tools and limits.")
     templates: TemplatesConfig = Field(default_factory=TemplatesConfig, description="Versioned prompt templates.")
     experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig, description="A/B experiments.")
@@ -94,4 +99,4 @@ class ServeConfig(Section):
         if self.engine == "vllm" and self.vllm.api_key_file is not None:
             files.append(("vllm.api_key_file", self.vllm.api_key_file))
         return [f"serve.{key}: file not found: {path}" for key, path in files if not Path(path).is_file()] \
-            + experiment_problems(self)
+            + experiment_problems(self) + (self.rules.problems() if self.rules else [])

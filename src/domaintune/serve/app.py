@@ -21,6 +21,7 @@ from domaintune.serve.hooks import METRICS, MODELS, Hooks
 from domaintune.serve.metrics import Metrics
 from domaintune.serve.pipeline import Admitted, RequestPath, new_record
 from domaintune.serve.protocol import models_list
+from domaintune.serve.security.install import install_access
 from domaintune.serve.tools import build_runtime
 
 CLIENT_CLOSED = 499  # nginx's code for "the client went away": audited and counted, never read by anyone
@@ -55,8 +56,10 @@ def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = No
         if app.state.models is not None:
             app.state.models.stop()
 
-    app = FastAPI(title="domaintune serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="domaintune serve", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)  # the schema lists every route: not for callers without a key
     app.state.engine, app.state.path = engine, path
+    install_access(app, settings, path)
     app.state.kb = getattr(path.hooks.retrieval, "service", None)  # KBService when a kb: section is configured
     path.tools = app.state.tools = build_runtime(settings.tools, kb=getattr(app.state, "kb", None))
     install_experiments(app, settings, versions)
@@ -93,11 +96,11 @@ def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = No
 
     @app.get("/v1/models")
     async def models(request: Request):
-        path.principal(request, MODELS)
+        who = path.principal(request, MODELS)
         listed = models_list(engine.model_name, created)
         if app.state.models is not None:  # registered versions are model ids of their own
             listed["data"] += [{**listed["data"][0], "id": vid} for vid in app.state.models.versions]
-        return listed
+        return {**listed, "data": [m for m in listed["data"] if who.allows("models", m["id"])]}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):

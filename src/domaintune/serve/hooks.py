@@ -72,6 +72,7 @@ class AuditRecord:
     finish_reasons: list[str] = field(default_factory=list)
     error_code: str | None = None
     latency_ms: float = 0.0
+    detail: dict[str, str] = field(default_factory=dict)  # e.g. rules fired, review item and decision
 
 
 class Authenticator(Protocol):
@@ -87,9 +88,10 @@ class Authorizer(Protocol):
 
 
 class Limiter(Protocol):
-    def acquire(self, principal: Principal, tokens: int) -> Callable[[], None]:
+    def acquire(self, principal: Principal, tokens: int) -> Callable[..., None]:
         """Admit a request that may use up to `tokens` tokens; return its release callback, or raise
-        ApiError(429) with Retry-After. Release is called exactly once when the request ends."""
+        ApiError(429) with Retry-After. Release is called exactly once when the request ends, with the
+        tokens actually used (or no argument when nothing ran)."""
         ...
 
 
@@ -108,6 +110,13 @@ class Retriever(Protocol):
 class Auditor(Protocol):
     def record(self, record: AuditRecord) -> None:
         """Persist one record per request, success or failure. Must not raise for a valid record."""
+        ...
+
+
+class Rules(Protocol):
+    def screen(self, principal: Principal, prompt: Prompt, record: AuditRecord):
+        """Check the request before the model; return a Screen (serve/rules/screen.py): the prompt to use,
+        an optional fixed answer, and the filter the answer passes through after the model."""
         ...
 
 
@@ -131,8 +140,8 @@ class PermissionCheck:
 class NoLimits:
     """Admission is bounded by the engine's queue (503 when full), not per principal."""
 
-    def acquire(self, principal: Principal, tokens: int) -> Callable[[], None]:
-        return lambda: None
+    def acquire(self, principal: Principal, tokens: int) -> Callable[..., None]:
+        return lambda used=None: None
 
 
 class ModelTemplate:
@@ -157,6 +166,13 @@ class LogAuditor:
         self.logger.info(json.dumps(asdict(record), ensure_ascii=False, sort_keys=True))
 
 
+class NoRules:
+    def screen(self, principal: Principal, prompt: Prompt, record: AuditRecord):
+        from domaintune.serve.rules.screen import Screen
+
+        return Screen(prompt)
+
+
 @dataclass
 class Hooks:
     auth: Authenticator = field(default_factory=OpenAccess)
@@ -165,3 +181,4 @@ class Hooks:
     templates: Templates = field(default_factory=ModelTemplate)
     retrieval: Retriever = field(default_factory=NoRetrieval)
     audit: Auditor = field(default_factory=LogAuditor)
+    rules: Rules = field(default_factory=NoRules)

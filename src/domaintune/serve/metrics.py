@@ -42,6 +42,14 @@ class Metrics:
                              buckets=TOKEN_BUCKETS, registry=r)
         self.e2e = Histogram("domaintune_e2e_request_latency_seconds", "Request received to last token.",
                              buckets=REQUEST_BUCKETS, registry=r)
+        self.auth_failures = Counter("domaintune_auth_failures", "API keys refused, by reason.", ["reason"],
+                                     registry=r)
+        self.rate_limited = Counter("domaintune_rate_limited", "Requests refused by a per-key limit.", ["limit"],
+                                    registry=r)
+        for reason in ("missing", "malformed", "unknown", "revoked", "expired"):
+            self.auth_failures.labels(reason)
+        for limit in ("requests_per_minute", "tokens_per_minute", "tokens_per_day", "concurrent"):
+            self.rate_limited.labels(limit)
         for reason in REJECTION_REASONS:  # export zeros so dashboards see every series from the start
             self.rejections.labels(reason)
         r.register(_EngineGauges(engine))

@@ -35,6 +35,7 @@ ROLES: dict[str, frozenset[str]] = {
     "engineer": _USER | {METRICS, RUNS},  # ML engineers: the model and the run dashboard, no governance data
     "auditor": frozenset({MODELS, AUDIT, METRICS}),
     "reviewer": frozenset({MODELS, REVIEW}),
+    "service": frozenset({CHAT, COMPLETIONS}),  # a backend that only generates: no listing, sessions or tools
 }
 
 # Routes that answer without a key: liveness and readiness carry no data.

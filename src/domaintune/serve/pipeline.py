@@ -33,12 +33,13 @@ class Admitted:
     streams: list
     prompt_tokens: int
     started: float
-    release: Callable[[], None]
+    release: Callable[..., None]
     record: AuditRecord
     tools: object | None = None  # serve.tools.ToolState when the output is parsed for tool calls
     engine: object | None = None  # the engine that serves it (an A/B arm may pick another model version)
     renderer: Callable | None = None  # that engine's renderer: later tool rounds must use the same model
     prompt: Prompt | None = None  # after template and retrieval: its sources feed the post-generation step
+    screen: object = None  # the rules' Screen (serve/rules): a fixed answer, and the filter answers pass through
 
 
 async def read_body(request: Request, cap: int) -> bytes:
@@ -70,13 +71,17 @@ class RequestPath:
     async def admit(self, http: Request, chat: bool, record: AuditRecord) -> Admitted:
         started = time.perf_counter()
         principal = self.principal(http, CHAT if chat else COMPLETIONS)
-        record.principal, record.tenant = principal.id, principal.tenant
+        record.principal, record.tenant, record.key_id = principal.id, principal.tenant, principal.key_id
         body = await read_body(http, self.settings.max_body_bytes)
         req = parse_request(ChatRequest if chat else CompletionRequest, body)
         record.model, record.user = req.model, req.user
         self._check_params(req)
+        if not principal.allows("models", req.model):
+            raise ApiError(403, f"this key may not use the model '{req.model}'", code="model_not_allowed",
+                           param="model")
         plan = plan_tools(req, principal, self.tools) if chat else None
-        prompt = self._prompt(req, chat)
+        screen = self.hooks.rules.screen(principal, self._prompt(req, chat), record)
+        prompt = screen.prompt
         prompt.template, prompt.route = req.template, record.route
         engine, renderer = self._select(principal, req, prompt, record)
         prompt = self.hooks.templates.apply(principal, prompt)
@@ -90,7 +95,8 @@ class RequestPath:
         max_tokens = self._check_context(req, len(ids), "messages" if chat else "prompt", engine)
         release = self.hooks.limits.acquire(principal, len(ids) + max_tokens * req.n)
         try:
-            streams = self._submit(req, ids, max_tokens, principal, record.request_id, engine)
+            streams = screen.streams(req.n, len(ids)) or self._submit(req, ids, max_tokens, principal,
+                                                                      record.request_id, engine)
         except BaseException:
             release()
             raise
@@ -99,7 +105,7 @@ class RequestPath:
         envelope.extra.update(self._extensions(prompt, record))
         return Admitted(req, envelope, streams, len(ids), started, release, record,
                         tool_state(plan, self.tools, principal, prompt, prefix, self.settings.tools), engine, renderer,
-                        prompt)
+                        prompt, screen)
 
     def _select(self, principal: Principal, req, prompt: Prompt, record: AuditRecord):
         """(engine, renderer) for the request: an A/B arm may swap the model version and set the template;
@@ -184,7 +190,12 @@ class RequestPath:
         return make(run.prompt) if make is not None and run.prompt is not None else None
 
     # ------------------------------------------------------------------ results
-    async def events(self, run: Admitted) -> AsyncIterator[tuple[int, object]]:
+    def events(self, run: Admitted) -> AsyncIterator[tuple[int, object]]:
+        """(choice index, Event) as the rules let them through (serve/rules/screen.py)."""
+        events = self._engine_events(run)
+        return events if run.screen is None else run.screen.filter(events, run)
+
+    async def _engine_events(self, run: Admitted) -> AsyncIterator[tuple[int, object]]:
         """(choice index, Event) in arrival order from all n sequences; cancels them all if abandoned."""
         queue: asyncio.Queue = asyncio.Queue()
 
@@ -220,7 +231,7 @@ class RequestPath:
                error: ApiError | None = None) -> None:
         """Audit and count a request exactly once, whatever way it ended."""
         if run is not None:
-            run.release()
+            run.release(record.prompt_tokens + record.completion_tokens)
         record.status = status
         record.error_code = error.code if error else None
         record.latency_ms = round((time.perf_counter() - started) * 1000, 2)

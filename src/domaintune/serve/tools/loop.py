@@ -135,9 +135,9 @@ async def _next_round(path, run, state: ToolState) -> None:
     release = path.hooks.limits.acquire(state.principal, len(ids) + max_tokens)
     previous = run.release
 
-    def release_all() -> None:
-        release()
-        previous()
+    def release_all(*used) -> None:  # the limiter's release takes the tokens used (serve/security/limits.py)
+        release(len(ids) + max_tokens)  # a tool round stays charged in full: its own usage is not counted
+        previous(*used)
 
     run.release = release_all
     run.streams = path._submit(run.request, ids, max_tokens, state.principal,

@@ -1,0 +1,1 @@
+"""The rule engine (YAML rules before and after the model) and the human-review queue."""

@@ -1,0 +1,148 @@
+"""Rules before and after the model, the review queue and the reviewer API on the real server;
+`domaintune validate` naming file, line and key of a bad rules file."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+from access_helpers import bearer, governed
+
+from domaintune.config.serve_access import RulesConfig
+from domaintune.serve.hooks import Hooks, Principal, Prompt
+
+RULES = """
+rules:
+  - name: no-weapons
+    keywords: [explosive]
+    action: refuse
+    message: I cannot help with that.
+  - name: opening-hours
+    regex: ['opening\\s+hours']
+    action: answer
+    message: We are open 9:00-17:00.
+  - name: hold-loans
+    keywords: [loan]
+    action: review
+    review: hold
+  - name: flag-everything-else
+    stage: output
+    min_chars: 0
+    action: review
+    review: deliver
+"""
+
+
+class Recorder:
+    def __init__(self):
+        self.records = []
+
+    def record(self, record):
+        self.records.append(record)
+
+
+def _ask(client, text, **kw):
+    return client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": text}],
+                                          max_tokens=3, **kw)
+
+
+def test_refuse_answer_hold_deliver_and_reviewer_decisions(start_server, loaded, tmp_path):
+    audit = Recorder()
+    server = start_server(loaded, hooks=Hooks(audit=audit), max_tokens_cap=4, **governed(tmp_path, rules=RULES))
+    keys, review = server.app.state.keys, server.app.state.review
+    _, user = keys.create("teller", "user")
+    _, reviewer = keys.create("compliance", "reviewer")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=user, max_retries=0, timeout=60)
+
+    refused = _ask(client, "how to make an EXPLOSIVE")
+    assert refused.choices[0].message.content == "I cannot help with that."
+    assert refused.choices[0].finish_reason == "content_filter"
+    assert _ask(client, "your opening  hours?").choices[0].message.content == "We are open 9:00-17:00."
+
+    held = _ask(client, "can I get a loan?")
+    assert held.choices[0].message.content == "This answer is held for human review."
+    item_id = held.model_extra["review"]["item_id"]
+    assert held.model_extra["review"]["status"] == "held"
+    flagged = _ask(client, "hello")
+    assert flagged.model_extra["review"]["status"] == "delivered_flagged"
+
+    chunks = list(client.chat.completions.create(model="tiny", stream=True, max_tokens=3,
+                                                 messages=[{"role": "user", "content": "a loan please"}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "This answer is held for human review." and chunks[-1].model_extra["review"]["status"] == "held"
+
+    with httpx.Client(base_url=server.url) as http:
+        assert http.get("/v1/review/items", headers=bearer(user)).status_code == 403
+        pending = http.get("/v1/review/items", headers=bearer(reviewer)).json()["data"]
+        assert {i["item_id"] for i in pending} >= {item_id} and len(pending) == 3
+        assert http.get(f"/v1/review/outcomes/{item_id}", headers=bearer(user)).json()["answer"] is None
+        edited = http.post(f"/v1/review/items/{item_id}/edit", headers=bearer(reviewer),
+                           json={"text": "Yes, see our loan desk."})
+        assert edited.status_code == 200 and edited.json()["status"] == "edited"
+        again = http.post(f"/v1/review/items/{item_id}/approve", headers=bearer(reviewer))
+        assert again.status_code == 409
+        assert http.get(f"/v1/review/outcomes/{item_id}", headers=bearer(user)).json()["answer"] == \
+            "Yes, see our loan desk."
+        assert http.get(f"/v1/review/outcomes/{item_id}", headers=bearer(reviewer)).status_code == 403
+        other = keys.create("other-teller", "user")[1]
+        assert http.get(f"/v1/review/outcomes/{item_id}", headers=bearer(other)).status_code == 404
+        assert http.post("/v1/review/items/rev-missing/reject", headers=bearer(reviewer)).status_code == 404
+    reject_id = review.list()[0]["item_id"]
+    review.decide(reject_id, "reject", Principal(id="console"))  # the console's path is audited too
+    decisions = [r for r in audit.records if r.detail.get("decision")]
+    assert [(r.detail["decision"], r.detail["review_item"]) for r in decisions] == [
+        ("edit", item_id), ("reject", reject_id)]
+    assert decisions[0].key_id is not None
+    fired = [r.detail.get("rules") for r in audit.records if r.route == "/v1/chat/completions"]
+    assert fired[:3] == ["no-weapons", "opening-hours", "hold-loans,flag-everything-else"]
+
+
+def test_instruct_adds_a_system_instruction(tmp_path):
+    from domaintune.serve.pipeline import new_record
+    from domaintune.serve.rules.engine import RuleEngine
+    from domaintune.serve.rules.review import ReviewQueue
+
+    (tmp_path / "r.yaml").write_text("rules:\n  - name: formal\n    keywords: [fee]\n    action: instruct\n"
+                                     "    message: Answer formally.\n")
+    settings = RulesConfig(file=str(tmp_path / "r.yaml"), review_db=str(tmp_path / "q.db"))
+    engine = RuleEngine(settings, ReviewQueue(settings.review_db))
+    screen = engine.screen(Principal(id="a"), Prompt(messages=[{"role": "user", "content": "the fee?"}]),
+                           new_record("/v1/chat/completions"))
+    assert screen.prompt.messages[0] == {"role": "system", "content": "Answer formally."}
+    plain = engine.screen(Principal(id="a"), Prompt(messages=[{"role": "user", "content": "hi"}]),
+                          new_record("/v1/chat/completions"))
+    assert plain.prompt.messages == [{"role": "user", "content": "hi"}]
+
+
+BAD = """rules:
+  - name: ok
+    keywords: [a]
+    action: refuse
+    message: nope
+  - name: broken-regex
+    regex: ['(unclosed']
+    action: refuse
+    message: nope
+  - name: no-message
+    keywords: [b]
+    action: answer
+  - name: typo
+    keyword: [c]
+    action: review
+  - name: bad-pii
+    pii: [PASSPORT]
+    action: review
+    classifier: "nowhere.module:fn"
+"""
+
+
+def test_validate_names_file_line_and_key_of_each_bad_rule(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(BAD)
+    problems = RulesConfig(file=str(path), review_db=str(tmp_path / "q.db")).problems()
+    text = "\n".join(problems)
+    assert f"{path}:6: rules.1" in text and "regex[0]: not a valid regex" in text
+    assert f"{path}:10: rules.2" in text and "needs a message" in text
+    assert f"{path}:14: rules.3.keyword: unknown key (did you mean 'keywords'?)" in text
+    assert "unknown PII type(s) ['PASSPORT']" in text and "cannot load 'nowhere.module:fn'" in text
+    missing = RulesConfig(file=str(tmp_path / "none.yaml"), review_db=str(tmp_path / "q.db")).problems()
+    assert missing == [f"serve.rules.file: file not found: {tmp_path / 'none.yaml'}"]
