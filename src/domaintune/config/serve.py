@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from domaintune.config.base import FilePath, Section
+from domaintune.config.console import ConsoleConfig
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
@@ -74,6 +75,7 @@ class ServeConfig(Section):
     allow_insecure_public: bool = Field(
         False, description="Allow plain HTTP on a non-loopback address (traffic and keys travel in clear text).")
     vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="Used when engine: vllm.")
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig, description="The web console at /ui.")
 
     @model_validator(mode="after")
     def _public_needs_tls(self) -> ServeConfig:

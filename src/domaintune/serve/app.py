@@ -19,6 +19,7 @@ from domaintune.serve.hooks import METRICS, MODELS, Hooks
 from domaintune.serve.metrics import Metrics
 from domaintune.serve.pipeline import Admitted, RequestPath, new_record
 from domaintune.serve.protocol import models_list
+from domaintune.serve.ui import mount as mount_console
 
 CLIENT_CLOSED = 499  # nginx's code for "the client went away": audited and counted, never read by anyone
 
@@ -91,6 +92,7 @@ def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = No
     async def completions(request: Request):
         return await _generate(path, request, chat=False)
 
+    mount_console(app, settings)
     return app
 
 
