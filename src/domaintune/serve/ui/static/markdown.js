@@ -2,7 +2,7 @@
  * Nothing from the text ever becomes HTML: every piece is a DOM text node or an element built with
  * createElement from a fixed whitelist (p, h3-h5, ul, ol, li, pre, code, strong, em, a, br).
  * Links keep only http(s) and mailto targets; anything else (javascript:, data:, relative) stays text.
- * [n] becomes a link to citation n of the same answer. No innerHTML anywhere. */
+ * [n] becomes a link to citation n of the same answer. No HTML parsing of the text anywhere. */
 (function () {
   'use strict';
   var SAFE_URL = /^(https?:\/\/|mailto:)[^\s]*$/i;
