@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from domaintune.config.base import FilePath, Section
 from domaintune.config.console import ConsoleConfig
+from domaintune.config.serve_tools import ToolsConfig
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
@@ -76,6 +77,7 @@ class ServeConfig(Section):
         False, description="Allow plain HTTP on a non-loopback address (traffic and keys travel in clear text).")
     vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="Used when engine: vllm.")
     console: ConsoleConfig = Field(default_factory=ConsoleConfig, description="The web console at /ui.")
+    tools: ToolsConfig = Field(default_factory=ToolsConfig, description="Tool use: server-side tools and limits.")
 
     @model_validator(mode="after")
     def _public_needs_tls(self) -> ServeConfig:

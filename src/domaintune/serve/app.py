@@ -20,6 +20,7 @@ from domaintune.serve.metrics import Metrics
 from domaintune.serve.pipeline import Admitted, RequestPath, new_record
 from domaintune.serve.protocol import models_list
 from domaintune.serve.ui import mount as mount_console
+from domaintune.serve.tools import build_runtime
 
 CLIENT_CLOSED = 499  # nginx's code for "the client went away": audited and counted, never read by anyone
 
@@ -46,9 +47,11 @@ def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = No
         engine.start()
         yield
         engine.stop()
+        path.tools.close()
 
     app = FastAPI(title="domaintune serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine, app.state.path = engine, path
+    path.tools = app.state.tools = build_runtime(settings.tools, kb=getattr(app.state, "kb", None))
 
     @app.exception_handler(ApiError)
     async def _api_error(_request, err: ApiError):
@@ -104,6 +107,10 @@ async def _generate(path: RequestPath, http: Request, chat: bool):
     except ApiError as err:
         path.finish(None, record, err.status, started, err)
         raise
+    if run.tools is not None:  # the output is parsed for tool calls: serve/tools runs the loop
+        from domaintune.serve.tools.respond import respond
+
+        return await respond(path, run, http, started)
     if run.request.stream:
         return EventSourceResponse(_sse(path, run, started), sep="\n", ping=15,
                                    headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})

@@ -21,6 +21,7 @@ from domaintune.serve.errors import ApiError, invalid, overloaded
 from domaintune.serve.hooks import CHAT, COMPLETIONS, AuditRecord, Hooks, Principal, Prompt
 from domaintune.serve.metrics import Metrics, Timing
 from domaintune.serve.protocol import ChatRequest, CompletionRequest, Envelope, parse_request
+from domaintune.serve.tools import message_dict, plan_tools, render_ids, tool_state
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Admitted:
     started: float
     release: Callable[[], None]
     record: AuditRecord
+    tools: object | None = None  # serve.tools.ToolState when the output is parsed for tool calls
 
 
 async def read_body(request: Request, cap: int) -> bytes:
@@ -53,6 +55,7 @@ class RequestPath:
     def __init__(self, engine, renderer, settings: ServeConfig, hooks: Hooks, metrics: Metrics):
         self.engine, self.renderer, self.settings = engine, renderer, settings
         self.hooks, self.metrics = hooks, metrics
+        self.tools = None  # serve.tools.ToolRuntime: server-side tools (create_app builds it)
 
     def principal(self, request: Request, permission: str) -> Principal:
         principal = self.hooks.auth.authenticate(request.headers)
@@ -67,12 +70,13 @@ class RequestPath:
         req = parse_request(ChatRequest if chat else CompletionRequest, body)
         record.model, record.user = req.model, req.user
         self._check_params(req)
+        plan = plan_tools(req, principal, self.tools) if chat else None
         prompt = self._prompt(req, chat)
         prompt = self.hooks.templates.apply(principal, prompt)
         prompt = self.hooks.retrieval.augment(principal, prompt)
         record.template_id = prompt.template_id
         record.sources = [str(s.get("id", "")) for s in prompt.sources]
-        ids = self.renderer(prompt)
+        ids, prefix = render_ids(self.renderer, prompt, plan) if plan else (self.renderer(prompt), "")
         max_tokens = self._check_context(req, len(ids), "messages" if chat else "prompt")
         release = self.hooks.limits.acquire(principal, len(ids) + max_tokens * req.n)
         try:
@@ -82,7 +86,8 @@ class RequestPath:
             raise
         record.prompt_tokens = len(ids)
         return Admitted(req, Envelope(record.request_id, self.engine.model_name, chat), streams, len(ids),
-                        started, release, record)
+                        started, release, record,
+                        tool_state(plan, self.tools, principal, prompt, prefix, self.settings.tools))
 
     def _check_params(self, req) -> None:
         s = self.settings
@@ -102,8 +107,7 @@ class RequestPath:
     @staticmethod
     def _prompt(req, chat: bool) -> Prompt:
         if chat:
-            return Prompt(messages=[{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                                    for m in req.messages])
+            return Prompt(messages=[message_dict(m) for m in req.messages])
         return Prompt(text=req.prompt_text())
 
     def _check_context(self, req, prompt_tokens: int, prompt_param: str) -> int:
