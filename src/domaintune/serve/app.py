@@ -19,8 +19,8 @@ from domaintune.serve.hooks import METRICS, MODELS, Hooks
 from domaintune.serve.metrics import Metrics
 from domaintune.serve.pipeline import Admitted, RequestPath, new_record
 from domaintune.serve.protocol import models_list
-from domaintune.serve.ui import mount as mount_console
 from domaintune.serve.tools import build_runtime
+from domaintune.serve.ui import mount as mount_console
 
 CLIENT_CLOSED = 499  # nginx's code for "the client went away": audited and counted, never read by anyone
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import APIRouter, Request
 from starlette.datastructures import Headers
 from starlette.responses import RedirectResponse, Response
@@ -15,6 +13,7 @@ from domaintune.serve.hooks import Principal
 from domaintune.serve.permissions import permissions_of
 from domaintune.serve.ui import i18n
 from domaintune.serve.ui.core import LoginRequired
+from domaintune.serve.ui.passwords import verify
 from domaintune.serve.ui.security import (
     CSRF_FIELD,
     LANG_COOKIE,
@@ -29,15 +28,6 @@ from domaintune.serve.ui.security import (
 from domaintune.serve.ui.sessions import api_auth
 
 router = APIRouter()
-_HASHER = PasswordHasher()
-# verified against when the name is unknown, so a wrong name costs the same time as a wrong password
-_DUMMY_HASH = _HASHER.hash("domaintune-no-such-user")
-
-
-def hash_password(password: str) -> str:
-    return _HASHER.hash(password)
-
-
 def _console(request: Request):
     return request.app.state.console
 
@@ -63,11 +53,7 @@ async def login_page(request: Request, next: str = "/ui/", error: str | None = N
 
 def _verify_password(console, name: str, password: str) -> Principal | None:
     user = console.users.get(name)
-    try:
-        _HASHER.verify(user.password_hash if user else _DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
-        return None
-    if user is None:
+    if not verify(user.password_hash if user else None, password):
         return None
     return Principal(id=f"user:{user.name}", role=user.role, permissions=permissions_of(user.role),
                      user=user.name, groups=frozenset(user.groups))

@@ -116,7 +116,7 @@ def test_open_access_login_and_api_unchanged():
 
 
 def test_password_login_with_argon2(tmp_path):
-    from domaintune.serve.ui.login import hash_password
+    from domaintune.serve.ui.passwords import hash_password
 
     users = [{"name": "bob", "password_hash": hash_password("s3cret-pass"), "role": "engineer"}]
     from domaintune.serve.hooks import Hooks
@@ -154,3 +154,19 @@ def test_open_redirect_refused(governed):
     response = client.post("/ui/login", data={"csrf": token, "method": "key", "api_key": secrets["admin"],
                                               "next": "//evil.example/"}, follow_redirects=False)
     assert response.headers["location"] == "/ui/"
+
+
+def test_hash_password_command_and_runs_dir_default(tmp_path):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from domaintune.cli import app
+    from domaintune.serve.command import load_with_settings
+    from domaintune.serve.ui.passwords import verify
+
+    out = CliRunner().invoke(app, ["hash-password"], input="long-enough-pw\nlong-enough-pw\n")
+    assert out.exit_code == 0, out.output
+    assert verify(out.output.strip().splitlines()[-1], "long-enough-pw")
+    cfg, settings = load_with_settings(Path(__file__).resolve().parents[4] / "examples/quickstart/domaintune.yaml", [])
+    assert Path(settings.console.runs_dir) == Path(cfg.runs_dir)
