@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from domaintune.config.base import FilePath, Section
 from domaintune.config.console import ConsoleConfig
+from domaintune.config.serve_experiments import ExperimentsConfig, ModelsConfig, TemplatesConfig, experiment_problems
 from domaintune.config.serve_tools import ToolsConfig
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
@@ -78,6 +79,9 @@ class ServeConfig(Section):
     vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="Used when engine: vllm.")
     console: ConsoleConfig = Field(default_factory=ConsoleConfig, description="The web console at /ui.")
     tools: ToolsConfig = Field(default_factory=ToolsConfig, description="Tool use: server-side tools and limits.")
+    templates: TemplatesConfig = Field(default_factory=TemplatesConfig, description="Versioned prompt templates.")
+    experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig, description="A/B experiments.")
+    models: ModelsConfig = Field(default_factory=ModelsConfig, description="Registered model versions.")
 
     @model_validator(mode="after")
     def _public_needs_tls(self) -> ServeConfig:
@@ -91,4 +95,5 @@ class ServeConfig(Section):
         files = [("tls.certfile", self.tls.certfile), ("tls.keyfile", self.tls.keyfile)] if self.tls else []
         if self.engine == "vllm" and self.vllm.api_key_file is not None:
             files.append(("vllm.api_key_file", self.vllm.api_key_file))
-        return [f"serve.{key}: file not found: {path}" for key, path in files if not Path(path).is_file()]
+        return [f"serve.{key}: file not found: {path}" for key, path in files if not Path(path).is_file()] \
+            + experiment_problems(self)

@@ -47,6 +47,9 @@ class Prompt:
     text: str | None = None
     template_id: str = "model-chat-template"
     sources: list[dict] = field(default_factory=list)  # retrieval: what was added, for audit and citations
+    template: str | None = None  # template asked for (request `template` field or an A/B arm): 'name[@version]'
+    route: str = ""  # the route serving the request, for templates bound per route
+    kb: str | None = None  # the knowledge base the request named (extension field `kb`); retrieval sets it
 
 
 @dataclass

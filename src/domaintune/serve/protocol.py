@@ -113,6 +113,7 @@ class _Sampling(_Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)  # recorded by the audit hook
+    template: str | None = Field(None, max_length=128)  # extension: prompt template 'name[@version]'
 
     def stop_list(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -125,6 +126,7 @@ class ChatRequest(_Sampling):
     tools: list[ToolSpec] | None = Field(None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
+    kb: str | None = Field(None, max_length=128)  # extension: answer from this knowledge base (docs/kb.md)
 
     def requested_max_tokens(self) -> tuple[int | None, str]:
         if self.max_completion_tokens is not None:
@@ -192,6 +194,7 @@ class Envelope:
         self.created = int(time.time())
         self.model = model
         self.chat = chat
+        self.extra: dict[str, Any] = {}  # extension fields (variant, template, ...): final body and chunks
 
     def _base(self, kind: str) -> dict[str, Any]:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
@@ -205,7 +208,7 @@ class Envelope:
             items = [{"index": i, "text": text, "logprobs": None, "finish_reason": reason}
                      for i, (text, reason) in enumerate(choices)]
             body = self._base("text_completion")
-        return {**body, "choices": items, "usage": usage(prompt_tokens, completion_tokens)}
+        return {**body, "choices": items, "usage": usage(prompt_tokens, completion_tokens), **self.extra}
 
     def chunk(self, index: int, text: str | None = None, finish_reason: str | None = None,
               role: bool = False) -> dict:
@@ -214,13 +217,15 @@ class Envelope:
             if text:
                 delta["content"] = text
             choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            return {**self._base("chat.completion.chunk"), "choices": [choice], "usage": None}
+            return {**self._base("chat.completion.chunk"), "choices": [choice], "usage": None,
+                    **(self.extra if finish_reason else {})}
         choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
-        return {**self._base("text_completion"), "choices": [choice], "usage": None}
+        return {**self._base("text_completion"), "choices": [choice], "usage": None,
+                **(self.extra if finish_reason else {})}
 
     def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> dict:
         kind = "chat.completion.chunk" if self.chat else "text_completion"
-        return {**self._base(kind), "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
+        return {**self._base(kind), "choices": [], "usage": usage(prompt_tokens, completion_tokens), **self.extra}
 
 
 def models_list(model: str, created: int) -> dict:

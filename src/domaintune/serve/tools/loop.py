@@ -130,8 +130,8 @@ async def _run_calls(state: ToolState, record, calls: list[ParsedCall], content:
 async def _next_round(path, run, state: ToolState) -> None:
     """Render the grown conversation and submit it, charged to the limiter like a request of its own."""
     later = dataclasses.replace(state.plan, choice="auto", forced=None)  # only the first turn is forced
-    ids, _ = render_ids(path.renderer, state.prompt, later)
-    max_tokens = path._check_context(run.request, len(ids), "messages")
+    ids, _ = render_ids(run.renderer or path.renderer, state.prompt, later)
+    max_tokens = path._check_context(run.request, len(ids), "messages", run.engine)
     release = path.hooks.limits.acquire(state.principal, len(ids) + max_tokens)
     previous = run.release
 
@@ -141,7 +141,7 @@ async def _next_round(path, run, state: ToolState) -> None:
 
     run.release = release_all
     run.streams = path._submit(run.request, ids, max_tokens, state.principal,
-                               f"{run.record.request_id}-r{state.rounds}")
+                               f"{run.record.request_id}-r{state.rounds}", run.engine)
     run.started = time.perf_counter()  # time to first token of this round, not of the request
     run.prompt_tokens += len(ids)
     run.record.prompt_tokens = run.prompt_tokens
