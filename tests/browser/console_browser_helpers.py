@@ -12,6 +12,7 @@ class LoopbackServer:
 
         from domaintune.serve.server import uvicorn_config
 
+        self.app = app
         self.server = uvicorn.Server(uvicorn_config(app, settings))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

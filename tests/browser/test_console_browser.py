@@ -52,7 +52,8 @@ def governed_server(tmp_path_factory):
                      ChatRenderer(tokenizer), settings, Hooks(auth=KeyAuth(keys), audit=audit))
     app.state.keys, app.state.audit, app.state.sessions = keys, audit, FakeSessions()
     app.state.review = FakeReview([{"id": "r1", "text": "An answer held for review.", "reason": "rule: pii"}])
-    app.state.experiments, app.state.kb = FakeExperiments(), FakeKB()
+    app.state.experiments = FakeExperiments()  # the report and feedback interface (no A/B assignment)
+    app.state.kb = FakeKB()
     _, secret = keys.create("console-admin", "admin")
     server = LoopbackServer(app, settings)
     yield server, secret, keys, audit
@@ -96,6 +97,11 @@ def test_log_in_ask_and_see_the_streamed_answer(browser, governed_server, screen
     answer = _ask(browser, "What is the wire transfer fee?")
     assert css(answer, ".body").text.strip()
     assert audit.rows[-1]["route"] == "/v1/chat/completions" and audit.rows[-1]["status"] == 200
+    css(answer, 'button[data-thumbs="up"]').click()  # thumbs reach POST /v1/feedback as this principal
+    wait(browser, lambda d: "Thanks" in css(answer, ".thumbs").text)
+    experiments = server.app.state.experiments
+    assert experiments.feedbacks[-1][1]["thumbs"] == "up"
+    assert experiments.feedbacks[-1][1]["request_id"].startswith("chatcmpl-")
     path = shot(browser, screens, "chat")
     if readme_images:
         DOCS_IMG.mkdir(parents=True, exist_ok=True)
@@ -125,7 +131,7 @@ def test_create_and_revoke_a_key_and_verify_the_audit_chain(browser, governed_se
     assert keys.principal(secret) is not None
     shot(browser, screens, "admin-keys-created")
     css(browser, f'button[data-revoke="{key_id}"]').click()
-    wait(browser, lambda d: key_id in d.find_element("css selector", "main").text and "revoked" in d.page_source)
+    wait(browser, lambda d: f"Key {key_id} is revoked." in css(d, "main").text)
     assert keys.rows[key_id]["revoked"] and keys.principal(secret) is None
     browser.get(server.url + "/ui/admin/audit")
     css(browser, "#verify-chain").click()

@@ -15,18 +15,33 @@ from starlette.staticfiles import StaticFiles
 from domaintune.serve.errors import ApiError
 
 
+def routers():
+    from domaintune.serve.ui import admin, chat, dashboard, login
+
+    return [login.router, chat.router, dashboard.router, admin.router]
+
+
+def ui_paths() -> set[str]:
+    """Every /ui route path (the route-enumeration test reads it)."""
+    return {PREFIX_PATH + r.path for router in routers() for r in router.routes} | \
+        {PREFIX_PATH, PREFIX_PATH + "/api/chat", PREFIX_PATH + "/static"}
+
+
+PREFIX_PATH = "/ui"
+
+
 def mount(app, settings) -> None:
     """Add the console to the API app (a no-op when serve.console.enabled is false)."""
     if not settings.console.enabled:
         return
-    from domaintune.serve.ui import admin, chat, dashboard, login
+    from domaintune.serve.ui import chat
     from domaintune.serve.ui.core import Console, LoginRequired
     from domaintune.serve.ui.security import PREFIX, SecurityHeaders
     from domaintune.serve.ui.sessions import install
 
     app.state.console = Console(app, settings.console, secure=settings.tls is not None)
     install(app.state.path.hooks)
-    for router in (login.router, chat.router, dashboard.router, admin.router):
+    for router in routers():
         app.include_router(router, prefix=PREFIX)
     app.router.add_route(PREFIX + "/api/chat", chat.ChatStream(app), methods=["POST"])
     app.mount(PREFIX + "/static", StaticFiles(packages=[("domaintune.serve.ui", "static")]), name="ui-static")

@@ -46,11 +46,7 @@ async def chat_page(request: Request):
     sessions = console.backend("sessions")
     listed = sessions.list(who.principal) if sessions is not None and console.holds(who.principal, SESSIONS) else None
     return console.page(request, "chat.jinja", who, sessions=listed, model=console.path.engine.model_name,
-                        feedback=_has_route(request.app, FEEDBACK_ROUTE))
-
-
-def _has_route(app, path: str) -> bool:
-    return any(getattr(r, "path", None) == path for r in app.router.routes)
+                        feedback=console.backend("experiments") is not None)
 
 
 def _messages(raw) -> list[dict]:
@@ -116,7 +112,7 @@ async def feedback(request: Request):
     if not isinstance(asked, dict) or not isinstance(asked.get("request_id"), str) \
             or asked.get("thumbs") not in ("up", "down"):
         raise invalid("feedback must be {request_id: string, thumbs: up|down}", "body")
-    if not _has_route(request.app, FEEDBACK_ROUTE):
+    if console.backend("experiments") is None:
         raise ApiError(404, "feedback is not configured on this server (no experiments)", code="not_configured")
     status, body = await call_json(request.app, request.scope, request.receive, who.principal, FEEDBACK_ROUTE,
                                    {"request_id": asked["request_id"], "thumbs": asked["thumbs"]})
