@@ -25,6 +25,7 @@ from domaintune.kb.embed import Embedder
 from domaintune.kb.sources import Document
 
 FORMAT = 1
+EMBED_BATCH = 32
 INDEX, DOCUMENTS, CHUNKS, DENSE = "index.json", "documents.json", "chunks.jsonl", "dense.npy"
 
 
@@ -210,8 +211,9 @@ def _dense(embedder: Embedder | None, chunks: list[Chunk], rows: list[int], fres
     reused = [i for i, r in enumerate(rows) if r >= 0]
     if reused and old is not None and old.dense is not None:
         out[reused] = old.dense[[rows[i] for i in reused]]
-    if fresh:
-        out[fresh] = embedder.passages([passage_text(chunks[i]) for i in fresh])
+    for start in range(0, len(fresh), EMBED_BATCH):  # bounded batches: padding and memory stay small
+        rows_now = fresh[start:start + EMBED_BATCH]
+        out[rows_now] = embedder.passages([passage_text(chunks[i]) for i in rows_now])
     return out
 
 

@@ -3,7 +3,8 @@
 Shapes follow OpenAI exactly: a call is {id, type: "function", function: {name, arguments}} with the
 arguments a JSON string; content is null when the turn only calls tools; a stream sends each call as
 a first delta (index, id, type, name, empty arguments) and then its arguments. The server-side calls
-the loop ran are listed in the extension field `server_tool_calls` (non-stream body and final chunk).
+the loop ran are listed in the extension field `server_tool_calls` (non-stream body and final chunk);
+retrieval's answer filter (the kb's `[n]` citations) runs over the content as in the plain path.
 """
 
 from __future__ import annotations
@@ -48,11 +49,13 @@ async def respond(path, run, http: Request, started: float) -> Response:
     if run.request.stream:
         return EventSourceResponse(_sse(path, run, started), sep="\n", ping=15,
                                    headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})
-    result = _Result()
+    result, post = _Result(), path.answer_filter(run)
 
     async def gather():
         async for item in turns(path, run):
             result.add(item)
+        if post is not None:
+            result.content = post.feed(0, result.content) + post.flush(0)
 
     task = asyncio.ensure_future(gather())
     try:
@@ -70,7 +73,7 @@ async def respond(path, run, http: Request, started: float) -> Response:
         _fail(path, run, started, err)
     _finish_record(run, result.reason)
     path.finish(run, run.record, 200, started)
-    return JSONResponse(_body(run, result))
+    return JSONResponse({**_body(run, result), **(post.extensions() if post is not None else {})})
 
 
 def _fail(path, run, started: float, err: ApiError):
@@ -90,6 +93,19 @@ def _body(run, result: _Result) -> dict:
     return body
 
 
+def _last_chunks(run, reason: str | None, post) -> list[dict]:
+    """The finish chunk, then the usage chunk if asked; extension fields ride on the last of them."""
+    env = run.envelope
+    chunks = [env.chunk(0, None, reason)]
+    if run.request.stream_options and run.request.stream_options.include_usage:
+        chunks.append(env.usage_chunk(run.prompt_tokens, run.tools.completion_tokens))
+    extra = dict(post.extensions()) if post is not None else {}
+    if run.tools.outcomes:
+        extra["server_tool_calls"] = run.tools.outcomes
+    chunks[-1].update(extra)
+    return chunks
+
+
 def _call_chunks(env, calls) -> list[dict]:
     chunks = []
     for index, call in enumerate(calls):
@@ -104,22 +120,24 @@ def _call_chunks(env, calls) -> list[dict]:
 
 async def _sse(path, run, started: float):
     env, status, error, reason = run.envelope, 200, None, None
+    post = path.answer_filter(run)
     try:
         yield _json(env.chunk(0, role=True))
         async for item in turns(path, run):
             if isinstance(item, Content):
-                yield _json(env.chunk(0, item.text))
+                text = item.text if post is None else post.feed(0, item.text)
+                if text:
+                    yield _json(env.chunk(0, text))
             elif isinstance(item, Calls):
                 for chunk in _call_chunks(env, item.calls):
                     yield _json(chunk)
             elif isinstance(item, Finish):
                 reason = item.reason
-                last = env.chunk(0, None, reason)
-                if run.tools.outcomes:
-                    last["server_tool_calls"] = run.tools.outcomes
-                yield _json(last)
-        if run.request.stream_options and run.request.stream_options.include_usage:
-            yield _json(env.usage_chunk(run.prompt_tokens, run.tools.completion_tokens))
+                tail = post.flush(0) if post is not None else ""
+                if tail:
+                    yield _json(env.chunk(0, tail))
+        for chunk in _last_chunks(run, reason, post):
+            yield _json(chunk)
     except EngineFailed as err:  # headers are sent: report in-band, then end the stream properly
         status, error = 500, ApiError(500, str(err), code="engine_error")
         yield _json(error.body())

@@ -32,6 +32,17 @@ class FixedPrincipal:
         return self.principal
 
 
+class ToolsOnlyKB:
+    """A retrieval hook that adds nothing to prompts but exposes `service` (app.state.kb) to the kb_search tool,
+    as serve.kb_hook.KBRetriever does."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def augment(self, principal, prompt):
+        return prompt
+
+
 @pytest.fixture
 def tool_server(tiny_tokenizer):
     """tool_server(script, principal=None, tools=None, kb=None, retrieval=None, **serve) -> ThreadServer with
@@ -47,12 +58,13 @@ def tool_server(tiny_tokenizer):
         settings = ServeConfig(port=0, tools=tools or {}, **overrides)
         audit = RecordingAuditor()
         hooks = Hooks(audit=audit)
+        retrieval = retrieval or (ToolsOnlyKB(kb) if kb is not None else None)
         if retrieval is not None:
             hooks.retrieval = retrieval
         if principal is not None:
             hooks.auth = FixedPrincipal(principal)
         engine = ScriptedEngine(tiny_tokenizer, script)
-        app = _app(create_app, engine, ChatRenderer(tiny_tokenizer), settings, hooks, kb)
+        app = create_app(engine, ChatRenderer(tiny_tokenizer), settings, hooks)
         server = ThreadServer(app, settings)
         server.audit = audit
         started.append(server)
@@ -61,16 +73,3 @@ def tool_server(tiny_tokenizer):
     yield start
     for server in started:
         server.stop()
-
-
-def _app(create_app, engine, renderer, settings, hooks, kb):
-    """create_app, with a knowledge base bound the way the kb layer binds it (app.state.kb)."""
-    if kb is None:
-        return create_app(engine, renderer, settings, hooks)
-    from domaintune.serve.tools import build_runtime
-
-    no_kb_tools = settings.model_copy(update={"tools": settings.tools.model_copy(update={"server": []})})
-    app = create_app(engine, renderer, no_kb_tools, hooks)
-    app.state.kb = kb
-    app.state.path.tools = app.state.tools = build_runtime(settings.tools, kb=kb)
-    return app
