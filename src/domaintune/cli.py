@@ -331,5 +331,14 @@ def serve(config: Path | None = typer.Argument(None, help="The run's domaintune.
         _fail(err)
 
 
+@app.command("hash-password")
+def hash_password() -> None:
+    """Print an argon2 hash of a password for serve.console.users (read from the terminal, never echoed)."""
+    from domaintune.serve.ui.passwords import hash_password as make_hash
+
+    password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    print(make_hash(password))
+
+
 def main() -> None:  # pragma: no cover - entry point
     app(sys.argv[1:])

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from domaintune.config.base import FilePath, Section
+from domaintune.config.console import ConsoleConfig
 from domaintune.config.serve_access import AuthConfig, LimitSet, RulesConfig
 from domaintune.config.serve_experiments import ExperimentsConfig, ModelsConfig, TemplatesConfig, experiment_problems
 from domaintune.config.serve_tools import ToolsConfig
@@ -81,6 +82,7 @@ class ServeConfig(Section):
                                                       "absent: one open principal, loopback only.")
     limits: LimitSet | None = Field(None, description="Default per-key limits; a key's own limits override them.")
     rules: RulesConfig | None = Field(None, description="Rule engine and human-review queue.")
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig, description="The web console at /ui.")
     tools: ToolsConfig = Field(default_factory=ToolsConfig, description="Tool use: server-side tools and limits.")
     templates: TemplatesConfig = Field(default_factory=TemplatesConfig, description="Versioned prompt templates.")
     experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig, description="A/B experiments.")

@@ -23,6 +23,7 @@ from domaintune.serve.pipeline import Admitted, RequestPath, new_record
 from domaintune.serve.protocol import models_list
 from domaintune.serve.security.install import install_access
 from domaintune.serve.tools import build_runtime
+from domaintune.serve.ui import mount as mount_console
 
 CLIENT_CLOSED = 499  # nginx's code for "the client went away": audited and counted, never read by anyone
 
@@ -110,6 +111,7 @@ def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = No
     async def completions(request: Request):
         return await _generate(path, request, chat=False)
 
+    mount_console(app, settings)
     return app
 
 

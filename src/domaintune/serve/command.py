@@ -33,7 +33,11 @@ def validate_settings(raw: Any, base_dir: Path, source: str) -> ServeConfig:
 def load_with_settings(path: Path, overrides: list[str]) -> tuple[Config, ServeConfig]:
     """(the run config, its `serve:` section); `serve.x=...` overrides apply like any other."""
     cfg = load_config(path, overrides)
-    return cfg, cfg.serve
+    settings = cfg.serve
+    if settings.console.runs_dir is None:  # the console's run dashboard lists this config's runs
+        settings = settings.model_copy(update={"console": settings.console.model_copy(
+            update={"runs_dir": Path(cfg.runs_dir)})})
+    return cfg, settings
 
 
 def run_model(cfg: Config):

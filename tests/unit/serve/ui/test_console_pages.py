@@ -1,0 +1,156 @@
+"""Chat, runs and admin pages over HTTP: the stream goes through the API's request path, model output
+never reaches a page as HTML, the dashboard reads the run folder, admin forms drive the backends."""
+
+from __future__ import annotations
+
+import json
+
+from console_ui_helpers import csrf_of, login_key, login_open, make_app
+from fastapi.testclient import TestClient
+
+EVIL = 'Hi <script>window.pwned=1</script> <img src=x onerror="window.pwned=2"> [x](javascript:alert(1))'
+
+
+def _chunks(text: str) -> list[dict]:
+    return [json.loads(line[5:].strip()) for line in text.splitlines()
+            if line.startswith("data:") and line[5:].strip() != "[DONE]"]
+
+
+def test_chat_streams_through_the_request_path_and_is_audited(governed):
+    client, secrets = governed
+    login_key(client, secrets["user"])
+    token = csrf_of(client.get("/ui/chat").text)
+    response = client.post("/ui/api/chat", json={"messages": [{"role": "user", "content": "hello?"}]},
+                           headers={"X-CSRF-Token": token})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    chunks = _chunks(response.text)
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "Hello **world**"
+    assert chunks[0]["id"].startswith("chatcmpl-")
+    record = secrets["audit"].rows[-1]
+    assert record["route"] == "/v1/chat/completions" and record["status"] == 200
+    assert record["key_id"] is None or record["principal"].startswith("key:")
+    assert record["principal"] == f"key:{[k for k, r in secrets['keys'].rows.items() if r['name'] == 'alice'][0]}"
+
+
+def test_chat_rejects_bad_bodies_with_4xx(governed):
+    client, secrets = governed
+    login_key(client, secrets["user"])
+    headers = {"X-CSRF-Token": csrf_of(client.get("/ui/chat").text)}
+    assert client.post("/ui/api/chat", content=b"not json", headers=headers).status_code == 400
+    assert client.post("/ui/api/chat", json={"messages": []}, headers=headers).status_code == 400
+    assert client.post("/ui/api/chat", json={"messages": [{"role": "system", "content": "x"}]},
+                       headers=headers).status_code == 400
+    other = client.post("/ui/api/chat", json={"messages": [{"role": "user", "content": "x"}], "session_id": "nope"},
+                        headers=headers)
+    assert other.status_code == 404
+
+
+def test_model_output_is_never_raw_html():
+    app = make_app(answer=EVIL)
+    with TestClient(app) as client:
+        login_open(client)
+        page = client.get("/ui/chat")
+        token = csrf_of(page.text)
+        stream = client.post("/ui/api/chat", json={"messages": [{"role": "user", "content": "<b>q</b>"}]},
+                             headers={"X-CSRF-Token": token})
+        # the answer travels as JSON strings inside SSE, rendered by markdown.js into text nodes only
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        assert "".join(c["choices"][0]["delta"].get("content", "") for c in _chunks(stream.text) if c["choices"]) \
+            == EVIL
+        assert "<script>window" not in client.get("/ui/chat").text
+    js = (TestClient(app).get("/ui/static/markdown.js").text + TestClient(app).get("/ui/static/chat.js").text)
+    assert "innerHTML" not in js and "outerHTML" not in js and "insertAdjacentHTML" not in js \
+        and "document.write" not in js and "eval(" not in js
+
+
+def test_sessions_history_is_per_principal(governed):
+    client, secrets = governed
+    login_key(client, secrets["user"])
+    token = csrf_of(client.get("/ui/chat").text)
+    sid = client.post("/ui/api/sessions", headers={"X-CSRF-Token": token}).json()["id"]
+    assert client.get(f"/ui/api/sessions/{sid}").json() == {"id": sid, "messages": []}
+    assert sid in client.get("/ui/chat").text
+    other = TestClient(secrets["app"])
+    login_key(other, secrets["admin"])
+    assert other.get(f"/ui/api/sessions/{sid}").status_code == 404
+
+
+def test_runs_dashboard_reads_the_run_folder(governed):
+    client, secrets = governed
+    login_key(client, secrets["admin"])
+    listing = client.get("/ui/runs")
+    assert 'href="/ui/runs/demo"' in listing.text
+    page = client.get("/ui/runs/demo").text
+    for expected in ("12 steps, final loss 2.31", "too_short", "email", "a.txt:1", "41.20", "18.70", "fin_qa",
+                     "PASSED", "size_mb", "image?path=train/loss_curves.png"):
+        assert expected in page, expected
+    image = client.get("/ui/runs/demo/image?path=train/loss_curves.png")
+    assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
+    for sneaky in ("../../etc/passwd", "data/data_report.json", "train/manifest.json"):
+        assert client.get(f"/ui/runs/demo/image?path={sneaky}").status_code == 404
+    assert client.get("/ui/runs/..%2F..").status_code == 404
+    assert client.get("/ui/runs/nothere").status_code == 404
+
+
+def test_runs_not_configured_without_runs_dir():
+    with TestClient(make_app()) as client:
+        login_open(client)
+        assert "serve.console.runs_dir" in client.get("/ui/runs").text
+
+
+def test_keys_create_shows_secret_once_and_revoke(governed):
+    client, secrets = governed
+    login_key(client, secrets["admin"])
+    token = csrf_of(client.get("/ui/admin/keys").text)
+    made = client.post("/ui/admin/keys", data={"name": "bot", "role": "user", "groups": "a, b", "csrf": token})
+    row = [r for r in secrets["keys"].rows.values() if r["name"] == "bot"][0]
+    assert row["groups"] == ["a", "b"] and 'id="new-key-secret"' in made.text
+    assert 'id="new-key-secret"' not in client.get("/ui/admin/keys").text  # shown once
+    bad = client.post("/ui/admin/keys", data={"name": "x", "role": "root", "csrf": token})
+    assert bad.status_code == 400 and "unknown role" in bad.text
+    client.post(f"/ui/admin/keys/{row['key_id']}/revoke", data={"csrf": token})
+    assert secrets["keys"].rows[row["key_id"]]["revoked"] is True
+
+
+def test_audit_filter_and_verify(governed):
+    client, secrets = governed
+    login_key(client, secrets["admin"])
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+    assert client.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+    client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secrets['admin']}"})
+    page = client.get("/ui/admin/audit?status=401")
+    assert page.text.count("<tr>") == 2  # header + the one refused request
+    token = csrf_of(page.text)
+    assert client.get("/ui/admin/audit?status=abc").status_code == 400
+    verdict = client.post("/ui/admin/audit/verify", data={"csrf": token})
+    assert "The chain is intact: 2 records verified" in verdict.text
+    secrets["audit"].rows[0]["status"] = 200  # tamper with the refused request's record
+    assert "broken at record 0" in client.post("/ui/admin/audit/verify", data={"csrf": token}).text
+
+
+def test_review_experiments_kb(governed):
+    client, secrets = governed
+    login_key(client, secrets["admin"])
+    page = client.get("/ui/admin/review")
+    assert "held answer" in page.text
+    token = csrf_of(page.text)
+    done = client.post("/ui/admin/review/r1", data={"csrf": token, "decision": "edit", "text": "fixed"})
+    assert "Decision recorded" in done.text and "held answer" not in done.text
+    assert client.post("/ui/admin/review/r9", data={"csrf": token, "decision": "approve"}).status_code == 400
+    report = client.get("/ui/admin/experiments").text
+    assert "greeting-ab" in report and "no significant difference" in report
+    kb = client.get("/ui/admin/kb").text
+    assert "fees.md" in kb and "staff" in kb
+    assert client.post("/ui/admin/kb/handbook/reindex", data={"csrf": token}).status_code == 200
+    assert client.post("/ui/admin/kb/nope/reindex", data={"csrf": token}).status_code == 400
+
+
+def test_chinese_strings_from_the_catalog(governed):
+    from domaintune.serve.ui.i18n import catalog
+
+    assert set(catalog()["en"]) == set(catalog()["zh"])
+    client, secrets = governed
+    client.get("/ui/lang/zh?next=/ui/login")
+    assert "用密钥登录" in client.get("/ui/login").text
+    assert client.get("/ui/lang/zh?next=https://evil.example", follow_redirects=False).headers["location"] == "/ui/"
