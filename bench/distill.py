@@ -50,13 +50,13 @@ def _rows(tok, docs: list[str], n_rows: int):
                                "length": len(r)} for r in rows])
 
 
-def _doc_nll(model, tok, docs: list[str]) -> list[tuple[float, int]]:
-    """(summed NLL, predicted tokens) per held-out document (first 256 tokens)."""
+def _doc_nll(model, tok, docs: list[str], n_tokens: int) -> list[tuple[float, int]]:
+    """(summed NLL, predicted tokens) per held-out document (its first `n_tokens` tokens)."""
     out = []
     model.eval()
     with torch.inference_mode():
         for d in docs:
-            ids = torch.tensor([tok(d, add_special_tokens=False).input_ids[:256]])
+            ids = torch.tensor([tok(d, add_special_tokens=False).input_ids[:n_tokens]])
             loss = model(ids, labels=ids, use_cache=False).loss
             out.append((float(loss) * (ids.shape[1] - 1), ids.shape[1] - 1))
     return out
@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--heldout-docs", type=int, default=60)
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--doc-tokens", type=int, default=256, help="held-out tokens scored per document")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"load average before: {os.getloadavg()}  threads: 1")
@@ -101,9 +102,9 @@ def main() -> None:
     t0 = time.perf_counter()
     cache = teacher_cache.build(teacher, ds, list(range(len(ds))), d.top_k, d.temperature, tok.eos_token_id, None)
     print(f"teacher top-{d.top_k} pass over {len(ds)} rows x {ROW} tokens: {time.perf_counter() - t0:.0f}s", flush=True)
-    results = {"teacher": _doc_nll(teacher, tok, held)}
+    results = {"teacher": _doc_nll(teacher, tok, held, args.doc_tokens)}
     init, chosen = prune_layers(teacher, args.layers)
-    results["pruned init"] = _doc_nll(init, tok, held)
+    results["pruned init"] = _doc_nll(init, tok, held, args.doc_tokens)
     del init
     students = {}
     for name, c in (("CE", None), ("KD", cache)):
@@ -114,7 +115,8 @@ def main() -> None:
         t0 = time.perf_counter()
         train_student(student, ds, plan, d, tok.eos_token_id, c, log_every=10)
         print(f"{name} student: {d.steps} steps in {time.perf_counter() - t0:.0f}s", flush=True)
-        results[name] = _doc_nll(student, tok, held)
+        results[name] = _doc_nll(student, tok, held, args.doc_tokens)
+        print(f"{name} student domain held-out ppl {_ppl(results[name]):.3f}", flush=True)
         students[name] = student
     for name, rows in results.items():
         print(f"domain held-out ppl ({len(held)} docs)  {name:12s} {_ppl(rows):8.3f}")

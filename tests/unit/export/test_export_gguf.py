@@ -137,6 +137,7 @@ def test_metadata_is_copied_from_the_source_gguf(tmp_path):
     assert b.fields["general.file_type"].contents() == int(gguf.LlamaFileType.MOSTLY_F16)
 
 
+@pytest.mark.slow
 @pytest.mark.realmodel
 def test_untouched_smollm2_import_re_exported_q4_1_is_byte_identical(tmp_path):
     from domaintune.models import import_gguf
