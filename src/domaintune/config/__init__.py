@@ -48,6 +48,7 @@ from domaintune.config.schema import (
     ModelConfig,
 )
 from domaintune.config.serve import ServeConfig, TLSConfig, VLLMConfig, is_loopback
+from domaintune.config.synth import SynthConfig
 from domaintune.config.sft import PrefixConfig, SFTAutoConfig, SFTConfig, SFTDataConfig
 from domaintune.config.training import (
     AdapterConfig,
@@ -64,7 +65,7 @@ from domaintune.config.training import (
 __all__ = [
     "MODEL_STAGES", "MOVES", "STAGE_SECTIONS", "AdapterConfig", "AlignConfig", "AutoEvalConfig", "BatchConfig",
     "CheckpointConfig", "ConfidenceFilterConfig", "Config", "ConfigDeprecation", "ConfigWarning", "Count",
-    "CountOrZero", "DPOSection", "DataConfig", "EngineConfig", "EvalConfig", "EvalTaskConfig", "ExportConfig",
+    "CountOrZero", "SynthConfig", "DPOSection", "DataConfig", "EngineConfig", "EvalConfig", "EvalTaskConfig", "ExportConfig",
     "FilePath", "GateConfig", "GuardConfig", "LanguageCode", "LoggingConfig", "MixConfig", "ModelConfig",
     "NanGuardConfig", "NearDedupConfig", "NormalizeConfig", "OptimConfig", "PiiConfig", "PiiType", "PrefixConfig",
     "PreferenceDataConfig", "QualityConfig", "RewardModelConfig", "RuntimeConfig", "SFTAutoConfig", "SFTConfig",

@@ -1,0 +1,1 @@
+"""Versioned prompt templates of the synth stage (templates.yaml), loaded as data."""
