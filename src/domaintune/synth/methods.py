@@ -25,7 +25,7 @@ from domaintune.synth.text import language, rouge_l, tokens
 
 Pair = dict[str, Any]
 _SENTENCE = re.compile(r"(?<=[.!?。！？；])\s*")
-_LEAD = re.compile(r"^\s*(?:\d+[.)]\s*|[-*•]\s*|(?:Question|Q|问题|Task|任务|Prompt|提示)\s*[:：]\s*)", re.I)
+_LEAD = re.compile(r"^\s*(?:(?:\d+[.)]|[-*•]|(?:Question|Q|问题|Task|任务|Prompt|提示)\s*[:：])\s*)*", re.I)
 
 
 @dataclass
