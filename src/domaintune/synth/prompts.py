@@ -1,4 +1,4 @@
-"""The synth prompt templates (prompts/templates.yaml): rendering and a stable hash per template."""
+"""The synth prompt templates (prompt_templates/templates.yaml): rendering and a stable hash per template."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from domaintune.artifacts import stable_hash
 
 @lru_cache(maxsize=1)
 def table() -> dict[str, Any]:
-    text = (resources.files("domaintune.synth") / "prompts" / "templates.yaml").read_text(encoding="utf-8")
+    text = (resources.files("domaintune.synth") / "prompt_templates" / "templates.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
 

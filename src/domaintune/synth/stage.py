@@ -145,7 +145,7 @@ def _contamination_sets(cfg: Config, run_dir: RunDir) -> filters.Contamination:
     sets, f = filters.Contamination(), cfg.synth.filters
     for t in cfg.eval.tasks:
         task = load_task(str(t.task), data=t.data)  # every item, not only the evaluated subset
-        texts = [it.question for it in task.items + task.pool]
+        texts = [it.question for it in task.items + task.fewshot_pool]
         texts += [it.choices[it.gold] for it in task.items if isinstance(it.gold, int) and it.choices]
         sets.add_set(f"eval:{task.spec.name}", texts, f.decontam_ngram)
     if cfg.data is not None:

@@ -1,1 +1,0 @@
-"""Versioned prompt templates of the synth stage (templates.yaml), loaded as data."""
