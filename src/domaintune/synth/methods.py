@@ -88,7 +88,7 @@ def chunk_text(text: str, size: int) -> list[str]:
         if cur and len(cur) + len(sentence) > size:
             chunks.append(cur.strip())
             cur = ""
-        cur += sentence + (" " if sentence and not re.search("[\u3400-\u9fff]$", sentence) else "")
+        cur += sentence + (" " if sentence and sentence[-1].isascii() else "")  # no spaces between CJK sentences
     if cur.strip():
         chunks.append(cur.strip())
     return chunks
