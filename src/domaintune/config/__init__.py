@@ -48,8 +48,8 @@ from domaintune.config.schema import (
     ModelConfig,
 )
 from domaintune.config.serve import ServeConfig, TLSConfig, VLLMConfig, is_loopback
-from domaintune.config.synth import SynthConfig
 from domaintune.config.sft import PrefixConfig, SFTAutoConfig, SFTConfig, SFTDataConfig
+from domaintune.config.synth import SynthConfig
 from domaintune.config.training import (
     AdapterConfig,
     AutoEvalConfig,
@@ -65,11 +65,11 @@ from domaintune.config.training import (
 __all__ = [
     "MODEL_STAGES", "MOVES", "STAGE_SECTIONS", "AdapterConfig", "AlignConfig", "AutoEvalConfig", "BatchConfig",
     "CheckpointConfig", "ConfidenceFilterConfig", "Config", "ConfigDeprecation", "ConfigWarning", "Count",
-    "CountOrZero", "SynthConfig", "DPOSection", "DataConfig", "EngineConfig", "EvalConfig", "EvalTaskConfig", "ExportConfig",
+    "CountOrZero", "DPOSection", "DataConfig", "EngineConfig", "EvalConfig", "EvalTaskConfig", "ExportConfig",
     "FilePath", "GateConfig", "GuardConfig", "LanguageCode", "LoggingConfig", "MixConfig", "ModelConfig",
     "NanGuardConfig", "NearDedupConfig", "NormalizeConfig", "OptimConfig", "PiiConfig", "PiiType", "PrefixConfig",
     "PreferenceDataConfig", "QualityConfig", "RewardModelConfig", "RuntimeConfig", "SFTAutoConfig", "SFTConfig",
-    "SFTDataConfig", "Section", "ServeConfig", "TLSConfig", "VLLMConfig", "is_loopback", "SourceConfig",
+    "SFTDataConfig", "Section", "SynthConfig", "ServeConfig", "TLSConfig", "VLLMConfig", "is_loopback", "SourceConfig",
     "SplitConfig", "SuperviseConfig", "TrainConfig", "apply_overrides",
     "format_validation_error", "load_config", "load_yaml_model", "migrate", "result_settings", "volatile_keys",
 ]
