@@ -41,8 +41,8 @@ class TeacherConfig(Section):
 
 class SamplingConfig(Section):
     temperature: float = Field(0.8, ge=0, description="0 = greedy.")
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_new_tokens: int = Field(96, ge=1)
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass (with temperature > 0).")
+    max_new_tokens: int = Field(96, ge=1, description="Longest generated reply, in tokens.")
 
 
 class DocQAConfig(Section):
@@ -61,32 +61,33 @@ class SelfInstructConfig(Section):
     seeds: FilePath = Field(description="JSONL of seed tasks: {instruction, output?, lang?}.")
     num_instructions: int = Field(32, ge=1, description="New instructions to request.")
     examples_per_prompt: int = Field(4, ge=1, description="Pool tasks shown in each prompt.")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.9, max_new_tokens=48))
-    answer: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=96))
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.9, max_new_tokens=48), description="Sampling of the generated instructions.")
+    answer: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=96), description="Sampling of the answers (greedy by default).")
 
 
 class EvolConfig(Section):
     source: Literal["seeds", "doc_qa"] = Field("doc_qa", description="Instructions to evolve.")
     operations: list[Literal["constraints", "deepen", "concretize", "reasoning", "breadth"]] = Field(
-        default_factory=lambda: ["constraints", "deepen", "concretize", "reasoning", "breadth"])
+        default_factory=lambda: ["constraints", "deepen", "concretize", "reasoning", "breadth"],
+        description="In-depth operations and in-breadth; one is picked per parent (deterministically).")
     max_parent_rouge: float = Field(0.9, gt=0, le=1, description="Elimination: an evolution this similar to its "
                                                                  "parent adds no information.")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=64))
-    answer: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=96))
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=64), description="Sampling of the generated instructions.")
+    answer: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=96), description="Sampling of the answers (greedy by default).")
 
 
 class MagpieConfig(Section):
     num: int = Field(16, ge=1, description="Queries to sample from the pre-query prefix.")
     system_prompt: str | None = Field(None, description="Domain system turn (default: the template's own).")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=48))
-    answer: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=96))
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=48), description="Sampling of the generated instructions.")
+    answer: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=96), description="Sampling of the answers (greedy by default).")
 
 
 class AugmentConfig(Section):
     rules_file: FilePath | None = Field(None, description="Rules file whose glossary (protected terms) and "
                                                           "synonyms drive term swaps (default: data.rules_file).")
     paraphrases: int = Field(1, ge=0, description="Teacher paraphrases of each question (protected terms kept).")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=64))
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=64), description="Sampling of the generated instructions.")
 
 
 class JudgeConfig(Section):
