@@ -67,7 +67,8 @@ def bench_teacher(model_dir: str, n: int, max_new: int, batch: int) -> dict:
         rows = run_phase(units, Journal(Path(tmp)), lambda b, seed: teacher.generate(b, seed, sampling), batch)
         ours_s = time.perf_counter() - t0
     ours_tokens = sum(r["new_tokens"] for r in rows)
-    return {"prompts": n, "batch": batch, "baseline_samples_per_s": n / base_s, "baseline_tokens_per_s": tokens / base_s,
+    return {"prompts": n, "batch": batch, "baseline_samples_per_s": n / base_s,
+            "baseline_tokens_per_s": tokens / base_s,
             "synth_samples_per_s": n / ours_s, "synth_tokens_per_s": ours_tokens / ours_s,
             "samples_ratio": base_s / ours_s}
 
@@ -77,9 +78,12 @@ def _instructions(n: int, seed: int = 0) -> list[str]:
     subj_en = ["wire transfer", "savings account", "credit card", "overdraft", "mortgage", "term deposit",
                "HarborPay", "ATM withdrawal", "cheque", "foreign exchange", "statement", "loan"]
     verbs_en = ["What is the fee for", "How do I apply for", "Explain the limits of", "Compare the rates of",
-                "Describe the risks of", "List the documents needed for", "Who can open", "When is interest paid on"]
-    subj_zh = ["电汇", "储蓄账户", "信用卡", "透支", "房贷", "定期存款", "海港付", "取款", "支票", "外汇", "对账单", "贷款"]
-    verbs_zh = ["的手续费是多少？", "怎么申请？", "的限额是多少？", "的利率如何比较？", "有哪些风险？", "需要哪些材料？"]
+                "Describe the risks of", "List the documents needed for", "Who can open",
+                "When is interest paid on"]
+    subj_zh = ["电汇", "储蓄账户", "信用卡", "透支", "房贷", "定期存款", "海港付", "取款", "支票", "外汇",
+               "对账单", "贷款"]
+    verbs_zh = ["的手续费是多少？", "怎么申请？", "的限额是多少？", "的利率如何比较？", "有哪些风险？",
+                "需要哪些材料？"]
     tiers = ["Standard", "Premier", "Private Banking", "student", "business", "joint"]
     out = []
     for _ in range(n):

@@ -45,24 +45,27 @@ class SamplingConfig(Section):
     max_new_tokens: int = Field(96, ge=1, description="Longest generated reply, in tokens.")
 
 
+def _sampling(temperature: float, max_new_tokens: int, description: str):
+    return Field(default_factory=lambda: SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens),
+                 description=description)
+
+
 class DocQAConfig(Section):
     chunk_chars: int = Field(600, ge=50, description="Train-split documents are cut into chunks of about this "
                                                      "many characters at sentence boundaries.")
     questions_per_chunk: int = Field(2, ge=1, le=10, description="Questions asked of each chunk.")
     max_chunks: int | None = Field(None, ge=1, description="Chunks at most (taken in document order).")
     streams: list[str] | None = Field(None, description="Data streams to read (default: all).")
-    question: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.8, max_new_tokens=48),
-                                     description="Sampling of questions.")
-    answer: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=80),
-                                   description="Sampling of answers (greedy by default).")
+    question: SamplingConfig = _sampling(0.8, 48, "Sampling of questions.")
+    answer: SamplingConfig = _sampling(0.0, 80, "Sampling of answers (greedy by default).")
 
 
 class SelfInstructConfig(Section):
     seeds: FilePath = Field(description="JSONL of seed tasks: {instruction, output?, lang?}.")
     num_instructions: int = Field(32, ge=1, description="New instructions to request.")
     examples_per_prompt: int = Field(4, ge=1, description="Pool tasks shown in each prompt.")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.9, max_new_tokens=48), description="Sampling of the generated instructions.")
-    answer: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=96), description="Sampling of the answers (greedy by default).")
+    sampling: SamplingConfig = _sampling(0.9, 48, "Sampling of the generated instructions.")
+    answer: SamplingConfig = _sampling(0.0, 96, "Sampling of the answers (greedy by default).")
 
 
 class EvolConfig(Section):
@@ -72,22 +75,22 @@ class EvolConfig(Section):
         description="In-depth operations and in-breadth; one is picked per parent (deterministically).")
     max_parent_rouge: float = Field(0.9, gt=0, le=1, description="Elimination: an evolution this similar to its "
                                                                  "parent adds no information.")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=64), description="Sampling of the generated instructions.")
-    answer: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=96), description="Sampling of the answers (greedy by default).")
+    sampling: SamplingConfig = _sampling(0.7, 64, "Sampling of the generated instructions.")
+    answer: SamplingConfig = _sampling(0.0, 96, "Sampling of the answers (greedy by default).")
 
 
 class MagpieConfig(Section):
     num: int = Field(16, ge=1, description="Queries to sample from the pre-query prefix.")
     system_prompt: str | None = Field(None, description="Domain system turn (default: the template's own).")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=48), description="Sampling of the generated instructions.")
-    answer: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=96), description="Sampling of the answers (greedy by default).")
+    sampling: SamplingConfig = _sampling(1.0, 48, "Sampling of the generated instructions.")
+    answer: SamplingConfig = _sampling(0.0, 96, "Sampling of the answers (greedy by default).")
 
 
 class AugmentConfig(Section):
     rules_file: FilePath | None = Field(None, description="Rules file whose glossary (protected terms) and "
                                                           "synonyms drive term swaps (default: data.rules_file).")
     paraphrases: int = Field(1, ge=0, description="Teacher paraphrases of each question (protected terms kept).")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=64), description="Sampling of the generated instructions.")
+    sampling: SamplingConfig = _sampling(0.7, 64, "Sampling of the generated instructions.")
 
 
 class JudgeConfig(Section):
