@@ -27,7 +27,7 @@ STAGES: list[StageSpec] = [
               distributed=True),
     StageSpec("sft", "domaintune.sft", ("sft", "model", "seed"), (MODEL, "synth"),
               "supervised fine-tuning on conversations", distributed=True),
-    StageSpec("align", "domaintune.align", ("align", "model", "seed"), (MODEL,),
+    StageSpec("align", "domaintune.align", ("align", "model", "seed"), (MODEL, "synth"),
               "reward model, confidence filter, DPO"),
     StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL),
               "perplexity per stream, benchmark tasks, forgetting gate, report"),

@@ -136,6 +136,8 @@ class SynthConfig(Section):
             raise ValueError("methods includes self_instruct: set synth.self_instruct.seeds (a JSONL of seed tasks)")
         if "evol" in self.methods and self.evol.source == "seeds" and self.self_instruct is None:
             raise ValueError("evol.source 'seeds' needs synth.self_instruct.seeds")
+        if self.judge.preference_pairs and "judge" not in self.methods:
+            raise ValueError("judge.preference_pairs needs 'judge' in synth.methods (pairs are ranked by its scores)")
         if "magpie" in self.methods and self.teacher.kind == "openai" and not self.teacher.completions:
             raise ValueError("magpie continues a raw pre-query prefix, which a chat-only endpoint cannot do "
                              "(teacher.completions: false); use a local teacher or an endpoint with /v1/completions")

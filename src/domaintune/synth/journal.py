@@ -3,7 +3,7 @@
 Every unit of work (one prompt) has an id derived from what decides its output: method, source,
 template hash, teacher id, sampling parameters and its index `k`. Units are cut into batches by
 position in the (deterministic) unit list; each finished batch is written to
-`journal/<phase>/part-<first>.jsonl` through a temporary file, fsync and rename, so a batch is in
+`journal/<phase>/part-<hash of its ids>.jsonl` through a temporary file, fsync and rename, so a batch is in
 the journal entirely or not at all. A restarted run reads the journal, skips the batches whose ids
 are all done and generates the rest in the same batches as an uninterrupted run would, with the
 same per-batch seed: its final output is byte-identical. distilabel, by contrast, resumes per step
@@ -60,8 +60,9 @@ class Journal:
         for stale in folder.glob(f"*{PARTIAL}"):  # a batch cut short by a kill: regenerated
             stale.unlink()
 
-    def commit(self, first: int, rows: list[dict[str, Any]]) -> None:
-        final = self.folder / f"part-{first:08d}{SUFFIX}"
+    def commit(self, rows: list[dict[str, Any]]) -> None:
+        # named by the batch's ids: two phases (or two calls) sharing a folder never overwrite each other
+        final = self.folder / f"part-{stable_hash([r['id'] for r in rows])[:20]}{SUFFIX}"
         tmp = final.with_name(final.name + PARTIAL)
         with tmp.open("w", encoding="utf-8") as fh:
             for row in rows:
@@ -112,6 +113,6 @@ def run_phase(units: list[Unit], journal: Journal, generate: Generate, batch_siz
         stats.seconds += time.perf_counter() - t0
         stats.generated += len(todo)
         stats.new_tokens += sum(o.get("new_tokens", 0) for o in outs)
-        journal.commit(first, [{"id": u.id, "payload": u.payload, "text": o["text"],
+        journal.commit([{"id": u.id, "payload": u.payload, "text": o["text"],
                                 "new_tokens": o.get("new_tokens", 0)} for u, o in zip(todo, outs)])
     return [journal.done[i] for i in ids]

@@ -213,13 +213,13 @@ def augment(ctx: Ctx, pairs: list[Pair], cfg, protected: list[str], synonyms: li
 
 
 # --------------------------------------------------------------------------- judge
-def judge(ctx: Ctx, pairs: list[Pair], sampling) -> list[Pair]:
+def judge(ctx: Ctx, pairs: list[Pair], sampling, phase: str = "judge") -> list[Pair]:
     """Each pair with a 'score' 1-5 from the teacher (None when the reply holds no digit 1-5)."""
     units = [ctx.unit("judge", p["id"], "judge", p["lang"], sampling, 0,
                       user(prompts.render("judge", p["lang"], question=p["question"], answer=p["answer"])))
              for p in pairs]
     scored = []
-    for pair, row in zip(pairs, ctx.ask("judge", units, sampling)):
+    for pair, row in zip(pairs, ctx.ask(phase, units, sampling)):
         m = re.search(r"[1-5]", row["text"])
         scored.append({**pair, "score": int(m.group(0)) if m else None})
     return scored

@@ -201,21 +201,35 @@ def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
 
 
-def _preference_pairs(kept: list[dict], scores: dict[str, int | None], all_pairs: list[dict]) -> list[dict]:
-    """chosen = a kept answer; rejected = the lowest-rated other answer to the same question."""
-    by_q: dict[str, list[dict]] = {}
-    for p in all_pairs:
-        by_q.setdefault(p["question"], []).append(p)
-    rows = []
+def _preference_pairs(cfg: Config, ask: _Asker, kept: list[dict], scores: dict[str, int | None]) -> list[dict]:
+    """chosen = a kept answer; rejected = the teacher's closed-book answer to the same question (no
+    chunk), when it is worse: rated lower by the judge, or not grounded where the kept one is."""
+    from types import SimpleNamespace
+
+    ctx = methods.Ctx(ask.teacher_id, cfg.synth.language, ask)
+    asked = [{"id": p["id"], "text": p["question"], "payload": {"lang": p["lang"], "source": p["id"]}}
+             for p in kept]
+    sampling = cfg.synth.doc_qa.answer
+    closed = {r["parent"]: r for r in _closed_book(ctx, asked, sampling)}
+    rated = {p["id"]: p["score"] for p in methods.judge(ctx, list(closed.values()), SimpleNamespace(**JUDGE_SAMPLING),
+                                                      "closed_book_judge")}
+    glossary, rows = tuple(_glossary(cfg)[0]), []
     for p in kept:
-        rivals = [r for r in by_q.get(p["question"], []) if r["id"] != p["id"] and r["answer"] != p["answer"]
-                  and (scores.get(r["id"]) or 0) < (scores.get(p["id"]) or 0)]
-        if rivals:
-            worst = min(rivals, key=lambda r: (scores.get(r["id"]) or 0, r["id"]))
+        rival = closed.get(p["id"])
+        if rival is None or rival["answer"].strip() == p["answer"].strip():
+            continue
+        ungrounded = "chunk" in p and not filters.grounded(rival["answer"], p["chunk"], glossary)[0]
+        if (rated.get(rival["id"]) or 0) < (scores.get(p["id"]) or 0) or ungrounded:
             rows.append({"prompt": [{"role": "user", "content": p["question"]}],
                          "chosen": [{"role": "assistant", "content": p["answer"]}],
-                         "rejected": [{"role": "assistant", "content": worst["answer"]}]})
+                         "rejected": [{"role": "assistant", "content": rival["answer"]}]})
     return rows
+
+
+def _closed_book(ctx: methods.Ctx, asked: list[dict], sampling) -> list[dict]:
+    rows = methods.answer_pairs(ctx, "closed_book", asked, sampling)
+    by_question = {a["text"]: a["id"] for a in asked}
+    return [{**r, "parent": by_question.get(r["question"])} for r in rows]
 
 
 def _oracle_verdicts(cfg: Config, pairs: list[dict], grounding: dict[str, bool]) -> list[tuple[bool, str]]:
@@ -246,7 +260,9 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     atomic_write_text(out_dir / DROPPED, _jsonl(funnel.dropped))
     outputs = {"sft": SFT, "pairs": PAIRS, "dropped": DROPPED}
     if "judge" in cfg.synth.methods and cfg.synth.judge.preference_pairs:
-        atomic_write_text(out_dir / DPO, _jsonl(_preference_pairs(kept, info["scores"], pairs)))
+        preference = _preference_pairs(cfg, ask, kept, info["scores"])
+        atomic_write_text(out_dir / DPO, _jsonl(preference))
+        detail["preference_pairs"] = len(preference)
         outputs["dpo"] = DPO
     rep = _report(cfg, ask, pairs, kept, funnel, info, detail, seeds, gen_s)
     outputs["report_json"], outputs["report"] = report.write(out_dir, rep)

@@ -90,9 +90,18 @@ def test_a_torn_partial_batch_is_regenerated_and_resumed_batches_are_not(tmp_pat
         return [{"text": u.prompt.upper()} for u in batch]
 
     run_phase(units[:4], Journal(tmp_path), teacher, 2)
-    (tmp_path / "part-00000004.jsonl.partial").write_text('{"id": "u4", "te')  # killed mid-write
+    (tmp_path / "part-torn.jsonl.partial").write_text('{"id": "u4", "te')  # killed mid-write
     calls.clear()
     rows = run_phase(units, Journal(tmp_path), teacher, 2)
     assert calls == [["u4", "u5"]]
     assert [r["text"] for r in rows] == ["P0", "P1", "P2", "P3", "P4", "P5"]
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_two_phases_sharing_a_folder_never_overwrite_each_other(tmp_path):
+    def teacher(batch, seed):
+        return [{"text": u.prompt} for u in batch]
+
+    run_phase([Unit("a", "A"), Unit("b", "B")], Journal(tmp_path), teacher, 2)
+    run_phase([Unit("c", "C"), Unit("d", "D")], Journal(tmp_path), teacher, 2)
+    assert set(Journal(tmp_path).done) == {"a", "b", "c", "d"}
