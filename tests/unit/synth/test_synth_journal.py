@@ -12,12 +12,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from domaintune.synth.journal import Journal, Unit, run_phase, unit_id
 
 UNITS, BATCH = 40, 4
 SCRIPT = r'''
 import hashlib, json, sys, time
 from pathlib import Path
+import pytest
+
 from domaintune.synth.journal import Journal, Unit, run_phase, unit_id
 
 root = Path(sys.argv[1])
@@ -48,6 +52,7 @@ def _journal_ids(root: Path) -> list[str]:
             for line in part.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_sigkill_half_way_then_resume_is_exactly_once_and_byte_identical(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     _run(whole)
