@@ -20,12 +20,14 @@ from domaintune.pipeline import MODEL, StageSpec
 # is config.STAGE_SECTIONS; MODEL is the model a stage starts from.
 STAGES: list[StageSpec] = [
     StageSpec("data", "domaintune.data", ("data", "seed"), (), "read, normalize, dedup, split"),
+    StageSpec("synth", "domaintune.synth", ("synth", "model", "seed", "eval"), ("data",),
+              "instruction synthesis with a teacher: doc_qa, self_instruct, evol, magpie, augment, judge"),
     StageSpec("mix", "domaintune.mix", ("mix", "model", "seed"), ("data",), "token mixture + packing"),
     StageSpec("train", "domaintune.train", ("train", "model", "seed"), ("mix",), "continual pre-training",
               distributed=True),
-    StageSpec("sft", "domaintune.sft", ("sft", "model", "seed"), (MODEL,),
+    StageSpec("sft", "domaintune.sft", ("sft", "model", "seed"), (MODEL, "synth"),
               "supervised fine-tuning on conversations", distributed=True),
-    StageSpec("align", "domaintune.align", ("align", "model", "seed"), (MODEL,),
+    StageSpec("align", "domaintune.align", ("align", "model", "seed"), (MODEL, "synth"),
               "reward model, confidence filter, DPO"),
     StageSpec("distill", "domaintune.distill", ("distill", "model", "seed"), ("mix", MODEL),
               "distil the tuned model into a smaller student"),

@@ -236,8 +236,19 @@ def _save_model(model, tokenizer, out_dir: Path, from_stage: str | None) -> None
         models.save_trained(model, tokenizer, out_dir / "model")
 
 
+def with_synth_pairs(cfg: Config, run_dir: RunDir) -> Config:
+    """With synth preference pairs (synth.judge.preference_pairs), the synth stage's `dpo` output,
+    read through its manifest, joins align.data.domain."""
+    if not cfg.stage_enabled("synth") or "dpo" not in run_dir.require("synth", by=STAGE).get("outputs", {}):
+        return cfg
+    path = run_dir.output("synth", "dpo", by=STAGE)
+    data = cfg.align.data.model_copy(update={"domain": [*cfg.align.data.domain, str(path)]})
+    return cfg.model_copy(update={"align": cfg.align.model_copy(update={"data": data})})
+
+
 def run(cfg: Config, run_dir: RunDir) -> StageResult:
     # setup
+    cfg = with_synth_pairs(cfg, run_dir)
     out_dir = run_dir.stage_dir(STAGE)
     pairs = _read(cfg, out_dir)
     device = models.resolve_device(cfg.runtime.device)

@@ -49,6 +49,7 @@ from domaintune.config.schema import (
 )
 from domaintune.config.serve import ServeConfig, TLSConfig, VLLMConfig, is_loopback
 from domaintune.config.sft import PrefixConfig, SFTAutoConfig, SFTConfig, SFTDataConfig
+from domaintune.config.synth import SynthConfig
 from domaintune.config.training import (
     AdapterConfig,
     AutoEvalConfig,
@@ -68,7 +69,7 @@ __all__ = [
     "FilePath", "GateConfig", "GuardConfig", "LanguageCode", "LoggingConfig", "MixConfig", "ModelConfig",
     "NanGuardConfig", "NearDedupConfig", "NormalizeConfig", "OptimConfig", "PiiConfig", "PiiType", "PrefixConfig",
     "PreferenceDataConfig", "QualityConfig", "RewardModelConfig", "RuntimeConfig", "SFTAutoConfig", "SFTConfig",
-    "SFTDataConfig", "Section", "ServeConfig", "TLSConfig", "VLLMConfig", "is_loopback", "SourceConfig",
+    "SFTDataConfig", "Section", "SynthConfig", "ServeConfig", "TLSConfig", "VLLMConfig", "is_loopback", "SourceConfig",
     "SplitConfig", "SuperviseConfig", "TrainConfig", "apply_overrides",
     "format_validation_error", "load_config", "load_yaml_model", "migrate", "result_settings", "volatile_keys",
 ]

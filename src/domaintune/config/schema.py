@@ -29,6 +29,7 @@ from domaintune.config.migrate import migrate
 from domaintune.config.runtime import RuntimeConfig
 from domaintune.config.serve import ServeConfig
 from domaintune.config.sft import SFTConfig
+from domaintune.config.synth import SynthConfig
 from domaintune.config.training import TrainConfig
 from domaintune.registry import suggest
 
@@ -87,7 +88,8 @@ _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 # Which config section switches each stage on (eval and export run when any model stage does).
 # The model stages, in order: each starts from the previous one's model.
-STAGE_SECTIONS = {"data": "data", "mix": "mix", "train": "mix", "sft": "sft", "align": "align", "distill": "distill"}
+STAGE_SECTIONS = {"data": "data", "synth": "synth", "mix": "mix", "train": "mix", "sft": "sft", "align": "align",
+                  "distill": "distill"}
 MODEL_STAGES = ("train", "sft", "align", "distill")
 NEEDS_A_MODEL_STAGE = ("eval", "export")
 
@@ -101,6 +103,8 @@ class Config(Section):
     mix: MixConfig | None = Field(
         None, description="Stage 2 (token mixture + packing); omit to skip continual pre-training (the train stage).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Continual pre-training (runs with mix).")
+    synth: SynthConfig | None = Field(None, description="Instruction synthesis with a teacher (feeds sft); omit "
+                                                        "to skip.")
     sft: SFTConfig | None = Field(None, description="Supervised fine-tuning on conversations; omit to skip.")
     align: AlignConfig | None = Field(
         None, description="Preference alignment (reward model, confidence filter, DPO); omit to skip.")
@@ -155,6 +159,10 @@ class Config(Section):
                             "model stage before it (train, sft or align: the teacher)")
         if t.method == "full" and self.export.merge is False:
             problems.append("export.merge: false only makes sense with an adapter (train.method lora/qlora)")
+        if self.sft is not None and not self.sft.data and self.synth is None:
+            problems.append("sft.data: give at least one conversation file (or add a synth section to feed SFT)")
+        if self.synth is not None and "doc_qa" in self.synth.methods and self.data is None:
+            problems.append("synth.methods doc_qa reads the data stage's train split: add a data section")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -57,7 +57,8 @@ class SFTConfig(Section):
     method: Literal["lora", "qlora", "full", "prefix", "auto"] = Field(
         "lora", description="qlora needs a CUDA GPU; prefix = peft prefix tuning; auto = qlora -> lora -> full "
                             "until sft.auto.target is met.")
-    data: list[SFTDataConfig] = Field(min_length=1, description="Conversation files (Alpaca, ShareGPT, OpenAI).")
+    data: list[SFTDataConfig] = Field(default_factory=list, description="Conversation files (Alpaca, ShareGPT, "
+                                      "OpenAI); the synth stage's pairs are added when a synth section is set.")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of each file held out for loss/accuracy.")
     template: TemplateRef | None = Field(
         None, description="Chat template: null = the tokenizer's own; a shipped name (chatml, llama3, qwen, "

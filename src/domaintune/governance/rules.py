@@ -37,6 +37,8 @@ class RulesFile(_Strict):
     width: Literal["none", "half", "full"] | None = None
     chinese: Literal["none", "t2s", "s2t"] | None = None
     glossary: list[str] = Field(default_factory=list)
+    # groups of interchangeable terms (e.g. [保理融资, 应收账款保理业务]): synth's augment swaps them
+    synonyms: list[list[str]] = Field(default_factory=list)
     rewrites: list[RewriteRule] = Field(default_factory=list)
 
 
@@ -45,6 +47,8 @@ def load_rules(path: str | Path, key: str = DEFAULT_KEY) -> RulesFile:
     path = Path(path)
     rules = load_yaml_model(path, RulesFile, key=key)
     problems = [f"glossary[{i}]: empty term" for i, t in enumerate(rules.glossary) if not t]
+    problems += [f"synonyms[{i}]: a group needs at least two non-empty terms" for i, g in enumerate(rules.synonyms)
+                 if len(g) < 2 or not all(g)]
     for i, rule in enumerate(rules.rewrites):
         try:
             re.compile(rule.pattern)

@@ -191,8 +191,21 @@ def _data_key(cfg: Config, run_dir: RunDir) -> str:
     return stable_hash({"files": [fingerprint_path(d.path) for d in cfg.sft.data], "start": upstream})
 
 
+def with_synth_data(cfg: Config, run_dir: RunDir) -> Config:
+    """With a synth section, its pairs (the synth stage's `sft` output, read through its manifest)
+    join sft.data as one more source named 'synth'."""
+    if not cfg.stage_enabled("synth"):
+        return cfg
+    from domaintune.config import SFTDataConfig
+
+    path = run_dir.output("synth", "sft", by=STAGE)
+    data = [*cfg.sft.data, SFTDataConfig(path=str(path), format="openai", name="synth")]
+    return cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"data": data})})
+
+
 def run(cfg: Config, run_dir: RunDir) -> StageResult:
     # setup
+    cfg = with_synth_data(cfg, run_dir)
     out_dir = run_dir.stage_dir(STAGE)
     device = models.resolve_device(cfg.runtime.device)
     accelerator = runner.make_accelerator(_section(cfg), device)
