@@ -14,6 +14,13 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from domaintune.config.base import FilePath, Section
+from domaintune.config.serve_records import (
+    AuditConfig,
+    CacheConfig,
+    EncryptionConfig,
+    SessionsConfig,
+    records_problems,
+)
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
@@ -74,6 +81,10 @@ class ServeConfig(Section):
     allow_insecure_public: bool = Field(
         False, description="Allow plain HTTP on a non-loopback address (traffic and keys travel in clear text).")
     vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="Used when engine: vllm.")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="Hash-chained audit log of every request.")
+    encryption: EncryptionConfig = Field(default_factory=EncryptionConfig, description="Keys for data at rest.")
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig, description="Server-side dialog sessions.")
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="Principal-keyed response cache.")
 
     @model_validator(mode="after")
     def _public_needs_tls(self) -> ServeConfig:
@@ -87,4 +98,5 @@ class ServeConfig(Section):
         files = [("tls.certfile", self.tls.certfile), ("tls.keyfile", self.tls.keyfile)] if self.tls else []
         if self.engine == "vllm" and self.vllm.api_key_file is not None:
             files.append(("vllm.api_key_file", self.vllm.api_key_file))
-        return [f"serve.{key}: file not found: {path}" for key, path in files if not Path(path).is_file()]
+        return ([f"serve.{key}: file not found: {path}" for key, path in files if not Path(path).is_file()]
+                + records_problems(self.encryption, self.audit, self.sessions, self.cache))

@@ -19,6 +19,7 @@ from domaintune.serve.hooks import METRICS, MODELS, Hooks
 from domaintune.serve.metrics import Metrics
 from domaintune.serve.pipeline import Admitted, RequestPath, new_record
 from domaintune.serve.protocol import models_list
+from domaintune.serve.store.records import attach_records
 
 CLIENT_CLOSED = 499  # nginx's code for "the client went away": audited and counted, never read by anyone
 
@@ -45,9 +46,11 @@ def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = No
         engine.start()
         yield
         engine.stop()
+        records.close()
 
     app = FastAPI(title="domaintune serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine, app.state.path = engine, path
+    records = attach_records(app, path, settings)  # audit chain, sessions, cache, /v1/sessions (serve/store)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request, err: ApiError):
@@ -102,6 +105,8 @@ async def _generate(path: RequestPath, http: Request, chat: bool):
     except ApiError as err:
         path.finish(None, record, err.status, started, err)
         raise
+    if run.turn.cached is not None:
+        return JSONResponse(_from_cache(path, run, started))
     if run.request.stream:
         return EventSourceResponse(_sse(path, run, started), sep="\n", ping=15,
                                    headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})
@@ -134,6 +139,15 @@ class _Outcome:
         record.finish_reasons = [r for r in self.reasons if r]
 
 
+def _from_cache(path: RequestPath, run: Admitted, started: float) -> dict:
+    cached = run.turn.cached
+    choices = [(text, reason) for text, reason in cached["choices"]]
+    path.records.complete(run.turn, run.record, [t for t, _ in choices], [r for _, r in choices],
+                          cached["completion_tokens"])
+    path.finish(run, run.record, 200, started)
+    return {**run.envelope.response(choices, run.prompt_tokens, cached["completion_tokens"]), **run.turn.extras()}
+
+
 async def _collect(path: RequestPath, run: Admitted, http: Request) -> dict:
     outcome = _Outcome(len(run.streams))
 
@@ -153,8 +167,9 @@ async def _collect(path: RequestPath, run: Admitted, http: Request) -> dict:
         raise ApiError(500, str(err), code="engine_error") from None
     finally:
         outcome.into(run.record)
-    return run.envelope.response(list(zip(outcome.texts, outcome.reasons, strict=True)), run.prompt_tokens,
-                                 sum(outcome.tokens))
+    path.records.complete(run.turn, run.record, outcome.texts, outcome.reasons, sum(outcome.tokens))
+    return {**run.envelope.response(list(zip(outcome.texts, outcome.reasons, strict=True)), run.prompt_tokens,
+                                    sum(outcome.tokens)), **run.turn.extras()}
 
 
 async def _sse(path: RequestPath, run: Admitted, started: float):
@@ -169,7 +184,7 @@ async def _sse(path: RequestPath, run: Admitted, started: float):
             if event.text:
                 yield _json(env.chunk(index, event.text))
             if event.finish_reason:
-                yield _json(env.chunk(index, None, event.finish_reason))
+                yield _json({**env.chunk(index, None, event.finish_reason), **run.turn.extras()})
         if run.request.stream_options and run.request.stream_options.include_usage:
             yield _json(env.usage_chunk(run.prompt_tokens, sum(outcome.tokens)))
     except EngineFailed as err:  # headers are sent: report in-band, then end the stream properly
@@ -180,5 +195,11 @@ async def _sse(path: RequestPath, run: Admitted, started: float):
         raise
     finally:
         outcome.into(run.record)
+        if status == 200:
+            try:
+                path.records.complete(run.turn, run.record, outcome.texts, outcome.reasons, sum(outcome.tokens))
+            except Exception as err:  # the answer is sent: the audit must still get its record
+                status, error = 500, ApiError(500, f"storing the session turn failed: {type(err).__name__}",
+                                              code="records_error")
         path.finish(run, run.record, status, started, error)
     yield "[DONE]"

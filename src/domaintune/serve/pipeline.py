@@ -21,6 +21,7 @@ from domaintune.serve.errors import ApiError, invalid, overloaded
 from domaintune.serve.hooks import CHAT, COMPLETIONS, AuditRecord, Hooks, Principal, Prompt
 from domaintune.serve.metrics import Metrics, Timing
 from domaintune.serve.protocol import ChatRequest, CompletionRequest, Envelope, parse_request
+from domaintune.serve.store.layer import RecordsLayer, Turn
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Admitted:
     started: float
     release: Callable[[], None]
     record: AuditRecord
+    turn: Turn | None = None  # sessions and cache (store/layer.py); turn.cached: answered without the engine
 
 
 async def read_body(request: Request, cap: int) -> bytes:
@@ -53,6 +55,7 @@ class RequestPath:
     def __init__(self, engine, renderer, settings: ServeConfig, hooks: Hooks, metrics: Metrics):
         self.engine, self.renderer, self.settings = engine, renderer, settings
         self.hooks, self.metrics = hooks, metrics
+        self.records = RecordsLayer()  # sessions and cache off; store.records.attach_records sets the real one
 
     def principal(self, request: Request, permission: str) -> Principal:
         principal = self.hooks.auth.authenticate(request.headers)
@@ -68,6 +71,8 @@ class RequestPath:
         record.model, record.user = req.model, req.user
         self._check_params(req)
         prompt = self._prompt(req, chat)
+        prompt, turn = self.records.begin(principal, req, prompt, record, self.renderer,
+                                          self.engine.context_length, self.settings.max_prompt_tokens)
         prompt = self.hooks.templates.apply(principal, prompt)
         prompt = self.hooks.retrieval.augment(principal, prompt)
         record.template_id = prompt.template_id
@@ -75,14 +80,16 @@ class RequestPath:
         ids = self.renderer(prompt)
         max_tokens = self._check_context(req, len(ids), "messages" if chat else "prompt")
         release = self.hooks.limits.acquire(principal, len(ids) + max_tokens * req.n)
+        envelope = Envelope(record.request_id, self.engine.model_name, chat)
         try:
-            streams = self._submit(req, ids, max_tokens, principal, record.request_id)
+            self.records.lookup(turn, prompt, req, ids, max_tokens, record, self.engine.model_name)
+            streams = [] if turn.cached is not None else self._submit(req, ids, max_tokens, principal,
+                                                                       record.request_id)
         except BaseException:
             release()
             raise
-        record.prompt_tokens = len(ids)
-        return Admitted(req, Envelope(record.request_id, self.engine.model_name, chat), streams, len(ids),
-                        started, release, record)
+        record.prompt_tokens = len(ids)  # a cache hit (turn.cached) has no streams: the engine never sees it
+        return Admitted(req, envelope, streams, len(ids), started, release, record, turn)
 
     def _check_params(self, req) -> None:
         s = self.settings
