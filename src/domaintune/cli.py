@@ -14,6 +14,7 @@ import typer.core
 from domaintune.console import console
 from domaintune.errors import DomainTuneError, storage_error
 from domaintune.pipeline import MODEL, StageSpec
+from domaintune.serve.audit_cli import audit_app, users_app
 
 # The pipeline, in order. `sections` are the config sections a stage reads (their settings that can
 # change a result are fingerprinted; the schema marks the rest); which section switches a stage on
@@ -36,6 +37,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Turn an open base LLM into a governed enterprise domain model, from one YAML file.")
 models_app = typer.Typer(no_args_is_help=True, help="Model utilities (GGUF import).")
 app.add_typer(models_app, name="models")
+app.add_typer(audit_app, name="audit")  # domaintune audit verify|export (serve/audit_cli.py)
+app.add_typer(users_app, name="users")  # domaintune users erase USER CFG
 
 
 

@@ -112,13 +112,17 @@ class ChainAuditor:
                 reason = self._check(seq, expected, body, content, kid, prev_mac, mac, prev)
                 if reason:
                     return {"ok": False, "records": count, "first_bad": expected, "reason": reason, "head": prev}
-                prev, expected, count = mac, expected + 1, count + 1
+                prev, expected, count = mac.decode(), expected + 1, count + 1
         return {"ok": True, "records": count, "first_bad": None, "reason": "", "head": prev}
 
     def _read(self):
         return _Rows(self.path, "SELECT seq, body, content, kid, prev_mac, mac FROM audit ORDER BY seq")
 
     def _check(self, seq, expected, body, content, kid, prev_mac, mac, prev) -> str:
+        try:
+            body, kid, prev_mac, mac = (v.decode() for v in (body, kid, prev_mac, mac))
+        except (AttributeError, UnicodeDecodeError):
+            return f"record {seq}: a field is not UTF-8 text (the record was altered)"
         if seq != expected:
             return f"record {expected} is missing (the next one found is {seq})"
         if prev_mac != prev:
@@ -133,7 +137,7 @@ class ChainAuditor:
             meta = json.loads(body).get("content")
         except ValueError:
             return f"record {seq}: the body is not JSON"
-        digest = None if content is None else hashlib.sha256(content).hexdigest()
+        digest = None if content is None else hashlib.sha256(bytes(content)).hexdigest()
         if (meta or {}).get("sha256") != digest:
             return f"record {seq}: its content does not match the hash in the record (content altered or removed)"
         return ""
@@ -144,7 +148,8 @@ class ChainAuditor:
         n = 0
         with self._read() as rows:
             for seq, body, content, kid, prev_mac, mac in rows:
-                line = {"seq": seq, "kid": kid, "prev_mac": prev_mac, "mac": mac, **json.loads(body)}
+                line = {"seq": seq, "kid": kid.decode(), "prev_mac": prev_mac.decode(), "mac": mac.decode(),
+                        **json.loads(body)}
                 if with_content and content is not None:
                     line.update(self.open_content(line, content))
                 out.write(canonical(line) + "\n")
@@ -172,6 +177,7 @@ class _Rows:
 
     def __enter__(self):
         self.conn = connect(self.path)
+        self.conn.text_factory = bytes  # a tampered row may hold anything: read raw, judge in _check
         self.conn.execute("BEGIN")
         return self.conn.execute(self.sql)
 
