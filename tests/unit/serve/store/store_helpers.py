@@ -48,3 +48,9 @@ class BearerPrincipals:
 
 def principal(name: str, **kw) -> Principal:
     return Principal(id=name, user=kw.pop("user", name), key_id=f"key-{name}", role="user", **kw)
+
+
+def client_as(server, key: str):
+    import openai
+
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0, timeout=60)
