@@ -202,6 +202,23 @@ def check_align(cfg: Config) -> list[str]:
             + _gpu_precision("align.precision", cfg.align.precision, gpu))
 
 
+def check_export(cfg: Config) -> list[str]:
+    """GGUF needs the gguf package, K-quants llama-cpp-python, INT8 torchao."""
+    from domaintune.config.export import GGUF_KQUANTS
+
+    e, problems = cfg.export, []
+    if e.gguf and not _has("gguf"):
+        problems.append("export.gguf: needs the gguf package: pip install 'domaintune[gguf]'")
+    kquants = [f for f in e.gguf if f in GGUF_KQUANTS]
+    if kquants and not _has("llama_cpp"):
+        problems.append(f"export.gguf: {', '.join(kquants)} are K-quants, which only llama.cpp's quantizer writes: "
+                        f"install llama-cpp-python (a source build), or use q4_0/q4_1/q5_0/q5_1/q8_0")
+    if e.quantize == "int8" and not _has("torchao"):
+        problems.append("export.quantize: int8 needs torchao: pip install 'domaintune[int8]'")
+    return problems
+
+
 def validate(cfg: Config) -> list[str]:
     return (check_files(cfg) + check_machine(cfg) + check_mix_budget(cfg) + check_model_context(cfg)
-            + check_data_engine(cfg) + check_sft(cfg) + check_tasks(cfg) + check_align(cfg) + cfg.serve.problems())
+            + check_data_engine(cfg) + check_sft(cfg) + check_tasks(cfg) + check_align(cfg) + check_export(cfg)
+            + cfg.serve.problems())

@@ -28,9 +28,12 @@ STAGES: list[StageSpec] = [
               "supervised fine-tuning on conversations", distributed=True),
     StageSpec("align", "domaintune.align", ("align", "model", "seed"), (MODEL,),
               "reward model, confidence filter, DPO"),
+    StageSpec("distill", "domaintune.distill", ("distill", "model", "seed"), ("mix", MODEL),
+              "distil the tuned model into a smaller student"),
     StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL),
               "perplexity per stream, benchmark tasks, forgetting gate, report"),
-    StageSpec("export", "domaintune.export", ("export", "model"), (MODEL,), "merged model + samples"),
+    StageSpec("export", "domaintune.export", ("export", "model", "eval", "seed"), ("data", MODEL),
+              "merged model + samples; GGUF, Modelfile, INT8, each verified"),
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -39,6 +42,13 @@ models_app = typer.Typer(no_args_is_help=True, help="Model utilities (GGUF impor
 app.add_typer(models_app, name="models")
 app.add_typer(audit_app, name="audit")  # domaintune audit verify|export (serve/audit_cli.py)
 app.add_typer(users_app, name="users")  # domaintune users erase USER CFG
+from domaintune.serve.experiments_cli import ab_app, serve_models_app  # noqa: E402  (light: typer only)
+
+app.add_typer(ab_app, name="ab")
+app.add_typer(serve_models_app, name="serve-models")
+from domaintune.kb.command import kb_app  # noqa: E402  (light: its commands import the kb lazily)
+
+app.add_typer(kb_app, name="kb")
 
 
 
@@ -302,7 +312,7 @@ def serve(config: Path | None = typer.Argument(None, help="The run's domaintune.
     try:
         if config is None and model is None:
             raise ConfigError(["give the run's config file (domaintune serve CONFIG) or a folder (--model DIR)"])
-        base = None
+        base, cfg = None, None
         if config is not None:
             cfg, settings = load_with_settings(config, overrides or [])
             model_dir, base = (model, None) if model is not None else run_model(cfg)
@@ -314,7 +324,9 @@ def serve(config: Path | None = typer.Argument(None, help="The run's domaintune.
         scheme = "https" if settings.tls else "http"
         console.print(f"serving {model_dir} as '{name}' on {scheme}://{settings.host}:{settings.port}/v1 "
                       f"(engine {settings.engine})")
-        run_server(settings, Path(model_dir), name, base)
+        from domaintune.serve.kb_hook import with_kb
+
+        run_server(settings, Path(model_dir), name, base, hooks=with_kb(cfg))
     except DomainTuneError as err:
         _fail(err)
 

@@ -338,6 +338,10 @@ def _trained_weights(path: Path, kind: str, base_cfg: ModelConfig | None, tokeni
             return PeftModel.from_pretrained(model, path).to(device)
         except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: weights that do not fit the base
             raise ModelError(f"cannot load the adapter in {path} onto {base_cfg.base}: {exc}") from exc
+    from domaintune import quantized
+
+    if quantized.is_quantized_dir(path):  # `export.quantize: int8`: int8 parts in safetensors, rebuilt exactly
+        return quantized.load_int8(path, device=device)
     trust = bool(base_cfg and base_cfg.trust_remote_code)
     try:
         model = _checked_from_pretrained(str(path), f"the trained model in {path}", use_safetensors=True,

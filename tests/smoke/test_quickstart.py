@@ -53,6 +53,9 @@ def test_pipeline_end_to_end(first_run):
     assert all("base" in r and r["tuned"]["ppl"] > 0 for r in results.values())
     export = run / "export" / "model"
     assert (export / "model.safetensors").is_file() and not (export / "adapter_config.json").exists()
+    report = json.loads((run / "export" / "export_report.json").read_text())  # the demo's verified Q8_0 + Modelfile
+    assert [r["format"] for r in report["formats"]] == ["q8_0"] and not report["formats"][0]["violations"]
+    assert (run / "export" / "gguf" / "Modelfile").read_text().startswith("FROM ./quickstart-q8_0.gguf")
     assert (run / "train" / "loss_curves.png").is_file() and (run / "eval" / "perplexity.png").is_file()
     last = json.loads((run / "train" / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"val/loss/domain", "val/loss/english", "val/loss/chinese", "train/loss"} <= set(last)
@@ -67,11 +70,11 @@ def test_unchanged_rerun_skips_everything_then_a_changed_setting_reruns_downstre
     cfg = str(workdir / "domaintune.yaml")
     out = _invoke("run", cfg, *_overrides(tiny_model_dir)).output
     assert stage_statuses(out) == {"data": "skipped", "mix": "skipped", "train": "skipped", "sft": "off",
-                                   "align": "off", "eval": "skipped", "export": "skipped"}
+                                   "align": "off", "distill": "off", "eval": "skipped", "export": "skipped"}
 
     out = _invoke("run", cfg, *_overrides(tiny_model_dir), "train.lr=5e-4").output
     assert stage_statuses(out) == {"data": "skipped", "mix": "skipped", "train": "ran", "sft": "off",
-                                   "align": "off", "eval": "ran", "export": "ran"}
+                                   "align": "off", "distill": "off", "eval": "ran", "export": "ran"}
 
 
 def test_chat_one_shot_prints_the_exported_models_reply(first_run):

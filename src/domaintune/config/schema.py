@@ -21,7 +21,10 @@ from domaintune.config.base import (
     result_settings,
 )
 from domaintune.config.data import DataConfig
+from domaintune.config.distill import DistillConfig
 from domaintune.config.eval import EvalConfig
+from domaintune.config.export import ExportConfig
+from domaintune.config.kb import KBConfig
 from domaintune.config.migrate import migrate
 from domaintune.config.runtime import RuntimeConfig
 from domaintune.config.serve import ServeConfig
@@ -80,19 +83,12 @@ class MixConfig(Section):
         return self.buckets or [self.seq_len]
 
 
-class ExportConfig(Section):
-    merge: bool = Field(True, description="Merge adapters into the base weights (a standalone model).")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of the saved weights.")
-    sample_prompts: list[str] = Field(default_factory=list, description="Answered after export.")
-    max_new_tokens: int = Field(64, ge=1, description="Length limit of each sample answer.")
-
-
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 # Which config section switches each stage on (eval and export run when any model stage does).
 # The model stages, in order: each starts from the previous one's model.
-STAGE_SECTIONS = {"data": "data", "mix": "mix", "train": "mix", "sft": "sft", "align": "align"}
-MODEL_STAGES = ("train", "sft", "align")
+STAGE_SECTIONS = {"data": "data", "mix": "mix", "train": "mix", "sft": "sft", "align": "align", "distill": "distill"}
+MODEL_STAGES = ("train", "sft", "align", "distill")
 NEEDS_A_MODEL_STAGE = ("eval", "export")
 
 
@@ -108,11 +104,15 @@ class Config(Section):
     sft: SFTConfig | None = Field(None, description="Supervised fine-tuning on conversations; omit to skip.")
     align: AlignConfig | None = Field(
         None, description="Preference alignment (reward model, confidence filter, DPO); omit to skip.")
+    distill: DistillConfig | None = Field(
+        None, description="Distil the tuned model into a smaller student (eval and export then use the student); "
+                          "omit to skip.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Base vs tuned: perplexity, tasks, gate.")
     export: ExportConfig = Field(default_factory=ExportConfig, description="The final model, ready to serve.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Device, threads, supervision.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="`domaintune serve`: the run's model behind "
                                                                         "an OpenAI-compatible API.")
+    kb: KBConfig | None = Field(None, description="Knowledge base (retrieval with per-document ACL); omit for none.")
     _source_dir: Path | None = PrivateAttr(None)
 
     @model_validator(mode="before")
@@ -150,6 +150,9 @@ class Config(Section):
         if self.model.new_tokens and t.method != "full" and not t.train_embeddings:
             problems.append("model.new_tokens: an adapter cannot train the new embedding rows; set "
                             "train.train_embeddings: true (or train.method: full)")
+        if self.distill is not None and (self.mix is None or len(self.model_stages()) < 2):
+            problems.append("distill: needs a mix section (the student trains on the mixture's packed rows) and a "
+                            "model stage before it (train, sft or align: the teacher)")
         if t.method == "full" and self.export.merge is False:
             problems.append("export.merge: false only makes sense with an adapter (train.method lora/qlora)")
         if problems:

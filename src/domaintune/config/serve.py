@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from domaintune.config.base import FilePath, Section
+from domaintune.config.serve_experiments import ExperimentsConfig, ModelsConfig, TemplatesConfig, experiment_problems
 from domaintune.config.serve_records import (
     AuditConfig,
     CacheConfig,
@@ -21,6 +22,7 @@ from domaintune.config.serve_records import (
     SessionsConfig,
     records_problems,
 )
+from domaintune.config.serve_tools import ToolsConfig
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
@@ -85,6 +87,10 @@ class ServeConfig(Section):
     encryption: EncryptionConfig = Field(default_factory=EncryptionConfig, description="Keys for data at rest.")
     sessions: SessionsConfig = Field(default_factory=SessionsConfig, description="Server-side dialog sessions.")
     cache: CacheConfig = Field(default_factory=CacheConfig, description="Principal-keyed response cache.")
+    tools: ToolsConfig = Field(default_factory=ToolsConfig, description="Tool use: server-side tools and limits.")
+    templates: TemplatesConfig = Field(default_factory=TemplatesConfig, description="Versioned prompt templates.")
+    experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig, description="A/B experiments.")
+    models: ModelsConfig = Field(default_factory=ModelsConfig, description="Registered model versions.")
 
     @model_validator(mode="after")
     def _public_needs_tls(self) -> ServeConfig:
@@ -99,4 +105,5 @@ class ServeConfig(Section):
         if self.engine == "vllm" and self.vllm.api_key_file is not None:
             files.append(("vllm.api_key_file", self.vllm.api_key_file))
         return ([f"serve.{key}: file not found: {path}" for key, path in files if not Path(path).is_file()]
+                + experiment_problems(self)
                 + records_problems(self.encryption, self.audit, self.sessions, self.cache))

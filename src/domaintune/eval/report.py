@@ -89,6 +89,7 @@ def write_report(run_root: Path) -> dict[str, Path]:
         parts += [f"<h2>Held-out perplexity ({html.escape(results.get('split', ''))} split)</h2>",
                   _table(["stream", "base ppl", "tuned ppl", "change %", "base bpb", "tuned bpb"],
                          _stream_rows(streams)), _img(bars)]
+    parts += _export_html(run_root)
     for name, (loss, metrics) in losses.items():
         parts += [f"<h2>Training loss — {html.escape(name)}</h2>", _img(loss), _train_summary(metrics)]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run_root.name)} eval</title>"
@@ -98,6 +99,22 @@ def write_report(run_root: Path) -> dict[str, Path]:
     images = {k: str(p.relative_to(run_root)) for k, p in named if p is not None and p.is_file()}
     atomic_write_json(eval_dir / "eval_report.json", {**results, "images": images})
     return {"html": eval_dir / "eval_report.html", "json": eval_dir / "eval_report.json"}
+
+
+def _export_html(run_root: Path) -> list[str]:
+    """The export stage's verification (export/export_report.json), once export has run
+    (`domaintune report RUN` after export adds it)."""
+    path = run_root / "export" / "export_report.json"
+    try:
+        formats = json.loads(path.read_text(encoding="utf-8")).get("formats", [])
+    except (OSError, ValueError):
+        return []
+    rows = [[html.escape(r["format"]), f"{r['bytes'] / 2**20:.1f} MiB", f"{r['smaller']:.2f}x",
+             f"{r['ppl_rise_pct']:+.3f}", f"{r['kl']:.2g}", f"{r['top1']:.3f}",
+             f"{r['greedy_same']}/{r['greedy_prompts']}", f"{r['tokens_per_s']:.1f}",
+             html.escape("; ".join(r["violations"])) or "ok"] for r in formats]
+    return ["<h2>Export verification (vs the merged fp32 model)</h2>",
+            _table(["format", "size", "smaller", "Δppl %", "KL", "top-1", "greedy same", "tok/s", "result"], rows)]
 
 
 def loss_plots(run_root: Path) -> dict[str, tuple[Path, dict]]:

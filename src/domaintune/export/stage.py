@@ -12,6 +12,7 @@ from domaintune import models
 from domaintune.artifacts import RunDir, StageResult, atomic_write_json
 from domaintune.config import Config
 from domaintune.console import console
+from domaintune.export import deploy
 from domaintune.generation import generate_reply
 from domaintune.model_meta import EXPORT_RECORD, describe_folder, method_of
 
@@ -70,6 +71,16 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     console.print(f"  exported the {kind} to {model_dir} ({size_mb:.0f} MB); try: domaintune chat {model_dir}")
     samples = _answer_samples(cfg, model_dir, device)
     atomic_write_json(out_dir / "samples.json", samples)
-    return StageResult(outputs={"model": "model", "samples": "samples.json"},
-                       metrics={"size_mb": round(size_mb, 1), "samples": len(samples)},
-                       summary=f"{'merged' if cfg.export.merge else 'adapter'} model, {size_mb:.0f} MB → {model_dir}")
+    report = deploy.export_formats(cfg, run_dir, out_dir, model_dir)  # raises past a tolerance, report written
+    outputs = {"model": "model", "samples": "samples.json"}
+    metrics = {"size_mb": round(size_mb, 1), "samples": len(samples)}
+    if report:
+        outputs["report"] = deploy.REPORT
+        outputs.update({f"gguf_{r['format']}": r["file"] for r in report["formats"] if r["format"] != "int8"})
+        outputs.update({"int8": "int8"} if cfg.export.quantize else {})
+        outputs.update({"modelfile": "gguf/Modelfile"} if "modelfile" in report else {})
+        metrics.update({f"{r['format']}_ppl_rise_pct": round(r["ppl_rise_pct"], 4) for r in report["formats"]})
+        metrics.update({f"{r['format']}_smaller": round(r["smaller"], 2) for r in report["formats"]})
+    return StageResult(outputs=outputs, metrics=metrics,
+                       summary=f"{'merged' if cfg.export.merge else 'adapter'} model, {size_mb:.0f} MB → {model_dir}"
+                               + deploy.summary(report))

@@ -13,13 +13,16 @@ from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
 from domaintune.config.serve import ServeConfig
+from domaintune.serve import experiment_routes
 from domaintune.serve.engine.base import EngineFailed
 from domaintune.serve.errors import ApiError
+from domaintune.serve.experiments_setup import install as install_experiments
 from domaintune.serve.hooks import METRICS, MODELS, Hooks
 from domaintune.serve.metrics import Metrics
 from domaintune.serve.pipeline import Admitted, RequestPath, new_record
 from domaintune.serve.protocol import models_list
 from domaintune.serve.store.records import attach_records
+from domaintune.serve.tools import build_runtime
 
 CLIENT_CLOSED = 499  # nginx's code for "the client went away": audited and counted, never read by anyone
 
@@ -36,21 +39,31 @@ def _error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
-def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = None) -> FastAPI:
-    """`renderer(Prompt) -> list[int]` turns messages or text into prompt ids (the model's chat template)."""
+def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = None, versions=None) -> FastAPI:
+    """`renderer(Prompt) -> list[int]` turns messages or text into prompt ids (the model's chat template).
+    `versions`: {id: models_registry.Served} more model versions served next to `engine`."""
     path = RequestPath(engine, renderer, settings, hooks or Hooks(), Metrics(engine))
     created = int(time.time())
 
     @asynccontextmanager
     async def lifespan(_app):
         engine.start()
+        if app.state.models is not None:
+            app.state.models.start()
         yield
         engine.stop()
+        path.tools.close()
+        if app.state.models is not None:
+            app.state.models.stop()
         records.close()
 
     app = FastAPI(title="domaintune serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine, app.state.path = engine, path
     records = attach_records(app, path, settings)  # audit chain, sessions, cache, /v1/sessions (serve/store)
+    app.state.kb = getattr(path.hooks.retrieval, "service", None)  # KBService when a kb: section is configured
+    path.tools = app.state.tools = build_runtime(settings.tools, kb=getattr(app.state, "kb", None))
+    install_experiments(app, settings, versions)
+    app.include_router(experiment_routes.router)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request, err: ApiError):
@@ -84,7 +97,10 @@ def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = No
     @app.get("/v1/models")
     async def models(request: Request):
         path.principal(request, MODELS)
-        return models_list(engine.model_name, created)
+        listed = models_list(engine.model_name, created)
+        if app.state.models is not None:  # registered versions are model ids of their own
+            listed["data"] += [{**listed["data"][0], "id": vid} for vid in app.state.models.versions]
+        return listed
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -105,8 +121,12 @@ async def _generate(path: RequestPath, http: Request, chat: bool):
     except ApiError as err:
         path.finish(None, record, err.status, started, err)
         raise
-    if run.turn.cached is not None:
+    if run.turn is not None and run.turn.cached is not None:
         return JSONResponse(_from_cache(path, run, started))
+    if run.tools is not None:  # the output is parsed for tool calls: serve/tools runs the loop
+        from domaintune.serve.tools.respond import respond
+
+        return await respond(path, run, http, started)
     if run.request.stream:
         return EventSourceResponse(_sse(path, run, started), sep="\n", ping=15,
                                    headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})
@@ -145,7 +165,8 @@ def _from_cache(path: RequestPath, run: Admitted, started: float) -> dict:
     path.records.complete(run.turn, run.record, [t for t, _ in choices], [r for _, r in choices],
                           cached["completion_tokens"])
     path.finish(run, run.record, 200, started)
-    return {**run.envelope.response(choices, run.prompt_tokens, cached["completion_tokens"]), **run.turn.extras()}
+    return {**run.envelope.response(choices, run.prompt_tokens, cached["completion_tokens"]),
+            **cached.get("extensions", {})}
 
 
 async def _collect(path: RequestPath, run: Admitted, http: Request) -> dict:
@@ -167,26 +188,43 @@ async def _collect(path: RequestPath, run: Admitted, http: Request) -> dict:
         raise ApiError(500, str(err), code="engine_error") from None
     finally:
         outcome.into(run.record)
-    path.records.complete(run.turn, run.record, outcome.texts, outcome.reasons, sum(outcome.tokens))
-    return {**run.envelope.response(list(zip(outcome.texts, outcome.reasons, strict=True)), run.prompt_tokens,
-                                    sum(outcome.tokens)), **run.turn.extras()}
+    texts, post = outcome.texts, path.answer_filter(run)
+    if post is not None:  # citations: [n] markers resolved against the retrieved sources
+        texts = [post.feed(i, t) + post.flush(i) for i, t in enumerate(texts)]
+    body = run.envelope.response(list(zip(texts, outcome.reasons, strict=True)), run.prompt_tokens,
+                                 sum(outcome.tokens))
+    extensions = post.extensions() if post is not None else {}
+    path.records.complete(run.turn, run.record, texts, outcome.reasons, sum(outcome.tokens), extensions)
+    return {**body, **extensions}
 
 
 async def _sse(path: RequestPath, run: Admitted, started: float):
     env, outcome = run.envelope, _Outcome(len(run.streams))
     status, error = 200, None
+    post = path.answer_filter(run)
+    last = None  # the latest finish chunk is held back: the final chunk carries the citations
     try:
         if env.chat:
             for index in range(len(run.streams)):
                 yield _json(env.chunk(index, role=True))
         async for index, event in path.events(run):
             outcome.add(index, event)
-            if event.text:
-                yield _json(env.chunk(index, event.text))
+            text = event.text if post is None else post.feed(index, event.text)
+            if event.finish_reason and post is not None:
+                text += post.flush(index)
+            if text:
+                yield _json(env.chunk(index, text))
             if event.finish_reason:
-                yield _json({**env.chunk(index, None, event.finish_reason), **run.turn.extras()})
+                if last is not None:
+                    yield _json(last)
+                last = env.chunk(index, None, event.finish_reason)
+        extra = post.extensions() if post is not None else {}
         if run.request.stream_options and run.request.stream_options.include_usage:
-            yield _json(env.usage_chunk(run.prompt_tokens, sum(outcome.tokens)))
+            if last is not None:
+                yield _json(last)
+            last = env.usage_chunk(run.prompt_tokens, sum(outcome.tokens))
+        if last is not None:
+            yield _json({**last, **extra})
     except EngineFailed as err:  # headers are sent: report in-band, then end the stream properly
         status, error = 500, ApiError(500, str(err), code="engine_error")
         yield _json(error.body())

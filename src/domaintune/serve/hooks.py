@@ -51,6 +51,9 @@ class Prompt:
     # the documents the principal may read, or of the index, must never hit an answer cached before it.
     acl_fingerprint: str | None = None
     index_version: str | None = None
+    template: str | None = None  # template asked for (request `template` field or an A/B arm): 'name[@version]'
+    route: str = ""  # the route serving the request, for templates bound per route
+    kb: str | None = None  # the knowledge base the request named (extension field `kb`); retrieval sets it
 
 
 @dataclass

@@ -22,6 +22,7 @@ from domaintune.serve.hooks import CHAT, COMPLETIONS, AuditRecord, Hooks, Princi
 from domaintune.serve.metrics import Metrics, Timing
 from domaintune.serve.protocol import ChatRequest, CompletionRequest, Envelope, parse_request
 from domaintune.serve.store.layer import RecordsLayer, Turn
+from domaintune.serve.tools import message_dict, plan_tools, render_ids, tool_state
 
 
 @dataclass
@@ -35,6 +36,10 @@ class Admitted:
     started: float
     release: Callable[[], None]
     record: AuditRecord
+    tools: object | None = None  # serve.tools.ToolState when the output is parsed for tool calls
+    engine: object | None = None  # the engine that serves it (an A/B arm may pick another model version)
+    renderer: Callable | None = None  # that engine's renderer: later tool rounds must use the same model
+    prompt: Prompt | None = None  # after template and retrieval: its sources feed the post-generation step
     turn: Turn | None = None  # sessions and cache (store/layer.py); turn.cached: answered without the engine
 
 
@@ -55,6 +60,9 @@ class RequestPath:
     def __init__(self, engine, renderer, settings: ServeConfig, hooks: Hooks, metrics: Metrics):
         self.engine, self.renderer, self.settings = engine, renderer, settings
         self.hooks, self.metrics = hooks, metrics
+        self.tools = None  # serve.tools.ToolRuntime: server-side tools (create_app builds it)
+        self.models = None  # models_registry.ModelRegistry when several model versions are served
+        self.experiments = None  # experiments.Experiments: assigns an A/B arm per user
         self.records = RecordsLayer()  # sessions and cache off; store.records.attach_records sets the real one
 
     def principal(self, request: Request, permission: str) -> Principal:
@@ -70,32 +78,64 @@ class RequestPath:
         req = parse_request(ChatRequest if chat else CompletionRequest, body)
         record.model, record.user = req.model, req.user
         self._check_params(req)
+        plan = plan_tools(req, principal, self.tools) if chat else None
         prompt = self._prompt(req, chat)
-        prompt, turn = self.records.begin(principal, req, prompt, record, self.renderer,
-                                          self.engine.context_length, self.settings.max_prompt_tokens)
+        prompt.template, prompt.route = req.template, record.route
+        engine, renderer = self._select(principal, req, prompt, record)
+        prompt, turn = self.records.begin(principal, req, prompt, record, renderer, engine.context_length,
+                                          self.settings.max_prompt_tokens, tools=plan is not None)
         prompt = self.hooks.templates.apply(principal, prompt)
+        if prompt.kb and not hasattr(self.hooks.retrieval, "answer_filter"):
+            raise ApiError(404, f"knowledge base '{prompt.kb}' does not exist: this server has no kb configured",
+                           code="kb_not_found", param="kb")
         prompt = self.hooks.retrieval.augment(principal, prompt)
         record.template_id = prompt.template_id
         record.sources = [str(s.get("id", "")) for s in prompt.sources]
-        ids = self.renderer(prompt)
-        max_tokens = self._check_context(req, len(ids), "messages" if chat else "prompt")
+        ids, prefix = render_ids(renderer, prompt, plan) if plan else (renderer(prompt), "")
+        max_tokens = self._check_context(req, len(ids), "messages" if chat else "prompt", engine)
         release = self.hooks.limits.acquire(principal, len(ids) + max_tokens * req.n)
-        envelope = Envelope(record.request_id, self.engine.model_name, chat)
         try:
-            self.records.lookup(turn, prompt, req, ids, max_tokens, record, self.engine.model_name)
+            if plan is None:  # a tool loop's answer depends on the tools' results: never cached
+                self.records.lookup(turn, prompt, req, ids, max_tokens, record, engine.model_name)
             streams = [] if turn.cached is not None else self._submit(req, ids, max_tokens, principal,
-                                                                       record.request_id)
+                                                                       record.request_id, engine)
         except BaseException:
             release()
             raise
         record.prompt_tokens = len(ids)  # a cache hit (turn.cached) has no streams: the engine never sees it
-        return Admitted(req, envelope, streams, len(ids), started, release, record, turn)
+        envelope = Envelope(record.request_id, engine.model_name, chat)
+        envelope.extra.update({**self._extensions(prompt, record), **turn.extras()})
+        return Admitted(req, envelope, streams, len(ids), started, release, record,
+                        tool_state(plan, self.tools, principal, prompt, prefix, self.settings.tools), engine, renderer,
+                        prompt, turn)
+
+    def _select(self, principal: Principal, req, prompt: Prompt, record: AuditRecord):
+        """(engine, renderer) for the request: an A/B arm may swap the model version and set the template;
+        with registered versions the model id picks the engine, else it must be the one served model."""
+        model = req.model
+        if self.experiments is not None:
+            model, record.variant = self.experiments.assign(principal, prompt, model, req.user)
+        if self.models is not None:
+            served = self.models.resolve(model)
+            record.model = served.engine.model_name
+            return served.engine, served.renderer
+        if model != self.engine.model_name:
+            raise ApiError(404, f"the model '{model}' does not exist; this server serves "
+                                f"'{self.engine.model_name}' (GET /v1/models)", code="model_not_found", param="model")
+        return self.engine, self.renderer
+
+    @staticmethod
+    def _extensions(prompt: Prompt, record: AuditRecord) -> dict:
+        """Response extension fields: the A/B arm and the template version, when either applies."""
+        out = {}
+        if record.variant:
+            out["variant"] = record.variant
+        if prompt.template_id != Prompt.template_id:
+            out["template"] = prompt.template_id
+        return out
 
     def _check_params(self, req) -> None:
         s = self.settings
-        if req.model != self.engine.model_name:
-            raise ApiError(404, f"the model '{req.model}' does not exist; this server serves "
-                                f"'{self.engine.model_name}' (GET /v1/models)", code="model_not_found", param="model")
         if req.n > s.max_n:
             raise invalid(f"n={req.n} exceeds serve.max_n ({s.max_n})", "n")
         if len(req.stop_list()) > s.max_stop:
@@ -109,13 +149,12 @@ class RequestPath:
     @staticmethod
     def _prompt(req, chat: bool) -> Prompt:
         if chat:
-            return Prompt(messages=[{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                                    for m in req.messages])
+            return Prompt(messages=[message_dict(m) for m in req.messages], kb=req.kb)
         return Prompt(text=req.prompt_text())
 
-    def _check_context(self, req, prompt_tokens: int, prompt_param: str) -> int:
+    def _check_context(self, req, prompt_tokens: int, prompt_param: str, engine=None) -> int:
         """max_tokens to use; 400 when the prompt, or prompt + max_tokens, does not fit (never clamped)."""
-        cap, ctx = self.settings.max_prompt_tokens, self.engine.context_length
+        cap, ctx = self.settings.max_prompt_tokens, (engine or self.engine).context_length
         if prompt_tokens > cap:
             raise invalid(f"the prompt has {prompt_tokens} tokens, more than serve.max_prompt_tokens ({cap})",
                           prompt_param, code="context_length_exceeded")
@@ -131,12 +170,13 @@ class RequestPath:
                           f"can be at most {max(room, 0)} (asked {asked})", param, code="context_length_exceeded")
         return asked
 
-    def _submit(self, req, ids: list[int], max_tokens: int, principal: Principal, request_id: str) -> list:
-        streams = []
+    def _submit(self, req, ids: list[int], max_tokens: int, principal: Principal, request_id: str,
+                engine=None) -> list:
+        engine, streams = engine or self.engine, []
         try:
             for i in range(req.n):
                 seed = None if req.seed is None else req.seed + i  # n choices differ, yet are reproducible
-                streams.append(self.engine.submit(GenRequest(
+                streams.append(engine.submit(GenRequest(
                     request_id=f"{request_id}-{i}", prompt_ids=ids, max_tokens=max_tokens,
                     temperature=req.temperature, top_p=req.top_p, seed=seed, stop=req.stop_list(),
                     tenant=principal.tenant)))
@@ -145,6 +185,11 @@ class RequestPath:
                 stream.cancel()
             raise overloaded(self.settings.retry_after_s, str(full)) from None
         return streams
+
+    def answer_filter(self, run: Admitted):
+        """Retrieval's post-generation step (citations), or None: feed/flush text, extensions() at the end."""
+        make = getattr(self.hooks.retrieval, "answer_filter", None)
+        return make(run.prompt) if make is not None and run.prompt is not None else None
 
     # ------------------------------------------------------------------ results
     async def events(self, run: Admitted) -> AsyncIterator[tuple[int, object]]:

@@ -12,14 +12,14 @@ import json
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from domaintune.serve.errors import ApiError, invalid
 
 # OpenAI parameters we do not implement, with the value that means "off" (accepted, as it changes nothing).
 NOOP_VALUES: dict[str, Any] = {"frequency_penalty": 0, "presence_penalty": 0, "logprobs": False,
-                               "top_logprobs": 0, "logit_bias": {}, "parallel_tool_calls": True,
-                               "echo": False, "best_of": 1, "suffix": None, "tools": [], "tool_choice": "none",
+                               "top_logprobs": 0, "logit_bias": {},
+                               "echo": False, "best_of": 1, "suffix": None,
                                "response_format": {"type": "text"}, "store": False, "metadata": {}}
 
 
@@ -36,12 +36,70 @@ class TextPart(_Strict):
     text: str
 
 
+# --- tools (function calling): OpenAI's shapes; serve/tools/ plans, renders, parses and runs them
+class FunctionSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema; omitted for a server-side tool (its own schema)
+    strict: bool | None = None
+
+
+class ToolSpec(_Strict):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedFunction(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class CalledFunction(_Strict):
+    name: str
+    arguments: str  # a JSON object as a string, as OpenAI sends it
+
+
+class ToolCall(_Strict):
+    id: str = Field(min_length=1, max_length=128)
+    type: Literal["function"]
+    function: CalledFunction
+
+
 class Message(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    # tool_call_id is declared before role so that role's validator can see it
+    tool_call_id: str | None = Field(None, max_length=128)  # role "tool": the call this message answers
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None  # None only for an assistant turn that holds tool_calls
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # role "assistant": the calls the model made in that turn
+
+    @field_validator("role")
+    @classmethod
+    def _tool_needs_its_call(cls, role: str, info: ValidationInfo) -> str:
+        if role == "tool" and not info.data.get("tool_call_id"):
+            raise ValueError("a 'tool' message needs tool_call_id: the id of the assistant's tool call it answers")
+        return role
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _calls_only_on_assistant(cls, calls, info: ValidationInfo):
+        if calls and info.data.get("role") != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return calls
+
+    @model_validator(mode="after")
+    def _content_or_calls(self) -> Message:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (only an assistant message with tool_calls may omit it)")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
@@ -55,6 +113,7 @@ class _Sampling(_Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)  # recorded by the audit hook
+    template: str | None = Field(None, max_length=128)  # extension: prompt template 'name[@version]'
 
     def stop_list(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -65,6 +124,10 @@ class ChatRequest(_Sampling):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     session_id: str | None = Field(None, min_length=1, max_length=64)  # extension: "new" or an id (serve.sessions)
+    tools: list[ToolSpec] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
+    kb: str | None = Field(None, max_length=128)  # extension: answer from this knowledge base (docs/kb.md)
 
     def requested_max_tokens(self) -> tuple[int | None, str]:
         if self.max_completion_tokens is not None:
@@ -132,6 +195,7 @@ class Envelope:
         self.created = int(time.time())
         self.model = model
         self.chat = chat
+        self.extra: dict[str, Any] = {}  # extension fields (variant, template, ...): final body and chunks
 
     def _base(self, kind: str) -> dict[str, Any]:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
@@ -145,7 +209,7 @@ class Envelope:
             items = [{"index": i, "text": text, "logprobs": None, "finish_reason": reason}
                      for i, (text, reason) in enumerate(choices)]
             body = self._base("text_completion")
-        return {**body, "choices": items, "usage": usage(prompt_tokens, completion_tokens)}
+        return {**body, "choices": items, "usage": usage(prompt_tokens, completion_tokens), **self.extra}
 
     def chunk(self, index: int, text: str | None = None, finish_reason: str | None = None,
               role: bool = False) -> dict:
@@ -154,13 +218,15 @@ class Envelope:
             if text:
                 delta["content"] = text
             choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            return {**self._base("chat.completion.chunk"), "choices": [choice], "usage": None}
+            return {**self._base("chat.completion.chunk"), "choices": [choice], "usage": None,
+                    **(self.extra if finish_reason else {})}
         choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
-        return {**self._base("text_completion"), "choices": [choice], "usage": None}
+        return {**self._base("text_completion"), "choices": [choice], "usage": None,
+                **(self.extra if finish_reason else {})}
 
     def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> dict:
         kind = "chat.completion.chunk" if self.chat else "text_completion"
-        return {**self._base(kind), "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
+        return {**self._base(kind), "choices": [], "usage": usage(prompt_tokens, completion_tokens), **self.extra}
 
 
 def models_list(model: str, created: int) -> dict:

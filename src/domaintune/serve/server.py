@@ -67,11 +67,14 @@ def build_engine(settings: ServeConfig, model_dir: Path, model_name: str, base: 
     return HFEngine(model, tokenizer, model_name, limits), ChatRenderer(tokenizer)
 
 
-def serve(settings: ServeConfig, model_dir: Path, model_name: str, base: ModelConfig | None = None) -> None:
+def serve(settings: ServeConfig, model_dir: Path, model_name: str, base: ModelConfig | None = None,
+          hooks=None) -> None:
     import uvicorn
 
     from domaintune.serve.app import create_app
+    from domaintune.serve.experiments_setup import build_versions
 
     check_bind(settings)
     engine, renderer = build_engine(settings, model_dir, model_name, base)
-    uvicorn.Server(uvicorn_config(create_app(engine, renderer, settings), settings)).run()
+    app = create_app(engine, renderer, settings, hooks, versions=build_versions(settings, build_engine, base))
+    uvicorn.Server(uvicorn_config(app, settings)).run()

@@ -73,3 +73,38 @@ def test_index_matches_generated_text_against_a_pool():
 def test_exact_digest_separates_texts_that_differ_anywhere():
     assert exact_digest("same text") == exact_digest("same text")
     assert exact_digest("same text") != exact_digest("same text ") and len(exact_digest("x")) == 16
+
+
+def _incremental_cluster(ids, sigs, threshold, num_perm, texts, ngram):
+    """The reference: NearDupIndex (datasketch LSH) run document by document, as the data stage did."""
+    index, out = NearDupIndex(threshold, num_perm, ngram), {}
+    for doc_id, sig, text in zip(ids, sigs, texts):
+        keeper = index.match(text, sig)
+        if keeper is None:
+            index.add(doc_id, text, sig)
+        else:
+            out[doc_id] = keeper
+    return out
+
+
+def test_batch_cluster_gives_the_incremental_index_answers():
+    """Copies at every distance around the threshold, chains (a copy of a copy) and unrelated texts:
+    the banded batch clustering must propose and confirm exactly what the datasketch index does."""
+    rng = random.Random(7)
+    words = [f"w{i}" for i in range(800)]
+    texts, ids = [], []
+    for i in range(40):
+        base = _text(rng, words, 200)
+        texts.append(base)
+        ids.append(f"d{i}")
+        for j, edits in enumerate(rng.sample(range(1, 60), 3)):
+            texts.append(_edit(texts[-1] if j == 2 else base, rng, edits))
+            ids.append(f"d{i}-{j}")
+    order = rng.sample(range(len(texts)), len(texts))
+    ids, texts = [ids[i] for i in order], [texts[i] for i in order]
+    sign = Signer(128, 5)
+    sigs = [sign(t) for t in texts]
+    for threshold in (0.5, 0.7, 0.8, 0.9):
+        want = _incremental_cluster(ids, sigs, threshold, 128, texts, 5)
+        assert want, threshold  # the corpus does contain near-duplicates at this threshold
+        assert cluster(ids, sigs, threshold, 128, [lambda t=t: t for t in texts], 5) == want, threshold

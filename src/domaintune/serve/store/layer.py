@@ -41,7 +41,7 @@ class RecordsLayer:
 
     # ------------------------------------------------------------------ before the template step
     def begin(self, principal: Principal, req, prompt: Prompt, record: AuditRecord, renderer,
-              context_length: int, max_prompt_tokens: int) -> tuple[Prompt, Turn]:
+              context_length: int, max_prompt_tokens: int, tools: bool = False) -> tuple[Prompt, Turn]:
         turn = Turn(principal)
         record.subject = subject_of(principal)
         record.prompt_text = (json.dumps(prompt.messages, ensure_ascii=False) if prompt.messages is not None
@@ -54,6 +54,9 @@ class RecordsLayer:
                           "session_id", code="sessions_disabled")
         if req.n != 1:
             raise invalid("a session continues one conversation: n must be 1 with session_id", "n")
+        if tools:  # the tool loop's intermediate turns are not stored yet: refuse rather than keep half a dialog
+            raise invalid("session_id cannot be combined with tools on this server yet", "session_id",
+                          code="unsupported_parameter")
         if sid == NEW_SESSION:
             history, turn.session_id = [], self.sessions.create(principal)
         else:
@@ -79,7 +82,10 @@ class RecordsLayer:
             record.finish_reasons = [r for _, r in turn.cached["choices"] if r]
 
     # ------------------------------------------------------------------ after a 200
-    def complete(self, turn: Turn, record: AuditRecord, texts: list[str], reasons: list, tokens: int) -> None:
+    def complete(self, turn: Turn | None, record: AuditRecord, texts: list[str], reasons: list, tokens: int,
+                 extensions: dict | None = None) -> None:
+        if turn is None:  # an Admitted built outside admit (e.g. a later tool round): nothing to store
+            return
         record.answer_text = texts[0] if len(texts) == 1 else json.dumps(texts, ensure_ascii=False)
         if turn.session_id is not None:
             self.sessions.append(turn.principal, turn.session_id,
@@ -87,7 +93,7 @@ class RecordsLayer:
         if turn.cache_key is not None and turn.cached is None and all(reasons):
             self.cache.put(turn.cache_key, turn.principal,
                            {"choices": [[t, r] for t, r in zip(texts, reasons, strict=True)],
-                            "completion_tokens": tokens})
+                            "completion_tokens": tokens, "extensions": extensions or {}})
 
 
 def fit(history: list[dict], new: list[dict], renderer, budget: int) -> list[dict]:

@@ -1,0 +1,150 @@
+"""`domaintune kb eval`: retrieval recall@k and MRR per mode on a labelled set, retrieval latency, and
+(with --answers) exact-answer accuracy of the run's model with and without retrieval plus citation
+correctness. A retrieved chunk counts as relevant when it comes from a labelled source document and
+holds the expected answer value itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+
+from domaintune.artifacts import RunDir, atomic_write_json
+from domaintune.config import Config
+from domaintune.console import console
+from domaintune.errors import ConfigError, DataError
+from domaintune.kb.answer import MARKER, context_block, with_context
+from domaintune.kb.service import embedder_for, index_dir, kb_section, open_from_config
+
+
+class _Open:  # the open principal: evaluation measures retrieval quality, not access
+    id, key_id, user, groups, scopes = "local", None, None, frozenset(), {}
+
+
+def _norm(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).replace(" ", "").lower()
+
+
+def load_questions(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                row = json.loads(line)
+                missing = {"question", "answer", "documents"} - set(row)
+                if missing:
+                    raise DataError(f"{path}:{n}: a labelled question needs {sorted(missing)}")
+                rows.append(row)
+    return rows
+
+
+def relevant(hit, q: dict) -> bool:
+    return hit.document_id in set(q["documents"]) and _norm(q["answer"]) in _norm(hit.text)
+
+
+def retrieval_scores(kb, questions: list[dict], k: int, mode: str) -> dict:
+    ranks, times = [], []
+    for q in questions:
+        t0 = time.perf_counter()
+        hits = kb.search(_Open(), q["question"], k, mode=mode)
+        times.append((time.perf_counter() - t0) * 1000)
+        ranks.append(next((h.rank for h in hits if relevant(h, q)), None))
+    found = [r for r in ranks if r is not None]
+    by_lang = {}
+    for lang in sorted({q.get("lang", "") for q in questions}):
+        sel = [r for r, q in zip(ranks, questions, strict=True) if q.get("lang", "") == lang]
+        by_lang[lang or "all"] = round(sum(r is not None for r in sel) / max(len(sel), 1), 4)
+    return {"mode": mode, "questions": len(questions), f"recall@{k}": round(len(found) / max(len(ranks), 1), 4),
+            "mrr": round(sum(1 / r for r in found) / max(len(ranks), 1), 4), "recall_by_lang": by_lang,
+            "latency_ms_p50": round(float(np.percentile(times, 50)), 2),
+            "latency_ms_p95": round(float(np.percentile(times, 95)), 2)}
+
+
+def run_eval(cfg: Config, questions: Path | None, *, k: int, modes: list[str], answers: bool, limit: int | None,
+             out: Path | None) -> dict:
+    kb_cfg = kb_section(cfg)
+    path = questions or kb_cfg.eval_set
+    if path is None:
+        raise ConfigError(["kb.eval_set: give the labelled questions (--questions FILE or kb.eval_set)"])
+    rows = load_questions(Path(path))[:limit]
+    embedder = embedder_for(kb_cfg) if any(m != "lexical" for m in modes) else None
+    kb = open_from_config(cfg, embedder=embedder, mode="lexical" if embedder is None else None)
+    result = {"kb": kb.name, "index_version": kb.version, "embedder": embedder.model_id if embedder else None,
+              "k": k, "load_average": list(os.getloadavg()), "retrieval": [retrieval_scores(kb, rows, k, m)
+                                                                           for m in modes]}
+    if answers:
+        result["answers"] = answer_scores(cfg, kb, rows)
+    atomic_write_json(out or index_dir(cfg) / "eval.json", result)
+    return result
+
+
+# ------------------------------------------------------------------ answers (slow: real generation)
+def _models(cfg: Config) -> list[tuple[str, Path | str]]:
+    run = RunDir(cfg.run_path)
+    out = [("base", cfg.model.base)]
+    for stage in ("export", cfg.final_model_stage):
+        if stage and run.manifest(stage) is not None:
+            out.append(("tuned", run.output(stage, "model", by="kb eval")))
+            break
+    return out
+
+
+def _generate(model, tokenizer, messages: list[dict], max_new_tokens: int = 48) -> str:
+    import torch
+
+    from domaintune.generation import build_prompt_ids
+
+    ids = build_prompt_ids(tokenizer, messages)
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def answer_scores(cfg: Config, kb, rows: list[dict]) -> list[dict]:
+    """Per model: exact-answer accuracy without and with retrieval, and how often a correct answer
+    cites a chunk that holds the value."""
+    from domaintune import models
+
+    scores = []
+    for label, where in _models(cfg):
+        trained = models.load_trained(where, base=cfg.model if label == "tuned" else None, device="cpu")
+        model, tok = trained.model.eval(), trained.tokenizer
+        plain = rag = cited = 0
+        for q in rows:
+            ask = [{"role": "user", "content": q["question"]}]
+            plain += _norm(q["answer"]) in _norm(_generate(model, tok, ask))
+            hits = kb.search(_Open(), q["question"])
+            text = _generate(model, tok, with_context(ask, context_block(hits)))
+            if _norm(q["answer"]) in _norm(text):
+                rag += 1
+                numbers = {int(n) for m in MARKER.finditer(text) for n in m.group(2).split(",")}
+                cited += any(1 <= n <= len(hits) and relevant(hits[n - 1], q) for n in numbers)
+        n = max(len(rows), 1)
+        scores.append({"model": label, "questions": len(rows), "accuracy_no_retrieval": round(plain / n, 4),
+                       "accuracy_with_retrieval": round(rag / n, 4), "correct_and_cited": round(cited / n, 4)})
+    return scores
+
+
+def print_report(result: dict) -> None:
+    from rich.table import Table
+
+    k = result["k"]
+    table = Table(title=f"kb '{result['kb']}' v{result['index_version']} — retrieval (embedder "
+                        f"{result['embedder'] or 'none'})", title_justify="left")
+    for col in ("mode", "questions", f"recall@{k}", "MRR", "by language", "p50 ms", "p95 ms"):
+        table.add_column(col)
+    for r in result["retrieval"]:
+        table.add_row(r["mode"], str(r["questions"]), f"{r[f'recall@{k}']:.3f}", f"{r['mrr']:.3f}",
+                      " ".join(f"{lang}:{v:.3f}" for lang, v in r["recall_by_lang"].items()),
+                      f"{r['latency_ms_p50']:.1f}", f"{r['latency_ms_p95']:.1f}")
+    console.print(table)
+    for a in result.get("answers", []):
+        console.print(f"{a['model']}: exact answers {a['accuracy_no_retrieval']:.3f} without retrieval, "
+                      f"{a['accuracy_with_retrieval']:.3f} with; correct and cited {a['correct_and_cited']:.3f} "
+                      f"({a['questions']} questions)")
+    console.print(f"load average {' '.join(f'{x:.2f}' for x in result['load_average'])}")

@@ -1,0 +1,53 @@
+"""`kb eval`: recall@k and MRR per mode on a labelled set; answers scored with a (tiny) model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kb_helpers import HashEmbedder, count_tokens, load, write_run
+
+from domaintune.errors import DataError
+from domaintune.kb.evaluate import answer_scores, load_questions, retrieval_scores
+from domaintune.kb.service import build_from_config, open_from_config
+
+DOCS = [{"id": "wire", "text": "Wire fees\n\nAn outgoing international wire costs $35."},
+        {"id": "card", "text": "Cards\n\nA replacement card costs $10."},
+        {"id": "td", "text": "Deposits\n\nThe 12-month term deposit rate is 3.75%."}]
+QS = [{"question": "international wire fee", "answer": "$35", "documents": ["wire"], "lang": "en"},
+      {"question": "replacement card price", "answer": "$10", "documents": ["card"], "lang": "en"},
+      {"question": "12-month deposit rate", "answer": "3.75%", "documents": ["td"], "lang": "en"},
+      {"question": "mortgage arrangement fee", "answer": "$999", "documents": ["wire"], "lang": "en"}]
+
+
+@pytest.fixture
+def kb_and_cfg(tmp_path):
+    cfg = load(write_run(tmp_path, DOCS))
+    emb = HashEmbedder()
+    build_from_config(cfg, counter=count_tokens, embedder=emb, tokenizer_id="words")
+    return open_from_config(cfg, embedder=emb), cfg
+
+
+def test_recall_and_mrr_count_only_chunks_that_hold_the_answer(kb_and_cfg):
+    kb, _ = kb_and_cfg
+    r = retrieval_scores(kb, QS, 2, "lexical")
+    assert r["recall@2"] == 0.75 and 0.5 < r["mrr"] <= 0.75 and r["recall_by_lang"] == {"en": 0.75}
+    assert r["latency_ms_p95"] >= r["latency_ms_p50"] > 0
+
+
+def test_bad_rows_name_the_line(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps(QS[0]) + "\n" + json.dumps({"question": "x"}) + "\n")
+    with pytest.raises(DataError, match="q.jsonl:2"):
+        load_questions(path)
+
+
+@pytest.mark.slow
+def test_answers_are_scored_per_model(kb_and_cfg, tmp_path):
+    from fixtures.tiny_model import build_tiny_model_dir
+
+    kb, cfg = kb_and_cfg
+    cfg.model.base = str(build_tiny_model_dir(tmp_path / "tiny"))
+    scores = answer_scores(cfg, kb, QS[:2])
+    assert [s["model"] for s in scores] == ["base"]  # the run has no tuned model yet
+    assert scores[0]["questions"] == 2 and 0 <= scores[0]["accuracy_with_retrieval"] <= 1
