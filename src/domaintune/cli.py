@@ -14,6 +14,7 @@ import typer.core
 from domaintune.console import console
 from domaintune.errors import DomainTuneError, storage_error
 from domaintune.pipeline import MODEL, StageSpec
+from domaintune.serve.audit_cli import audit_app, users_app
 
 # The pipeline, in order. `sections` are the config sections a stage reads (their settings that can
 # change a result are fingerprinted; the schema marks the rest); which section switches a stage on
@@ -44,6 +45,8 @@ app.add_typer(models_app, name="models")
 from domaintune.serve.keys_cli import keys_app  # noqa: E402  (light: typer only at import)
 
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")  # domaintune audit verify|export (serve/audit_cli.py)
+app.add_typer(users_app, name="users")  # domaintune users erase USER CFG
 from domaintune.serve.experiments_cli import ab_app, serve_models_app  # noqa: E402  (light: typer only)
 
 app.add_typer(ab_app, name="ab")

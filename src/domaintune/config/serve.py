@@ -17,6 +17,13 @@ from domaintune.config.base import FilePath, Section
 from domaintune.config.console import ConsoleConfig
 from domaintune.config.serve_access import AuthConfig, LimitSet, RulesConfig
 from domaintune.config.serve_experiments import ExperimentsConfig, ModelsConfig, TemplatesConfig, experiment_problems
+from domaintune.config.serve_records import (
+    AuditConfig,
+    CacheConfig,
+    EncryptionConfig,
+    SessionsConfig,
+    records_problems,
+)
 from domaintune.config.serve_tools import ToolsConfig
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
@@ -83,6 +90,10 @@ class ServeConfig(Section):
     limits: LimitSet | None = Field(None, description="Default per-key limits; a key's own limits override them.")
     rules: RulesConfig | None = Field(None, description="Rule engine and human-review queue.")
     console: ConsoleConfig = Field(default_factory=ConsoleConfig, description="The web console at /ui.")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="Hash-chained audit log of every request.")
+    encryption: EncryptionConfig = Field(default_factory=EncryptionConfig, description="Keys for data at rest.")
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig, description="Server-side dialog sessions.")
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="Principal-keyed response cache.")
     tools: ToolsConfig = Field(default_factory=ToolsConfig, description="Tool use: server-side tools and limits.")
     templates: TemplatesConfig = Field(default_factory=TemplatesConfig, description="Versioned prompt templates.")
     experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig, description="A/B experiments.")
@@ -100,5 +111,6 @@ class ServeConfig(Section):
         files = [("tls.certfile", self.tls.certfile), ("tls.keyfile", self.tls.keyfile)] if self.tls else []
         if self.engine == "vllm" and self.vllm.api_key_file is not None:
             files.append(("vllm.api_key_file", self.vllm.api_key_file))
-        return [f"serve.{key}: file not found: {path}" for key, path in files if not Path(path).is_file()] \
-            + experiment_problems(self) + (self.rules.problems() if self.rules else [])
+        return ([f"serve.{key}: file not found: {path}" for key, path in files if not Path(path).is_file()]
+                + experiment_problems(self) + (self.rules.problems() if self.rules else [])
+                + records_problems(self.encryption, self.audit, self.sessions, self.cache))

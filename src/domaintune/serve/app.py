@@ -22,6 +22,7 @@ from domaintune.serve.metrics import Metrics
 from domaintune.serve.pipeline import Admitted, RequestPath, new_record
 from domaintune.serve.protocol import models_list
 from domaintune.serve.security.install import install_access
+from domaintune.serve.store.records import attach_records
 from domaintune.serve.tools import build_runtime
 from domaintune.serve.ui import mount as mount_console
 
@@ -56,11 +57,13 @@ def create_app(engine, renderer, settings: ServeConfig, hooks: Hooks | None = No
         path.tools.close()
         if app.state.models is not None:
             app.state.models.stop()
+        records.close()
 
     app = FastAPI(title="domaintune serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)  # the schema lists every route: not for callers without a key
     app.state.engine, app.state.path = engine, path
-    install_access(app, settings, path)
+    records = attach_records(app, path, settings)  # audit chain, sessions, cache, /v1/sessions (serve/store)
+    install_access(app, settings, path)  # after records: the review queue audits to the chain
     app.state.kb = getattr(path.hooks.retrieval, "service", None)  # KBService when a kb: section is configured
     path.tools = app.state.tools = build_runtime(settings.tools, kb=getattr(app.state, "kb", None))
     install_experiments(app, settings, versions)
@@ -123,6 +126,8 @@ async def _generate(path: RequestPath, http: Request, chat: bool):
     except ApiError as err:
         path.finish(None, record, err.status, started, err)
         raise
+    if run.turn is not None and run.turn.cached is not None:
+        return JSONResponse(_from_cache(path, run, started))
     if run.tools is not None:  # the output is parsed for tool calls: serve/tools runs the loop
         from domaintune.serve.tools.respond import respond
 
@@ -159,6 +164,16 @@ class _Outcome:
         record.finish_reasons = [r for r in self.reasons if r]
 
 
+def _from_cache(path: RequestPath, run: Admitted, started: float) -> dict:
+    cached = run.turn.cached
+    choices = [(text, reason) for text, reason in cached["choices"]]
+    path.records.complete(run.turn, run.record, [t for t, _ in choices], [r for _, r in choices],
+                          cached["completion_tokens"])
+    path.finish(run, run.record, 200, started)
+    return {**run.envelope.response(choices, run.prompt_tokens, cached["completion_tokens"]),
+            **cached.get("extensions", {})}
+
+
 async def _collect(path: RequestPath, run: Admitted, http: Request) -> dict:
     outcome = _Outcome(len(run.streams))
 
@@ -183,7 +198,9 @@ async def _collect(path: RequestPath, run: Admitted, http: Request) -> dict:
         texts = [post.feed(i, t) + post.flush(i) for i, t in enumerate(texts)]
     body = run.envelope.response(list(zip(texts, outcome.reasons, strict=True)), run.prompt_tokens,
                                  sum(outcome.tokens))
-    return {**body, **(post.extensions() if post is not None else {})}
+    extensions = post.extensions() if post is not None else {}
+    path.records.complete(run.turn, run.record, texts, outcome.reasons, sum(outcome.tokens), extensions)
+    return {**body, **extensions}
 
 
 async def _sse(path: RequestPath, run: Admitted, started: float):
@@ -221,5 +238,11 @@ async def _sse(path: RequestPath, run: Admitted, started: float):
         raise
     finally:
         outcome.into(run.record)
+        if status == 200:
+            try:
+                path.records.complete(run.turn, run.record, outcome.texts, outcome.reasons, sum(outcome.tokens))
+            except Exception as err:  # the answer is sent: the audit must still get its record
+                status, error = 500, ApiError(500, f"storing the session turn failed: {type(err).__name__}",
+                                              code="records_error")
         path.finish(run, run.record, status, started, error)
     yield "[DONE]"

@@ -47,6 +47,10 @@ class Prompt:
     text: str | None = None
     template_id: str = "model-chat-template"
     sources: list[dict] = field(default_factory=list)  # retrieval: what was added, for audit and citations
+    # What the response cache keys on besides the principal (kb fills them when it retrieves): a change of
+    # the documents the principal may read, or of the index, must never hit an answer cached before it.
+    acl_fingerprint: str | None = None
+    index_version: str | None = None
     template: str | None = None  # template asked for (request `template` field or an A/B arm): 'name[@version]'
     route: str = ""  # the route serving the request, for templates bound per route
     kb: str | None = None  # the knowledge base the request named (extension field `kb`); retrieval sets it
@@ -73,6 +77,14 @@ class AuditRecord:
     error_code: str | None = None
     latency_ms: float = 0.0
     detail: dict[str, str] = field(default_factory=dict)  # e.g. rules fired, review item and decision
+    subject: str | None = None  # the erasure subject (principal.user, else principal.id): its key seals content
+    cached: bool = False  # answered from the response cache
+    # Content for the audit's content policy (none / redacted / encrypted); never logged as such.
+    prompt_text: str | None = field(default=None, repr=False)
+    answer_text: str | None = field(default=None, repr=False)
+
+
+CONTENT_FIELDS = ("prompt_text", "answer_text")  # user text: only the audit's content policy may store it
 
 
 class Authenticator(Protocol):
@@ -163,7 +175,8 @@ class LogAuditor:
         self.logger = logger or logging.getLogger("domaintune.serve.audit")
 
     def record(self, record: AuditRecord) -> None:
-        self.logger.info(json.dumps(asdict(record), ensure_ascii=False, sort_keys=True))
+        meta = {k: v for k, v in asdict(record).items() if k not in CONTENT_FIELDS}
+        self.logger.info(json.dumps(meta, ensure_ascii=False, sort_keys=True))
 
 
 class NoRules:

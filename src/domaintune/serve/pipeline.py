@@ -21,6 +21,7 @@ from domaintune.serve.errors import ApiError, invalid, overloaded
 from domaintune.serve.hooks import CHAT, COMPLETIONS, AuditRecord, Hooks, Principal, Prompt
 from domaintune.serve.metrics import Metrics, Timing
 from domaintune.serve.protocol import ChatRequest, CompletionRequest, Envelope, parse_request
+from domaintune.serve.store.layer import RecordsLayer, Turn
 from domaintune.serve.tools import message_dict, plan_tools, render_ids, tool_state
 
 
@@ -40,6 +41,7 @@ class Admitted:
     renderer: Callable | None = None  # that engine's renderer: later tool rounds must use the same model
     prompt: Prompt | None = None  # after template and retrieval: its sources feed the post-generation step
     screen: object = None  # the rules' Screen (serve/rules): a fixed answer, and the filter answers pass through
+    turn: Turn | None = None  # sessions and cache (store/layer.py); turn.cached: answered without the engine
 
 
 async def read_body(request: Request, cap: int) -> bytes:
@@ -62,6 +64,7 @@ class RequestPath:
         self.tools = None  # serve.tools.ToolRuntime: server-side tools (create_app builds it)
         self.models = None  # models_registry.ModelRegistry when several model versions are served
         self.experiments = None  # experiments.Experiments: assigns an A/B arm per user
+        self.records = RecordsLayer()  # sessions and cache off; store.records.attach_records sets the real one
 
     def principal(self, request: Request, permission: str) -> Principal:
         principal = self.hooks.auth.authenticate(request.headers)
@@ -84,6 +87,8 @@ class RequestPath:
         prompt = screen.prompt
         prompt.template, prompt.route = req.template, record.route
         engine, renderer = self._select(principal, req, prompt, record)
+        prompt, turn = self.records.begin(principal, req, prompt, record, renderer, engine.context_length,
+                                          self.settings.max_prompt_tokens, tools=plan is not None)
         prompt = self.hooks.templates.apply(principal, prompt)
         if prompt.kb and not hasattr(self.hooks.retrieval, "answer_filter"):
             raise ApiError(404, f"knowledge base '{prompt.kb}' does not exist: this server has no kb configured",
@@ -95,17 +100,20 @@ class RequestPath:
         max_tokens = self._check_context(req, len(ids), "messages" if chat else "prompt", engine)
         release = self.hooks.limits.acquire(principal, len(ids) + max_tokens * req.n)
         try:
-            streams = screen.streams(req.n, len(ids)) or self._submit(req, ids, max_tokens, principal,
-                                                                      record.request_id, engine)
+            streams = screen.streams(req.n, len(ids))  # a rule's fixed answer: neither cache nor engine
+            if not streams and plan is None:  # a tool loop's answer depends on the tools' results: never cached
+                self.records.lookup(turn, prompt, req, ids, max_tokens, record, engine.model_name)
+            if not streams and turn.cached is None:
+                streams = self._submit(req, ids, max_tokens, principal, record.request_id, engine)
         except BaseException:
             release()
             raise
-        record.prompt_tokens = len(ids)
+        record.prompt_tokens = len(ids)  # a cache hit (turn.cached) has no streams: the engine never sees it
         envelope = Envelope(record.request_id, engine.model_name, chat)
-        envelope.extra.update(self._extensions(prompt, record))
+        envelope.extra.update({**self._extensions(prompt, record), **turn.extras()})
         return Admitted(req, envelope, streams, len(ids), started, release, record,
                         tool_state(plan, self.tools, principal, prompt, prefix, self.settings.tools), engine, renderer,
-                        prompt, screen)
+                        prompt, screen, turn)
 
     def _select(self, principal: Principal, req, prompt: Prompt, record: AuditRecord):
         """(engine, renderer) for the request: an A/B arm may swap the model version and set the template;
