@@ -80,7 +80,8 @@ def resolve_upstream(spec: StageSpec, cfg: Config, enabled: set[str] | None = No
     names = []
     for u in spec.upstream:
         u = cfg.previous_model_stage(spec.name) if u == MODEL else u
-        if u is not None and (enabled is None or u in enabled) and u not in names:
+        on = cfg.stage_enabled(u) if enabled is None else u in enabled  # e.g. sft reads synth only if it runs
+        if u is not None and on and u not in names:
             names.append(u)
     return names
 
