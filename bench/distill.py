@@ -8,7 +8,7 @@ takes a demo run to make; the base is the same-tokenizer teacher the stage would
 domain held-out perplexity of teacher / pruned init / CE student / KD student, the bootstrap 95 %
 interval (over held-out documents) of PPL(CE) − PPL(KD), parameters and decode tokens/s vs teacher.
 
-    flock /work/helpers/cpu.lock python bench/distill.py --model DIR --data examples/quickstart/data
+    python bench/distill.py --model DIR --data examples/quickstart/data
 """
 
 from __future__ import annotations

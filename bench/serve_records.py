@@ -5,7 +5,7 @@ A tiny random Llama (2 layers, hidden 64) generates 1 token, so the model's own 
 difference is the layers' cost (encryption, SQLite commits, session history). Prints median and p95 per
 variant and the ratio to the bare core; the load average is printed because this machine is shared.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 flock /work/helpers/cpu.lock python bench/serve_records.py --requests 150
+    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/serve_records.py --requests 150
 """
 
 from __future__ import annotations
