@@ -11,7 +11,6 @@ from starlette.responses import JSONResponse, RedirectResponse
 from domaintune.serve.errors import ApiError, invalid
 from domaintune.serve.permissions import CHAT, FEEDBACK, SESSIONS
 from domaintune.serve.pipeline import read_body
-from domaintune.serve.protocol import ChatRequest
 from domaintune.serve.ui.core import LoginRequired
 from domaintune.serve.ui.inprocess import call_json, inner_scope, replay
 from domaintune.serve.ui.sessions import acting_as
@@ -99,8 +98,8 @@ class ChatStream:
             if not isinstance(session_id, str) or len(session_id) > 128:
                 raise invalid("session_id must be a string", "session_id")
             console.backend("sessions").messages(who.principal, session_id)  # another principal's id: 404
-            if "session_id" in ChatRequest.model_fields:  # the records layer reads it and keeps the turns
-                payload["session_id"] = session_id
+            if getattr(getattr(console.path, "records", None), "sessions", None) is not None:
+                payload["session_id"] = session_id  # the request path's records layer keeps the turns
         return who.principal, payload, extra
 
 
