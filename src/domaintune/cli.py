@@ -34,7 +34,7 @@ STAGES: list[StageSpec] = [
               "distil the tuned model into a smaller student"),
     StageSpec("eval", "domaintune.eval", ("eval", "model", "seed"), ("data", MODEL),
               "perplexity per stream, benchmark tasks, forgetting gate, report"),
-    StageSpec("export", "domaintune.export", ("export", "model", "eval", "seed"), ("data", MODEL),
+    StageSpec("export", "domaintune.export", ("export", "model", "eval.split", "seed"), ("data", MODEL),
               "merged model + samples; GGUF, Modelfile, INT8, each verified"),
 ]
 

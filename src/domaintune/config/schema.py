@@ -226,8 +226,11 @@ class Config(Section):
 
     def result_section(self, name: str) -> Any:
         """Like `section`, without the settings that cannot change a result (logging, resume policy,
-        supervision): what stage fingerprints and checkpoint resume keys hash."""
-        value = getattr(self, name)
+        supervision): what stage fingerprints and checkpoint resume keys hash. A dotted name
+        (`eval.split`) is one setting of a section, for stages that read only that."""
+        value = self
+        for part in name.split("."):
+            value = None if value is None else getattr(value, part)
         if not isinstance(value, Section):
             return value
         return None if value.volatile else result_settings(value, self._dump_context())
