@@ -19,10 +19,11 @@ import platform
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from domaintune.errors import StageError
 
@@ -104,13 +105,14 @@ def fingerprint_path(path: str | Path, cache: FileHashCache | None = None) -> st
     return "ref:" + str(path)  # e.g. a hub id: identified by name (+ revision, hashed by caller)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: readers never see half a file."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call `write(binary file)` on a temp file in the same folder, fsync, then rename: readers never
+    see half a file, and the rename itself is made durable."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -122,6 +124,10 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from domaintune.artifacts import atomic_write_json
+from domaintune.artifacts import atomic_write, atomic_write_json
 from domaintune.errors import DomainTuneError
 from domaintune.kb.chunking import TokenCounter, chunk_spans
 from domaintune.kb.embed import Embedder
@@ -104,28 +102,15 @@ def load(folder: Path) -> IndexData:
     return IndexData(meta, documents, chunks, dense)
 
 
-def _atomic_bytes(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(folder: Path, data: IndexData) -> None:
     """Data files first, index.json last: a crash mid-save leaves the old index.json, whose version
     no longer matches; load then refuses the folder with "inconsistent" instead of mixing."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in data.chunks)
-    _atomic_bytes(folder / CHUNKS, lambda fh: fh.write(lines.encode()))
+    atomic_write(folder / CHUNKS, lambda fh: fh.write(lines.encode()))
     atomic_write_json(folder / DOCUMENTS, list(data.documents.values()))
     if data.dense is not None:
-        _atomic_bytes(folder / DENSE, lambda fh: np.save(fh, data.dense, allow_pickle=False))
+        atomic_write(folder / DENSE, lambda fh: np.save(fh, data.dense, allow_pickle=False))
     else:
         (folder / DENSE).unlink(missing_ok=True)
     atomic_write_json(folder / INDEX, data.meta)
