@@ -74,6 +74,10 @@ class ServeConfig(Section):
                                                    "Retry-After at once.")
     prefill_chunk_tokens: int = Field(512, ge=16, description="Prompt tokens prefilled per engine step, so a long "
                                                               "prompt cannot stall the running decodes for long.")
+    prefix_cache_mb: float = Field(256, ge=0, description="KV of recent prompts kept for reuse by a prompt "
+                                                           "of the same tenant starting with the same tokens "
+                                                           "(cpu engine; 0: off). Cuts prefill of shared "
+                                                           "system turns and templates.")
     max_tokens_cap: int = Field(1024, ge=1, description="Largest max_tokens a request may ask for (400 above).")
     max_prompt_tokens: int = Field(4096, ge=1, description="Largest prompt in tokens (400 above); prompt + "
                                                            "max_tokens must also fit the model's context.")

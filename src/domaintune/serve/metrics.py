@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 # Latency buckets (seconds) for a CPU box: a decode step is tens of ms, a long answer tens of seconds.
 TOKEN_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.5, 5.0)
@@ -26,6 +26,14 @@ class _EngineGauges:
         waiting.add_metric([], stats.waiting)
         yield running
         yield waiting
+        hits = CounterMetricFamily("domaintune_prefix_cache_hit_tokens", "Prompt tokens whose KV came from the "
+                                   "prefix cache (the rest were prefilled).")
+        hits.add_metric([], stats.prefix_hit_tokens)
+        looked = CounterMetricFamily("domaintune_prefix_cache_lookup_tokens", "Prompt tokens looked up in the "
+                                     "prefix cache.")
+        looked.add_metric([], stats.prefix_lookup_tokens)
+        yield hits
+        yield looked
 
 
 class Metrics:

@@ -182,3 +182,52 @@ def test_models_with_sliding_window_caches_are_refused_not_served_wrongly(loaded
                            num_attention_heads=2, num_key_value_heads=1, sliding_window=8)
     with pytest.raises(ModelError, match="serve.engine: vllm"):
         HFEngine(MistralForCausalLM(config), loaded[1], "m", SchedulerLimits())
+
+
+def test_a_prompt_starting_like_a_recent_one_reuses_its_kv_and_gives_the_same_tokens(loaded):
+    model, tokenizer = loaded
+    shared = tokenizer(" ".join(TEXTS[:4])).input_ids  # a "system turn" every prompt starts with
+    assert len(shared) >= 16
+    prompts = [shared + tokenizer(t).input_ids for t in TEXTS[4:]]
+    n = 16
+    reference = [tokenizer.decode(_sequential(model, tokenizer, p, n), skip_special_tokens=True) for p in prompts]
+    engine = _engine(loaded, max_running=8, prefix_cache_bytes=64 << 20)
+
+    async def scenario():
+        engine.start()
+        try:
+            first = [await _collect(engine, GenRequest("p0", prompts[0], n, temperature=0.0))]
+            rest = await asyncio.gather(*[_collect(engine, GenRequest(f"p{i}", p, n, temperature=0.0), 0.005 * i)
+                                          for i, p in enumerate(prompts[1:], 1)])
+            hits_before = engine.stats().prefix_hit_tokens
+            other = await _collect(engine, GenRequest("t", prompts[1], n, temperature=0.0, tenant="other"))
+            return first + rest, hits_before, other
+        finally:
+            engine.stop()
+
+    results, hits, (other_text, _) = asyncio.run(scenario())
+    assert [text for text, _ in results] == reference
+    assert hits >= len(shared) * (len(prompts) - 1), "the later prompts did not reuse the shared prefix"
+    # a tenant never reuses another tenant's KV (no timing side channel), and still gets the same answer
+    assert engine.stats().prefix_hit_tokens == hits
+    assert other_text == reference[1]
+    assert engine.stats().prefix_lookup_tokens == sum(map(len, prompts)) + len(prompts[1])
+
+
+def test_the_prefix_cache_evicts_least_recently_used_prompts_within_its_byte_budget():
+    from domaintune.serve.engine.prefix_cache import PrefixCache
+
+    def kv(n):  # one layer, one row: [1, kv_heads=2, n, head_dim=4] float32 -> 64 bytes a token (k + v)
+        return [(torch.zeros(1, 2, n, 4), torch.zeros(1, 2, n, 4))]
+
+    cache = PrefixCache(max_bytes=64 * 50, min_tokens=4)
+    a, b, c = list(range(20)), list(range(100, 120)), list(range(200, 220))
+    cache.store("t", a, kv(20))
+    cache.store("t", b, kv(20))
+    assert cache.lookup("t", a + [7])[0] == 20   # a is now the most recently used
+    cache.store("t", c, kv(20))                  # 60 tokens > 50: b, the least recently used, goes
+    assert cache.lookup("t", b + [7]) == (0, None)
+    assert cache.lookup("t", a[:10] + [999])[0] == 10 and cache.nbytes == 64 * 40
+    assert cache.lookup("t", a)[0] == 19        # never the whole prompt: its last token must run
+    assert cache.lookup("u", a + [7]) == (0, None)
+    assert cache.lookup("t", a[:3] + [5, 5]) == (0, None)  # shorter than min_tokens

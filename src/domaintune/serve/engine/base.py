@@ -49,6 +49,8 @@ class EngineStats:
     peak_running: int = 0  # the largest decode batch seen since start (tests and the bench read it)
     peak_prefill: int = 0  # the most prompts prefilled in one forward
     steps: int = 0
+    prefix_hit_tokens: int = 0     # prompt tokens whose KV came from the prefix cache
+    prefix_lookup_tokens: int = 0  # prompt tokens of every request looked up there
 
 
 class Stream:

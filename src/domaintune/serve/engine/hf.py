@@ -2,7 +2,8 @@
 
 One worker thread owns the model. Each loop iteration it (1) drops cancelled sequences,
 (2) admits waiting requests into free slots, (3) prefills up to `prefill_chunk_tokens` prompt
-tokens (short prompts that arrived together in one padded forward, others alone in chunks), and (4) runs one batched
+tokens (short prompts that arrived together in one padded forward, others alone in chunks; a prompt that starts
+like a recent one of the same tenant reuses that prefix's KV, see prefix_cache.py), and (4) runs one batched
 decode step over every running sequence. New sequences join the batch and finished ones leave
 it between steps, so a short request never waits for a long one.
 
@@ -22,6 +23,7 @@ from domaintune.errors import ModelError
 from domaintune.serve.engine.base import EngineFailed, EngineStats, Event, GenRequest, QueueFull, Stream
 from domaintune.serve.engine.batch import DecodeBatch
 from domaintune.serve.engine.decoding import TextTracker, choose_token, make_generator
+from domaintune.serve.engine.prefix_cache import PrefixCache
 
 
 @dataclass
@@ -30,6 +32,7 @@ class SchedulerLimits:
     max_waiting: int = 32
     prefill_chunk_tokens: int = 512
     threads: int | None = None
+    prefix_cache_bytes: int = 0  # 0: no prefix caching
 
 
 @dataclass
@@ -92,6 +95,7 @@ class HFEngine:
         self._prefilling: list[_Seq] = []
         self._batch = DecodeBatch()
         self._stats = EngineStats()
+        self._prefixes = PrefixCache(limits.prefix_cache_bytes) if limits.prefix_cache_bytes > 0 else None
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -122,8 +126,11 @@ class HFEngine:
 
     def stats(self) -> EngineStats:
         s = self._stats
+        prefixes = self._prefixes
         return EngineStats(running=len(self._prefilling) + len(self._batch), waiting=len(self._waiting),
-                           peak_running=s.peak_running, peak_prefill=s.peak_prefill, steps=s.steps)
+                           peak_running=s.peak_running, peak_prefill=s.peak_prefill, steps=s.steps,
+                           prefix_hit_tokens=prefixes.hit_tokens if prefixes else 0,
+                           prefix_lookup_tokens=prefixes.looked_up if prefixes else 0)
 
     def _cancel(self, request_id: str) -> None:
         with self._lock:
@@ -152,8 +159,27 @@ class HFEngine:
 
     def _admit(self) -> None:
         with self._lock:
+            admitted = []
             while self._waiting and len(self._prefilling) + len(self._batch) < self.limits.max_running:
-                self._prefilling.append(self._waiting.popleft())
+                admitted.append(self._waiting.popleft())
+            self._prefilling.extend(admitted)
+        if self._prefixes is not None:
+            for seq in admitted:
+                self._reuse_prefix(seq)
+
+    def _reuse_prefix(self, seq: _Seq) -> None:
+        """Start a prompt's prefill after its longest cached prefix (a hit leaves it to the chunked path)."""
+        from transformers import DynamicCache
+
+        n, layers = self._prefixes.lookup(seq.req.tenant, seq.req.prompt_ids)
+        if n:
+            seq.cache = DynamicCache(ddp_cache_data=layers)
+            seq.prefilled = seq.length = n
+
+    def _remember_prompt(self, seq: _Seq, cache, row: int) -> None:
+        if self._prefixes is not None:
+            self._prefixes.store(seq.req.tenant, seq.req.prompt_ids,
+                                 [(layer.keys[row:row + 1], layer.values[row:row + 1]) for layer in cache.layers])
 
     def _drop_cancelled(self) -> None:
         with self._lock:
@@ -208,9 +234,10 @@ class HFEngine:
         cache = DynamicCache()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
                          logits_to_keep=1)
-        for seq in group:
+        for row, seq in enumerate(group):
             self._prefilling.remove(seq)
             seq.prefilled = seq.length = len(seq.req.prompt_ids)
+            self._remember_prompt(seq, cache, row)  # row i's prompt is its last len(prompt) columns
         self._stats.peak_prefill = max(self._stats.peak_prefill, len(group))
         first_row = len(self._batch)
         self._batch.add(group, cache, mask)
@@ -228,6 +255,7 @@ class HFEngine:
         used, seq.prefilled, seq.length = end - seq.prefilled, end, end
         if end == len(ids):
             self._prefilling.remove(seq)
+            self._remember_prompt(seq, seq.cache, 0)
             first_row = len(self._batch)
             self._batch.add([seq], seq.cache, torch.ones(1, end, dtype=torch.long))
             seq.cache = None
