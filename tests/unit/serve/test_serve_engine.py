@@ -231,3 +231,20 @@ def test_the_prefix_cache_evicts_least_recently_used_prompts_within_its_byte_bud
     assert cache.lookup("t", a)[0] == 19        # never the whole prompt: its last token must run
     assert cache.lookup("u", a + [7]) == (0, None)
     assert cache.lookup("t", a[:3] + [5, 5]) == (0, None)  # shorter than min_tokens
+
+
+def test_prompts_with_cached_prefixes_arriving_together_are_prefilled_in_one_forward_with_the_same_tokens(loaded):
+    model, tokenizer = loaded
+    shared = tokenizer(" ".join(TEXTS[:4])).input_ids
+    # rests of different lengths: the shorter rows recompute part of their cached prefix instead of holding holes
+    prompts = [shared + tokenizer(t).input_ids for t in ["A", *TEXTS[4:]]]
+    n = 12
+    reference = [tokenizer.decode(_sequential(model, tokenizer, p, n), skip_special_tokens=True) for p in prompts]
+    engine = _engine(loaded, max_running=8, prefix_cache_bytes=64 << 20)
+    warm = asyncio.run(_run_all(engine, [GenRequest("w", prompts[0], n, temperature=0.0)]))
+    assert warm[0][0] == reference[0]
+    requests = [GenRequest(f"g{i}", p, n, temperature=0.0) for i, p in enumerate(prompts[1:], 1)]
+    results = asyncio.run(_run_all(engine, requests, stagger=0.0))  # queued first: admitted in one iteration
+    assert engine.stats().peak_prefill == len(requests)
+    assert engine.stats().prefix_hit_tokens >= len(shared) * len(requests)
+    assert [text for text, _ in results] == reference[1:]

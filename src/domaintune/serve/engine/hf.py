@@ -46,6 +46,8 @@ class _Seq:
     length: int = 0             # tokens in the KV cache
     pending: int | None = None  # the last sampled token: the next decode step's input
     generated: int = 0
+    reused: int = 0             # leading prompt tokens whose KV the prefix cache holds (before prefill starts)
+    reused_layers: list | None = None
 
 
 def eos_ids(model, tokenizer) -> set[int]:
@@ -101,6 +103,7 @@ class HFEngine:
 
     # ------------------------------------------------------------------ called on the event loop
     def start(self) -> None:
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="domaintune-engine", daemon=True)
         self._thread.start()
 
@@ -168,13 +171,8 @@ class HFEngine:
                 self._reuse_prefix(seq)
 
     def _reuse_prefix(self, seq: _Seq) -> None:
-        """Start a prompt's prefill after its longest cached prefix (a hit leaves it to the chunked path)."""
-        from transformers import DynamicCache
-
-        n, layers = self._prefixes.lookup(seq.req.tenant, seq.req.prompt_ids)
-        if n:
-            seq.cache = DynamicCache(ddp_cache_data=layers)
-            seq.prefilled = seq.length = n
+        """Note a prompt's longest cached prefix: its prefill (grouped or chunked) starts after it."""
+        seq.reused, seq.reused_layers = self._prefixes.lookup(seq.req.tenant, seq.req.prompt_ids)
 
     def _remember_prompt(self, seq: _Seq, cache, row: int) -> None:
         if self._prefixes is not None:
@@ -203,8 +201,7 @@ class HFEngine:
         budget = self.limits.prefill_chunk_tokens
         group = self._prefill_group(budget)
         if len(group) > 1:
-            self._prefill_together(group)  # removes them from self._prefilling
-            budget -= len(group) * max(len(s.req.prompt_ids) for s in group)
+            budget -= self._prefill_together(group)  # removes them from self._prefilling
         for seq in list(self._prefilling):
             if budget <= 0:
                 break
@@ -212,29 +209,42 @@ class HFEngine:
         self._stats.peak_running = max(self._stats.peak_running, len(self._batch))
 
     def _prefill_group(self, budget: int) -> list[_Seq]:
-        """Unstarted prompts, in arrival order, while rows x longest prompt (the padded compute) fits the budget."""
+        """Unstarted prompts, in arrival order, while rows x longest part still to prefill (the padded compute)
+        fits the budget."""
         group: list[_Seq] = []
         longest = 0
         for seq in self._prefilling:
-            n = len(seq.req.prompt_ids)
+            n = len(seq.req.prompt_ids) - seq.reused
             if seq.prefilled == 0 and (len(group) + 1) * max(longest, n) <= budget:
                 group.append(seq)
                 longest = max(longest, n)
         return group
 
-    def _prefill_together(self, group: list[_Seq]) -> None:
+    def _prefill_together(self, group: list[_Seq]) -> int:
+        """One padded forward over the group's prompts; returns the tokens of compute it took (rows x width).
+
+        Row layout, with no holes: [left padding][cached prefix][the rest of the prompt]. The forward's input
+        width is the longest uncached rest; a row whose rest is shorter recomputes the end of its cached prefix
+        instead of leaving padding in the middle, so every row stays left-padded like a plain prefill."""
         import torch
         from transformers import DynamicCache
 
-        width = max(len(s.req.prompt_ids) for s in group)
+        width = max(len(s.req.prompt_ids) - s.reused for s in group)
+        starts = [max(0, len(s.req.prompt_ids) - width) for s in group]  # <= s.reused by the choice of width
+        cached = max(starts)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.tensor([[pad] * (width - len(s.req.prompt_ids)) + s.req.prompt_ids for s in group])
-        mask = torch.tensor([[0] * (width - len(s.req.prompt_ids)) + [1] * len(s.req.prompt_ids) for s in group])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-                         logits_to_keep=1)
+        ids, mask, positions = [], [], []
+        for seq, start in zip(group, starts, strict=True):
+            rest = seq.req.prompt_ids[start:]
+            ids.append([pad] * (width - len(rest)) + rest)
+            mask.append([0] * (cached - start) + [1] * start + [0] * (width - len(rest)) + [1] * len(rest))
+            positions.append([0] * (width - len(rest)) + list(range(start, len(seq.req.prompt_ids))))
+        cache = DynamicCache(ddp_cache_data=self._group_prefix(group, starts, cached)) if cached else DynamicCache()
+        mask = torch.tensor(mask)
+        out = self.model(input_ids=torch.tensor(ids), attention_mask=mask, position_ids=torch.tensor(positions),
+                         cache=cache, use_cache=True, logits_to_keep=1)
         for row, seq in enumerate(group):
+            seq.reused_layers = None
             self._prefilling.remove(seq)
             seq.prefilled = seq.length = len(seq.req.prompt_ids)
             self._remember_prompt(seq, cache, row)  # row i's prompt is its last len(prompt) columns
@@ -242,6 +252,30 @@ class HFEngine:
         first_row = len(self._batch)
         self._batch.add(group, cache, mask)
         self._first_tokens(out.logits[:, -1], first_row)
+        return len(group) * width
+
+    @staticmethod
+    def _group_prefix(group: list[_Seq], starts: list[int], cached: int) -> list:
+        """Per layer, the rows' cached KV for their first `start` tokens, left-padded to `cached` columns."""
+        import torch
+
+        from domaintune.serve.engine.batch import _left_pad
+
+        template = next(s.reused_layers for s in group if s.reused_layers is not None)
+        layers = []
+        for index, (keys, _) in enumerate(template):
+            rows_k, rows_v = [], []
+            for seq, start in zip(group, starts, strict=True):
+                if start:
+                    k, v = seq.reused_layers[index]
+                    rows_k.append(_left_pad(k[:, :, :start], cached))
+                    rows_v.append(_left_pad(v[:, :, :start], cached))
+                else:
+                    empty = keys.new_zeros(1, keys.shape[1], cached, keys.shape[3])
+                    rows_k.append(empty)
+                    rows_v.append(empty)
+            layers.append((torch.cat(rows_k), torch.cat(rows_v)))
+        return layers
 
     def _prefill_chunk(self, seq: _Seq, budget: int) -> int:
         """Prefill the next chunk of one prompt; returns the tokens used."""
@@ -249,8 +283,11 @@ class HFEngine:
         from transformers import DynamicCache
 
         ids = seq.req.prompt_ids
+        if seq.cache is None:
+            seq.cache = DynamicCache(ddp_cache_data=seq.reused_layers) if seq.reused else DynamicCache()
+            seq.prefilled = seq.length = seq.reused
+            seq.reused_layers = None
         end = min(len(ids), seq.prefilled + budget)
-        seq.cache = seq.cache if seq.cache is not None else DynamicCache()
         logits = self._forward_prompt(seq, ids[seq.prefilled:end])
         used, seq.prefilled, seq.length = end - seq.prefilled, end, end
         if end == len(ids):
