@@ -11,6 +11,7 @@ recorded final hash, or trace says so).
 from __future__ import annotations
 
 import difflib
+import heapq
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,16 +28,17 @@ from domaintune.errors import DataError
 LINEAGE = "lineage.jsonl"
 
 
-def _entries(merged: Merged) -> Iterator[tuple[tuple, dict[str, Any]]]:
-    for stream, parts in merged.splits.items():
-        for split, kept in parts.items():
-            for k in kept:
-                rec = k.record
-                yield k.pos, {"id": rec.id, "source_index": k.pos[0], "path": rec.path, "line": rec.line,
-                              "source": rec.source_name,
-                              "orig": k.orig, "final": rec.sha, "steps": rec.steps,
-                              "outcome": "kept", "stream": stream, "split": split,
-                              "near_duplicates": None}
+def _kept_entries(stream: str, split: str, kept: list) -> Iterator[tuple[tuple, dict[str, Any]]]:
+    for k in kept:
+        rec = k.record
+        yield k.pos, {"id": rec.id, "source_index": k.pos[0], "path": rec.path, "line": rec.line,
+                      "source": rec.source_name,
+                      "orig": k.orig, "final": rec.sha, "steps": rec.steps,
+                      "outcome": "kept", "stream": stream, "split": split,
+                      "near_duplicates": None}
+
+
+def _dropped_entries(merged: Merged) -> Iterator[tuple[tuple, dict[str, Any]]]:
     for d in merged.dropped:
         if d.id is None:
             continue  # unparseable rows have no id; rejects.jsonl has them by file and line
@@ -52,8 +54,12 @@ def write_lineage(path: Path, merged: Merged) -> None:
     keepers: dict[str, int] = {}
     for keeper in merged.duplicate_of.values():
         keepers[keeper] = keepers.get(keeper, 0) + 1
+    # Every split list and the dropped list are in reading order already: merging them streams the
+    # entries in position order without building all of them first (a dict per record, for the corpus).
+    streams = [_kept_entries(stream, split, kept) for stream, parts in merged.splits.items()
+               for split, kept in parts.items()]
     with JsonlWriter(path) as out:
-        for _, entry in sorted(_entries(merged), key=lambda e: e[0]):
+        for _, entry in heapq.merge(*streams, _dropped_entries(merged), key=lambda e: e[0]):
             if entry["outcome"] == "kept":
                 entry["near_duplicates"] = keepers.get(entry["id"], 0)
             out.write(entry)

@@ -13,6 +13,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from sys import intern
 from typing import Any
 
 import numpy as np
@@ -36,12 +37,18 @@ SIGNATURE_FORM = "canonical-1"
 Sources = list[tuple[SourceContext, list[Path]]]
 
 
-@dataclass
+@dataclass(slots=True)
 class Kept:
     pos: tuple[int, int, int]
     orig: str
     record: Record
-    sig: np.ndarray
+    sigs: np.ndarray  # the shard's memory-mapped signature matrix (shared, not copied)
+    row: int
+
+    @property
+    def sig(self) -> np.ndarray:
+        # a view made on use: one per kept record held for the whole merge cost ~100 bytes each
+        return self.sigs[self.row]
 
 
 @dataclass
@@ -121,8 +128,9 @@ class StoredRecord(Record):
 
     def __init__(self, obj: dict[str, Any], file: Path, offset: int):
         src = obj["source"]
-        super().__init__(obj["id"], "", obj["stream"], src["name"], src["path"], src["line"], obj["steps"],
-                         obj["meta"])
+        # stream, source name and path repeat on every record of a file: one shared string each
+        super().__init__(obj["id"], "", intern(obj["stream"]), intern(src["name"]), intern(src["path"]), src["line"],
+                         obj["steps"], obj["meta"])
         self._file, self._offset = file, offset
         self._chars, self._sha = len(obj["text"]), text_sha(obj["text"])
 
@@ -168,7 +176,7 @@ def load_shards(out: Path) -> tuple[list[Kept], list[Dropped], dict[str, dict[st
         sigs = np.load(out / f"{rank}.sig.npy", mmap_mode="r")  # paged in from the file, not copied
         for row, (offset, obj) in enumerate(_kept_lines(kept_file)):
             kept.append(Kept(tuple(obj["pos"]), obj["orig"], StoredRecord(obj["record"], kept_file, offset),
-                             sigs[row]))
+                             sigs, row))
         for obj in _lines(out / f"{rank}.rejects.jsonl"):
             dropped.append(Dropped(tuple(obj["pos"]), obj["id"], obj["step"], obj["orig"], Reject(**obj["reject"])))
         for step, tally in json.loads((out / f"{rank}.counts.json").read_text(encoding="utf-8")).items():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -22,13 +23,15 @@ import xxhash
 
 SCHEME = "affine32"
 CANDIDATE_MARGIN = 0.15
+SHINGLE_CACHE = 256  # keeper shingle sets held by `cluster` at once
 NUM_PERM, NGRAM = 128, 5  # the data stage's defaults (data.near_dedup)
 # CJK characters are words of their own (no spaces between them); elsewhere runs of \w are words.
 _TOKENS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|\w+")
 
 
-def _hash32(data: bytes) -> int:
-    return xxhash.xxh32_intdigest(data)  # ~10x faster than datasketch's default sha1
+# xxh32 (~10x faster than datasketch's default sha1), passed straight in: a wrapper per shingle
+# cost a Python call each (profiled)
+_hash32 = xxhash.xxh32_intdigest
 
 
 def exact_digest(text: str) -> bytes:
@@ -41,7 +44,8 @@ def shingles(text: str, ngram: int) -> set[bytes]:
     tokens = _TOKENS.findall(text.lower())
     if len(tokens) <= ngram:
         return {" ".join(tokens).encode("utf-8")}
-    return {" ".join(tokens[i:i + ngram]).encode("utf-8") for i in range(len(tokens) - ngram + 1)}
+    # zip/map keep the per-shingle work in C (profiled): same set as joining each slice
+    return set(map(str.encode, map(" ".join, zip(*[tokens[i:] for i in range(ngram)]))))
 
 
 def jaccard(a: set[bytes], b: set[bytes]) -> float:
@@ -55,11 +59,14 @@ class Signer:
         from datasketch import MinHash  # imported on use: datasketch pulls in scipy (~2 s)
 
         self.num_perm, self.ngram = num_perm, ngram
-        self._template = MinHash(num_perm=num_perm, seed=1, hashfunc=_hash32, scheme=SCHEME)
+        # One MinHash reused: a new one per document re-parsed the permutations (profiled). update_batch
+        # replaces `hashvalues` rather than writing into it, so a returned signature is never changed.
+        self._minhash = MinHash(num_perm=num_perm, seed=1, hashfunc=_hash32, scheme=SCHEME)
+        self._empty = np.array(self._minhash.hashvalues, copy=True)
 
     def __call__(self, text: str) -> np.ndarray:
-        m = type(self._template)(num_perm=self.num_perm, seed=1, hashfunc=_hash32, scheme=SCHEME,
-                    permutations=self._template.permutations)
+        m = self._minhash
+        m.hashvalues = self._empty.copy()
         m.update_batch(list(shingles(text, self.ngram)))
         return np.asarray(m.hashvalues)
 
@@ -146,7 +153,10 @@ def cluster(ids: list[str], signatures: Iterable[np.ndarray], threshold: float, 
     bands, rows = _band_params(threshold, num_perm)
     runs = _band_runs(signatures, len(ids), bands, rows)
     keepers_in: dict[tuple[int, int], list[int]] = {}  # (band, group) -> keeper positions, ascending
-    kept_shingles: dict[int, set[bytes]] = {}
+    # Shingle sets of keepers that were candidates, most recently used last. Bounded: a set is ~50 KB
+    # for a page of text, and one per duplicate cluster grew with the corpus (profiled: the merge's
+    # largest growth); an evicted keeper's set is recomputed from its text when needed again.
+    kept_shingles: OrderedDict[int, set[bytes]] = OrderedDict()
     duplicate_of: dict[str, str] = {}
 
     def text_of(i: int) -> str:
@@ -160,8 +170,12 @@ def cluster(ids: list[str], signatures: Iterable[np.ndarray], threshold: float, 
         if candidates:
             mine = shingles(text_of(i), ngram)
             for k in candidates:  # ascending position = best rank first
-                if k not in kept_shingles:
+                if k in kept_shingles:
+                    kept_shingles.move_to_end(k)
+                else:
                     kept_shingles[k] = shingles(text_of(k), ngram)
+                    if len(kept_shingles) > SHINGLE_CACHE:
+                        kept_shingles.popitem(last=False)
                 if jaccard(kept_shingles[k], mine) >= threshold:
                     keeper = k
                     break

@@ -120,3 +120,65 @@ def test_char_ratios_matches_its_per_character_definition():
     cases += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 80))) for _ in range(2000)]
     for text in cases:
         assert char_ratios(text) == _char_ratios_reference(text), repr(text)
+
+
+def _repeated_ngram_share_reference(tokens: list[str], n: int) -> float:
+    """The slice-and-mark definition `repeated_ngram_share` must keep (its first implementation)."""
+    from collections import Counter
+
+    if len(tokens) < n:
+        return 0.0
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    counts = Counter(grams)
+    covered = bytearray(len(tokens))
+    for i, gram in enumerate(grams):
+        if counts[gram] > 1:
+            covered[i:i + n] = b"\x01" * n
+    return sum(covered) / len(tokens)
+
+
+def test_repeated_ngram_share_matches_its_definition():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(3000):
+        n, vocab = rng.randint(2, 6), ["a", "b", "c", "d", "中", "文", "xyzzy"][:rng.randint(1, 7)]
+        tokens = [rng.choice(vocab) for _ in range(rng.randint(0, 60))]
+        assert repeated_ngram_share(tokens, n) == _repeated_ngram_share_reference(tokens, n), (tokens, n)
+
+
+@pytest.mark.parametrize(("pattern", "gates"), [
+    (r"\b(privacy policy|terms of (use|service))\b", ("privacy policy", "terms of ")),
+    (r"\bcookies?\b.*\b(accept|consent)\b", ("cookie",)),
+    (r"^\s*(首页|登录)\s*$", ("首页", "登录")),
+    ("a|b", None),  # top-level alternation: a match need not contain "a"
+    ("(foo)?bar", None),  # optional group
+    ("(?:x)y", None),
+    ("[ab]c", None),
+    ("Home", None),  # upper case: not read (IGNORECASE would need both cases)
+    ("kelvin\u212a", ("kelvin",)),  # the Kelvin sign matches "k" under IGNORECASE: the gate stops before it
+    ("ab*c", ("a",)),
+])
+def test_literal_gates_only_claim_what_every_match_contains(pattern, gates):
+    from domaintune.data.quality import literal_gates
+
+    assert literal_gates(pattern) == gates
+
+
+def test_gated_boilerplate_scan_counts_what_the_full_scan_counts():
+    import random
+
+    from domaintune.data.quality import _boilerplate
+
+    def full_scan(text: str) -> float:
+        lines = sum(1 for line in text.split("\n") if line.strip())
+        hits = {text.rfind("\n", 0, m.start()) for m in _boilerplate().finditer(text)}
+        return len(hits) / lines if lines else 0.0
+
+    rng = random.Random(0)
+    pieces = ["All Rights Reserved", "home", "  HOME  ", "Click here", "cookies we use", "Privacy Policy",
+              "terms of service", "copyright © 2024", "版权所有", "subscribe to our newsletter", "share on X",
+              "plain words", "next", "\n", "\n\n", "Menu\n", "back to top", "首页", "ſhare on x"]
+    for _ in range(3000):
+        text = " ".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert boilerplate_line_share(text) == full_scan(text), repr(text)

@@ -37,3 +37,44 @@ def test_numbered_prefixes_and_single_labels_still_tell_texts_apart():
     assert canonical("doc 1: some ordinary text") != canonical("doc 2: some ordinary text")
     assert canonical("Note: rates change monthly.") == "Note: rates change monthly."
     assert canonical("Step 2: open the app.\nStep 3: sign in.") == "Step 2: open the app. Step 3: sign in."
+
+
+def _canonical_reference(text: str) -> str:
+    """The canonical form as first written (every substitution on every line): the gated one must match."""
+    import html
+    import re
+
+    from domaintune.governance import canonical as c
+
+    end_punct = re.compile(r"[.!?;:,。！？；：，、…\"'”’)）]\s*$")
+
+    def clean_line(line: str, transcript: bool) -> tuple[str, bool]:
+        line = c._LINE_MARKERS.sub("", c._MD_LINK.sub(r"\1", c._TAG.sub(" ", line)), count=1)
+        unlabelled = c._SPEAKER.sub("", line, count=1) if transcript else line
+        return c._TABLE.sub(" ", c._EMPHASIS.sub("", unlabelled)).strip(), unlabelled != line
+
+    def is_heading(raw: str, clean: str, labelled: bool) -> bool:
+        if c._MD_HEADING.match(raw):
+            return True
+        return not labelled and len(c._TOKENS.findall(clean)) <= c.HEADING_TOKENS and not end_punct.search(clean)
+
+    raw_lines = [raw for raw in html.unescape(text).splitlines() if not c._SETEXT.match(raw)]
+    transcript = sum(1 for raw in raw_lines if c._SPEAKER.match(raw)) >= c.MIN_LABELLED_LINES
+    lines = [(raw, *clean_line(raw, transcript)) for raw in raw_lines]
+    lines = [(raw, clean, labelled) for raw, clean, labelled in lines if clean]
+    body = [clean for raw, clean, labelled in lines if not is_heading(raw, clean, labelled)]
+    if sum(len(c._TOKENS.findall(line)) for line in body) < c.MIN_BODY_TOKENS:
+        body = [clean for _, clean, _ in lines]
+    return " ".join(" ".join(body).split())
+
+
+def test_gated_canonical_form_matches_its_first_definition():
+    import random
+
+    rng = random.Random(1)
+    bits = ["<b>", "</p>", "&amp;", "[link](http://x)", "# ", "## Head", "> ", "- ", "* ", "1. ", "12) ", "**", "__",
+            "`", "~~", "|", "| --- |", "agent: ", "客服：", "[10:32] Li Wei: ", "word", "words here", "end.", "。",
+            "\n", "\n", " ", "\t", "=====", "\u2028", "\r\n", "２. ", "¹ ", "x_y", "a~b", "Note: "]
+    for _ in range(5000):
+        text = "".join(rng.choice(bits) for _ in range(rng.randint(0, 40)))
+        assert canonical(text) == _canonical_reference(text), repr(text)
