@@ -131,9 +131,7 @@ def test_verify_the_audit_chain_filter_it_and_see_tampering(browser, served, scr
     db_path = g.root / "audit.sqlite"
     with sqlite3.connect(db_path) as db:  # an attacker turns the first record's status into a success
         body = db.execute("SELECT body FROM audit WHERE seq = 1").fetchone()[0]
-        forged = {**json.loads(body), "status": 299}
-        forged = json.dumps(forged).encode() if isinstance(body, bytes) else json.dumps(forged)
-        db.execute("UPDATE audit SET body = ? WHERE seq = 1", (forged,))
+        db.execute("UPDATE audit SET body = ? WHERE seq = 1", (json.dumps({**json.loads(body), "status": 299}),))
     try:
         browser.get(served.url + "/ui/admin/audit")
         css(browser, "#verify-chain").click()
