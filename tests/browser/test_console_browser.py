@@ -61,6 +61,7 @@ def test_log_in_ask_see_the_streamed_answer_reopen_it_and_give_feedback(browser,
     assert record["status"] == 200 and record["key_id"] == g.key_named("console-admin")["key_id"]
     # the conversation lives in the server-side session store: reopening the page brings it back
     assert "?session=sess_" in browser.current_url
+    assert css(browser, "#session-list a").text.startswith("What is the wire")  # listed without a reload
     browser.get(browser.current_url)
     wait(browser, lambda d: "What is the wire transfer fee?" in css(d, "#transcript").text)
     assert len(css_all(browser, "#session-list a")) == 1
