@@ -1,6 +1,7 @@
 """Browser tests of the web console: a real server on loopback driven by the system Chromium.
 
-Every module here is `slow` (it starts a server and a browser). `--console-readme-images` also
+Every module here is `slow` (it starts a server and a browser). Screenshots of each page go to
+a pytest tmp folder (printed at the end, never committed). `--console-readme-images` also
 writes docs/img/console-chat.png and docs/img/console-runs.png (the README's screenshots).
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
 def pytest_addoption(parser):
@@ -49,9 +51,19 @@ def browser():
     driver.quit()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def screens(tmp_path_factory):
     """Screenshots of each page: a pytest tmp folder (never committed); its path is printed."""
     folder = tmp_path_factory.mktemp("console-screenshots")
     yield folder
     print(f"\nconsole screenshots: {folder}")
+
+
+@pytest.fixture(scope="session")
+def readme_image(readme_images):
+    """save(path, name): copy a screenshot to docs/img/<name> when --console-readme-images is given."""
+    def save(path: Path, name: str) -> None:
+        if readme_images:
+            DOCS_IMG.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, DOCS_IMG / name)
+    return save

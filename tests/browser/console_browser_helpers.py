@@ -1,38 +1,15 @@
-"""A real uvicorn server in a thread for the browser tests, and small Selenium helpers."""
+"""Small Selenium helpers of the console's browser tests (the server comes from fixtures.console_server)."""
 
 from __future__ import annotations
 
-import threading
-import time
-
-
-class LoopbackServer:
-    def __init__(self, app, settings):
-        import uvicorn
-
-        from domaintune.serve.server import uvicorn_config
-
-        self.app = app
-        self.server = uvicorn.Server(uvicorn_config(app, settings))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the console test server did not start")
-            time.sleep(0.02)
-        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
-        self.url = f"http://{host}:{port}"
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
 
 def wait(driver, condition, timeout=20):
+    """Poll `condition` until truthy; an element replaced by a page load mid-check is looked up again."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
+    return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                         ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)).until(condition)
 
 
 def css(driver, selector):
@@ -48,6 +25,7 @@ def css_all(driver, selector):
 
 
 def shot(driver, folder, name, width=1280, height=900):
+    """A full-page screenshot `folder/name.png` at `width` (the window grows to the page's height)."""
     driver.set_window_size(width, height)
     full = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(width, max(height, min(int(full) + 120, 2400)))
@@ -55,3 +33,23 @@ def shot(driver, folder, name, width=1280, height=900):
     driver.save_screenshot(str(path))
     driver.set_window_size(1280, 900)
     return path
+
+
+def login_with_key(driver, url, secret):
+    driver.delete_all_cookies()
+    driver.get(url + "/ui/login")
+    css(driver, "#api_key").send_keys(secret)
+    css(driver, "#login-key").click()
+    wait(driver, lambda d: "/ui/login" not in d.current_url)
+
+
+def ask(driver, question, timeout=60):
+    """Type `question`, send it, wait until the streamed answer is complete; returns its <article>."""
+    before = len(css_all(driver, "article.msg.assistant"))
+    css(driver, "#question").send_keys(question)
+    css(driver, "#send").click()
+    wait(driver, lambda d: len(css_all(d, "article.msg.assistant")) > before)
+    answer = css_all(driver, "article.msg.assistant")[-1]
+    wait(driver, lambda d: answer.get_attribute("data-done") in ("true", "error"), timeout=timeout)
+    assert answer.get_attribute("data-done") == "true", answer.text
+    return answer

@@ -12,9 +12,10 @@ from fastapi import APIRouter, Request
 
 from domaintune.serve.errors import ApiError
 from domaintune.serve.permissions import AUDIT, EXPERIMENTS, KB_MANAGE, KEYS, REVIEW, ROLES
+from domaintune.serve.rules.review import ReviewError
 
 router = APIRouter(prefix="/admin")
-BACKEND_ERRORS = (ApiError, ValueError, KeyError, LookupError)
+BACKEND_ERRORS = (ApiError, ReviewError, ValueError, KeyError, LookupError)  # a user's mistake: 4xx, never 500
 
 
 def _message(err: Exception) -> str:

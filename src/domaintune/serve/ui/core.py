@@ -51,6 +51,7 @@ class Console:
         self.users = {u.name: u for u in settings.users}
         self.env = Environment(loader=PackageLoader("domaintune.serve.ui", "templates"), autoescape=True,
                                trim_blocks=True, lstrip_blocks=True)
+        self.env.filters["when"] = _when
 
     @property
     def path(self):
@@ -130,3 +131,12 @@ class Console:
             t=i18n.translator(lang), lang=lang, who=who, nav=nav, here=request.url.path,
             csrf=who.session.csrf if who else "", js_strings=i18n.js_strings(lang), **values)
         return HTMLResponse(html, status_code=status)
+
+
+def _when(epoch) -> str:
+    """Epoch seconds as 'YYYY-MM-DD HH:MM UTC' (a session's start in the conversation list)."""
+    from datetime import datetime, timezone
+
+    if not isinstance(epoch, int | float):
+        return ""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

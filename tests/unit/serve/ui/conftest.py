@@ -1,20 +1,12 @@
-"""Console app fixtures: the real create_app over a scripted engine, with fake or no backends."""
+"""Console app fixtures: the real create_app over a scripted engine with the real backends
+(fixtures.console_server: keys, audit chain, sessions, review queue, an experiment, a knowledge base)."""
 
 from __future__ import annotations
 
 import pytest
-from console_ui_helpers import make_app
 
-from fixtures.console_fakes import (
-    FakeAudit,
-    FakeExperiments,
-    FakeKB,
-    FakeKeys,
-    FakeReview,
-    FakeSessions,
-    KeyAuth,
-    write_run,
-)
+from fixtures.console_fakes import write_run
+from fixtures.console_server import build_kb, governed_app
 
 
 @pytest.fixture
@@ -24,18 +16,11 @@ def run_folder(tmp_path):
 
 
 @pytest.fixture
-def governed(run_folder):
-    """An app whose hooks.auth takes FakeKeys keys, every fake backend on app.state, one admin key."""
+def governed(tmp_path, run_folder):
+    """A TestClient on a governed app, and {admin, user: secrets, keys, audit, app, g: Governed}."""
     from fastapi.testclient import TestClient
 
-    from domaintune.serve.hooks import Hooks
-
-    keys, audit = FakeKeys(), FakeAudit()
-    app = make_app(hooks=Hooks(auth=KeyAuth(keys), audit=audit), runs_dir=run_folder,
-                   backends={"keys": keys, "audit": audit, "sessions": FakeSessions(),
-                             "review": FakeReview([{"id": "r1", "text": "held answer", "reason": "rule: pii"}]),
-                             "experiments": FakeExperiments(), "kb": FakeKB()})
-    _, admin_secret = keys.create("root", "admin")
-    _, user_secret = keys.create("alice", "user")
-    with TestClient(app) as client:
-        yield client, {"admin": admin_secret, "user": user_secret, "keys": keys, "audit": audit, "app": app}
+    g = governed_app(tmp_path / "state", runs_dir=run_folder, kb=build_kb(tmp_path / "kb"))
+    with TestClient(g.app) as client:
+        yield client, {"admin": g.admin, "user": g.user, "keys": g.state.keys, "audit": g.state.audit,
+                       "app": g.app, "g": g}

@@ -4,9 +4,12 @@ never reaches a page as HTML, the dashboard reads the run folder, admin forms dr
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 
-from console_ui_helpers import csrf_of, login_key, login_open, make_app
 from fastapi.testclient import TestClient
+
+from fixtures.console_server import csrf_of, login_key, login_open, make_app
 
 EVIL = 'Hi <script>window.pwned=1</script> <img src=x onerror="window.pwned=2"> [x](javascript:alert(1))'
 
@@ -27,10 +30,9 @@ def test_chat_streams_through_the_request_path_and_is_audited(governed):
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     assert text == "Hello **world**"
     assert chunks[0]["id"].startswith("chatcmpl-")
-    record = secrets["audit"].rows[-1]
+    record = secrets["audit"].query(limit=1)[0]  # the newest record of the real chain
     assert record["route"] == "/v1/chat/completions" and record["status"] == 200
-    assert record["key_id"] is None or record["principal"].startswith("key:")
-    assert record["principal"] == f"key:{[k for k, r in secrets['keys'].rows.items() if r['name'] == 'alice'][0]}"
+    assert record["key_id"] == secrets["g"].key_named("alice")["key_id"]
 
 
 def test_chat_rejects_bad_bodies_with_4xx(governed):
@@ -104,13 +106,16 @@ def test_keys_create_shows_secret_once_and_revoke(governed):
     login_key(client, secrets["admin"])
     token = csrf_of(client.get("/ui/admin/keys").text)
     made = client.post("/ui/admin/keys", data={"name": "bot", "role": "user", "groups": "a, b", "csrf": token})
-    row = [r for r in secrets["keys"].rows.values() if r["name"] == "bot"][0]
+    row = secrets["g"].key_named("bot")
     assert row["groups"] == ["a", "b"] and 'id="new-key-secret"' in made.text
+    secret = re.search(r'id="new-key-secret" readonly value="([^"]+)"', made.text).group(1)
+    assert secrets["keys"].verify(secret)["key_id"] == row["key_id"]
     assert 'id="new-key-secret"' not in client.get("/ui/admin/keys").text  # shown once
     bad = client.post("/ui/admin/keys", data={"name": "x", "role": "root", "csrf": token})
     assert bad.status_code == 400 and "unknown role" in bad.text
     client.post(f"/ui/admin/keys/{row['key_id']}/revoke", data={"csrf": token})
-    assert secrets["keys"].rows[row["key_id"]]["revoked"] is True
+    assert secrets["keys"].get(row["key_id"])["revoked_at"] is not None
+    assert client.post("/ui/admin/keys/nokey/revoke", data={"csrf": token}).status_code == 400
 
 
 def test_audit_filter_and_verify(governed):
@@ -124,24 +129,38 @@ def test_audit_filter_and_verify(governed):
     token = csrf_of(page.text)
     assert client.get("/ui/admin/audit?status=abc").status_code == 400
     verdict = client.post("/ui/admin/audit/verify", data={"csrf": token})
-    assert "The chain is intact: 2 records verified" in verdict.text
-    secrets["audit"].rows[0]["status"] = 200  # tamper with the refused request's record
-    assert "broken at record 0" in client.post("/ui/admin/audit/verify", data={"csrf": token}).text
+    assert re.search(r"The chain is intact: \d+ records verified", verdict.text)
+    with sqlite3.connect(secrets["g"].root / "audit.sqlite") as db:  # tamper with the first record
+        body = db.execute("SELECT body FROM audit WHERE seq = 1").fetchone()[0]
+        db.execute("UPDATE audit SET body = ? WHERE seq = 1", (body.replace("401", "200"),))
+    broken = client.post("/ui/admin/audit/verify", data={"csrf": token}).text
+    assert "broken at record 1" in broken and "altered" in broken
 
 
 def test_review_experiments_kb(governed):
     client, secrets = governed
+    review = secrets["app"].state.review
+    item = review.add("req1", "someone", ["hold-loans"], "hold", "a loan?", "held answer")
     login_key(client, secrets["admin"])
     page = client.get("/ui/admin/review")
     assert "held answer" in page.text
     token = csrf_of(page.text)
-    done = client.post("/ui/admin/review/r1", data={"csrf": token, "decision": "edit", "text": "fixed"})
+    assert client.post(f"/ui/admin/review/{item}", data={"csrf": token, "decision": "edit", "text": ""}
+                       ).status_code == 400  # an edit needs the corrected answer: a 4xx, not a 500
+    done = client.post(f"/ui/admin/review/{item}", data={"csrf": token, "decision": "edit", "text": "fixed"})
     assert "Decision recorded" in done.text and "held answer" not in done.text
+    assert review.get(item)["status"] == "edited" and review.get(item)["final"] == "fixed"
+    again = client.post(f"/ui/admin/review/{item}", data={"csrf": token, "decision": "approve"})
+    assert again.status_code == 400 and "already decided" in again.text
     assert client.post("/ui/admin/review/r9", data={"csrf": token, "decision": "approve"}).status_code == 400
-    report = client.get("/ui/admin/experiments").text
-    assert "greeting-ab" in report and "no significant difference" in report
+    assert client.post(f"/ui/admin/review/{item}", data={"csrf": token, "decision": "shrug"}).status_code == 400
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+    client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secrets['user']}"})
+    report = client.get("/ui/admin/experiments").text  # the real report: one request in one arm, no feedback
+    assert 'id="experiment-tone"' in report and "control" in report and "(0/0)" in report
+    assert "1 (0 errors)" in report and "inconclusive" in report
     kb = client.get("/ui/admin/kb").text
-    assert "fees.md" in kb and "staff" in kb
+    assert "wire-fees" in kb and "public" in kb and "Wire transfer fees" in kb
     assert client.post("/ui/admin/kb/handbook/reindex", data={"csrf": token}).status_code == 200
     assert client.post("/ui/admin/kb/nope/reindex", data={"csrf": token}).status_code == 400
 

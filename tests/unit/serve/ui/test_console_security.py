@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from console_ui_helpers import csrf_of, login_key, login_open, make_app
 from fastapi.testclient import TestClient
+
+from fixtures.console_server import csrf_of, governed_app, login_key, login_open, make_app
 
 PAGES = ["/ui/", "/ui/chat", "/ui/runs", "/ui/runs/demo", "/ui/runs/demo/image?path=train/loss_curves.png",
          "/ui/admin/keys", "/ui/admin/audit", "/ui/admin/review", "/ui/admin/experiments", "/ui/admin/kb",
@@ -84,12 +85,12 @@ def test_forms_and_fetches_without_csrf_are_refused(governed):
     token = csrf_of(page.text)
     assert client.post("/ui/admin/keys", data={"name": "x", "role": "user"}).status_code == 403
     assert client.post("/ui/admin/keys", data={"name": "x", "role": "user", "csrf": "forged"}).status_code == 403
-    assert len(secrets["keys"].rows) == 2
+    assert len(secrets["keys"].list()) == 2
     assert client.post("/ui/api/chat", json={"messages": [{"role": "user", "content": "hi"}]}).status_code == 403
     assert client.post("/ui/api/sessions", headers={"X-CSRF-Token": "forged"}).status_code == 403
     assert client.post("/ui/admin/audit/verify", data={}).status_code == 403
     made = client.post("/ui/admin/keys", data={"name": "x", "role": "user", "csrf": token})
-    assert made.status_code == 200 and len(secrets["keys"].rows) == 3
+    assert made.status_code == 200 and len(secrets["keys"].list()) == 3
 
 
 def test_role_decides_pages_and_revoked_key_logs_out(governed):
@@ -100,8 +101,7 @@ def test_role_decides_pages_and_revoked_key_logs_out(governed):
     assert client.get("/ui/runs").status_code == 403
     nav = client.get("/ui/chat").text
     assert 'href="/ui/chat"' in nav and 'href="/ui/admin/keys"' not in nav
-    user_id = [k for k, r in secrets["keys"].rows.items() if r["name"] == "alice"][0]
-    secrets["keys"].revoke(user_id)
+    secrets["keys"].revoke(secrets["g"].key_named("alice")["key_id"])
     assert client.get("/ui/chat", follow_redirects=False).status_code == 303
 
 
@@ -121,10 +121,7 @@ def test_password_login_with_argon2(tmp_path):
     from domaintune.serve.ui.passwords import hash_password
 
     users = [{"name": "bob", "password_hash": hash_password("s3cret-pass"), "role": "engineer"}]
-    from domaintune.serve.hooks import Hooks
-    from fixtures.console_fakes import FakeKeys, KeyAuth
-
-    app = make_app(hooks=Hooks(auth=KeyAuth(FakeKeys())), users=users, runs_dir=tmp_path)
+    app = governed_app(tmp_path / "state", runs_dir=tmp_path, users=users).app  # API keys on: no open login
     with TestClient(app) as client:
         page = client.get("/ui/login")
         assert "login-open" not in page.text and "login-password" in page.text

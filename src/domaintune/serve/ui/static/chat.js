@@ -129,12 +129,23 @@
     return pump();
   }
 
-  function ensureSession() {
+  function listSession(id, title) {  // the new conversation joins the list without a reload
+    var list = document.getElementById('session-list');
+    if (!list) { return; }
+    Array.prototype.slice.call(list.querySelectorAll('li.note')).forEach(function (n) { list.removeChild(n); });
+    var li = el('li'), a = el('a', null, title.length > 40 ? title.slice(0, 40) + '…' : title);
+    a.href = '?session=' + encodeURIComponent(id); a.setAttribute('data-session', id);
+    a.setAttribute('aria-current', 'page');
+    li.appendChild(a); list.appendChild(li);
+  }
+
+  function ensureSession(content) {
     if (!sessionsOn || sessionId) { return Promise.resolve(sessionId); }
     return C.post('/ui/api/sessions', {}).then(function (r) { return r.ok ? r.json() : null; }).then(function (j) {
       if (j && j.id) {
         sessionId = j.id;
         window.history.replaceState(null, '', '?session=' + encodeURIComponent(sessionId));
+        listSession(sessionId, content);
       }
       return sessionId;
     });
@@ -149,7 +160,7 @@
     b.item.setAttribute('aria-busy', 'true');
     show(b.body, C.t('thinking'), prefix);
     sendButton.disabled = true;
-    return ensureSession().then(function (sid) {
+    return ensureSession(content).then(function (sid) {
       var body = { messages: history };
       if (sid) { body.session_id = sid; }
       return C.post('/ui/api/chat', body);
