@@ -40,7 +40,7 @@ async def create_key(request: Request):
     except (ValueError, TypeError, KeyError, AttributeError) as err:
         raise ApiError(400, f"cannot create the key: {type(err).__name__}: {err}; send name, role and optional "
                             "expires_at, scopes, user, groups, limits", code="invalid_value") from None
-    note(action="create", key=key_id, role=body["role"])  # the request's audit record names the new key, never its token
+    note(action="create", key=key_id, role=body["role"])  # in the request's audit record; never the token
     return {"key_id": key_id, "token": token}
 
 

@@ -43,9 +43,9 @@ class Records:
             self.review = ReviewQueue(settings.rules.review_db, self.vault)
 
     def erase(self, subject: str, by: str = "cli", tenant: str = "default", audit: bool = True) -> dict:
-        """GDPR-style erasure: delete the user's sessions, cached answers and review items, destroy their data key (their
-        audit content becomes unreadable; the chain is untouched), and audit the erasure itself (the API route
-        audits its own request instead: one record per request)."""
+        """GDPR-style erasure: delete the user's sessions, cached answers and review items, destroy their data
+        key (their audit content becomes unreadable; the chain is untouched), and audit the erasure itself (the
+        API route audits its own request instead: one record per request)."""
         done = {"user": subject,
                 "sessions_deleted": self.sessions.erase(subject) if self.sessions else 0,
                 "cache_entries_deleted": self.cache.erase(subject) if self.cache else 0,

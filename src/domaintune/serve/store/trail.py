@@ -8,8 +8,10 @@ console routes, a 404, or a 401/403/429 refused before a handler ran — gets a 
 runs marks it (`mark_audited`, called by `Marking` and by the chain auditor itself), and the
 middleware then writes nothing.
 
-Not audited: liveness (/health, /ready: polled every few seconds by load balancers, they carry no
-data) and the console's static files (/ui/static: stylesheets and scripts).
+Not audited here: liveness (/health, /ready: polled every few seconds by load balancers, they carry
+no data) and the web console under /ui, which authenticates by login session rather than API key:
+its chat runs through the request path and its review decisions through the queue, both audited;
+its page views are not.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from domaintune.serve.hooks import AuditRecord, Principal
 from domaintune.serve.permissions import LIVENESS
 
 UNMATCHED = "<no route>"  # a 404 for a path no route serves: the path itself is not recorded (it may hold anything)
-NOT_AUDITED_PREFIXES = ("/ui/static/",)
+NOT_AUDITED_PREFIXES = ("/ui/", )  # the console (serve/ui): see the module docstring
 
 
 @dataclass
@@ -64,7 +66,12 @@ class Marking:
         self.inner = inner
 
     def record(self, record: AuditRecord) -> None:
-        mark_audited()
+        trail = _current.get()
+        if trail is not None:
+            trail.audited = True
+            who = trail.principal
+            if who is not None and not record.principal:  # refused after authentication (403, 429...): name the key
+                record.principal, record.tenant, record.key_id = who.id, who.tenant, who.key_id
         self.inner.record(record)
 
     def __getattr__(self, name):  # query/verify/... of the wrapped auditor stay reachable
@@ -85,7 +92,7 @@ class AuditEveryRequest:
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in LIVENESS or path.startswith(NOT_AUDITED_PREFIXES):
+        if scope["type"] != "http" or path in LIVENESS or path == "/ui" or path.startswith(NOT_AUDITED_PREFIXES):
             await self.app(scope, receive, send)
             return
         trail, started, status = _Trail(), time.perf_counter(), [500]  # no response sent: the app failed
@@ -94,6 +101,9 @@ class AuditEveryRequest:
         async def sending(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body") and not trail.audited:
+                trail.audited = True  # committed before the client sees the end of the answer
+                self._record(scope, trail, status[0], started)
             await send(message)
 
         try:
