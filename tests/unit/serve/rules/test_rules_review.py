@@ -198,3 +198,24 @@ def test_rules_without_a_keyring_fail_validation(tmp_path):
     assert ServeConfig(rules=rules).problems() == [
         "serve.encryption: rules (the review queue) need a keyring (the audit chain's HMAC key and the encryption "
         "keys come from it): set serve.encryption.keyring_file or serve.encryption.keyring_env"]
+
+
+def test_domaintune_validate_reports_the_missing_keyring_and_bad_rules(tmp_path):
+    from typer.testing import CliRunner
+
+    from domaintune.cli import app
+
+    (tmp_path / "rules.yaml").write_text(BAD)
+    (tmp_path / "domaintune.yaml").write_text(f"""\
+name: demo
+model:
+  base: {tmp_path / "model"}
+serve:
+  rules: {{file: rules.yaml, review_db: review.db}}
+  encryption: {{keyring_file: keyring}}
+""", encoding="utf-8")
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "domaintune.yaml")])
+    out = " ".join(result.output.split())
+    assert result.exit_code != 0, out
+    assert "serve.encryption.keyring_file: file not found" in out
+    assert "rules.3.keyword: unknown key (did you mean 'keywords'?)" in out

@@ -148,3 +148,15 @@ def test_a_canary_in_a_prompt_is_in_no_file_on_disk(start_server, loaded, tmp_pa
 
 def _files_with(root: Path, needle: str) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+def test_a_revoked_grant_misses_the_cache_through_the_server(start_server, loaded, tmp_path):
+    auth = BearerPrincipals(alice=principal("alice", groups=frozenset({"hr"})))
+    server = start_server(loaded, hooks=Hooks(auth=auth), **records_settings(tmp_path, cache=True))
+    alice = client_as(server, "alice")
+    _ask(alice)
+    _ask(alice)  # a hit while the grant holds
+    auth.principals["alice"] = principal("alice")  # the hr grant is revoked: the answer cached under it is not served
+    _ask(alice)
+    cached = [r["cached"] for r in reversed(server.app.state.audit.query(route="/v1/chat/completions"))]
+    assert cached == [False, True, False]
