@@ -38,10 +38,10 @@ def parse_expiry(value: str | None) -> float | None:
 
 
 def open_store(config: Path | None, db: Path | None, secret_file: Path | None):
-    return _open(config, db, secret_file)[0]
+    return _open(config, db, secret_file, audited=False)[0]
 
 
-def _open(config: Path | None, db: Path | None, secret_file: Path | None):
+def _open(config: Path | None, db: Path | None, secret_file: Path | None, audited: bool = True):
     """(key store, auditor): with a config, create and revoke are audited in its serve.audit chain (the
     chain a running server appends to); with --db there is no config, so the change is only logged."""
     from domaintune.errors import ConfigError
@@ -58,7 +58,8 @@ def _open(config: Path | None, db: Path | None, secret_file: Path | None):
     settings = load_config(config).serve
     if settings.auth is None:
         raise ConfigError([f"serve.auth: not set in {config}; add serve.auth (db, secret_file) first"])
-    auditor = admin_auditor(settings)  # before the change: a missing keyring refuses it rather than skip the audit
+    # before the change: a missing keyring refuses it rather than skip the audit (listing changes nothing)
+    auditor = admin_auditor(settings) if audited else LogAuditor()
     return KeyStore.open(settings.auth.db, settings.auth.secret_file), auditor
 
 

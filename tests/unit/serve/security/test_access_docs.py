@@ -25,7 +25,7 @@ def test_the_serve_snippets_of_the_access_page_validate(tmp_path):
     blocks = _serve_blocks()
     assert len(blocks) >= 2  # the overview and the walkthrough
     (tmp_path / "keyring").write_text(f"k1 {base64.b64encode(os.urandom(32)).decode()}\n")
-    (tmp_path / "rules.yaml").write_text("rules:\n  - {name: r, keywords: [x], action: refuse, message: no}\n")
+    (tmp_path / "rules.yaml").write_text("rules:\n  - {name: r, keywords: [x], action: refuse, message: not here}\n")
     for raw in blocks:
         settings = ServeConfig.model_validate(raw, context={BASE_DIR: tmp_path})
         assert settings.problems() == [], raw
