@@ -1,5 +1,6 @@
-"""Latency the records layers add per request: bare serving core vs audit (encrypted content, one fsync per
-record) + sessions, and a response-cache hit, over HTTP with the official openai client, in one run.
+"""Latency the governance layers add per request: bare serving core vs audit (encrypted content, one fsync per
+record) + sessions, a response-cache hit, and every layer on at once (API key + role check, rate limits,
+rules + review queue, audit, sessions, cache), over HTTP with the official openai client, in one run.
 
 A tiny random Llama (2 layers, hidden 64) generates 1 token, so the model's own time is small and the
 difference is the layers' cost (encryption, SQLite commits, session history). Prints median and p95 per
@@ -52,6 +53,7 @@ def start(model, tok, overrides: dict):
     config = uvicorn_config(create_app(engine, ChatRenderer(tok), settings), settings)
     config.log_level = "warning"
     server = uvicorn.Server(config)
+    server.app_state = config.app.state
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
@@ -59,10 +61,10 @@ def start(model, tok, overrides: dict):
     return server, f"http://{host}:{port}/v1"
 
 
-def measure(url: str, n: int, session: bool, temperature: float) -> list[float]:
+def measure(url: str, n: int, session: bool, temperature: float, key: str = "unused") -> list[float]:
     import openai
 
-    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=url, api_key=key, max_retries=0)
     extra = {"session_id": "new"} if session else None
     times = []
     for i in range(n + 5):
@@ -87,6 +89,23 @@ def records(root: Path, **on) -> dict:
             "cache": {"enabled": on.get("cache", False), "db": str(root / "c.sqlite")}}
 
 
+RULES = """rules:
+  - {name: no-weapons, keywords: [explosive], action: refuse, message: I cannot help with that.}
+  - {name: formal, keywords: [refunds], action: instruct, message: Answer formally.}
+  - {name: pii-out, stage: output, pii: [EMAIL], action: review, review: deliver}
+"""
+
+
+def governed(root: Path, sessions: bool) -> dict:
+    """Every governance layer: keys (auth + role), limits, rules + review, audit, sessions, cache."""
+    out = records(root, audit=True, sessions=sessions, cache=True)
+    (root / "rules.yaml").write_text(RULES, encoding="utf-8")
+    out.update({"auth": {"db": str(root / "keys.sqlite"), "secret_file": str(root / "server.secret")},
+                "limits": {"requests_per_minute": 100_000, "tokens_per_minute": 10_000_000, "concurrent": 8},
+                "rules": {"file": str(root / "rules.yaml"), "review_db": str(root / "review.sqlite")}})
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -104,18 +123,23 @@ def main() -> None:
         variants = [("bare core", {}, False, 0.0),
                     ("audit (encrypted content)", records(root / "a", audit=True), False, 1.0),
                     ("audit + session (growing history)", records(root / "b", audit=True, sessions=True), True, 1.0),
-                    ("audit + cache hit (temperature 0)", records(root / "c", audit=True, cache=True), False, 0.0)]
+                    ("audit + cache hit (temperature 0)", records(root / "c", audit=True, cache=True), False, 0.0),
+                    ("all layers (key, limits, rules, audit, cache)", governed(root / "d", False), False, 1.0),
+                    ("all layers + session", governed(root / "e", True), True, 1.0)]
         results = {}
         for name, overrides, session, temperature in variants:
             server, url = start(model, tok, overrides)
-            results[name] = measure(url, args.requests, session, temperature)
+            keys = server.app_state.keys
+            key = keys.create("bench", "user")[1] if keys is not None else "unused"
+            results[name] = measure(url, args.requests, session, temperature, key)
             server.should_exit = True
             time.sleep(0.5)
     base = statistics.median(results["bare core"])
-    print(f"{'variant':38s} {'median ms':>10s} {'p95 ms':>8s} {'median/bare':>12s}")
+    base95 = pct(results["bare core"], 0.95)
+    print(f"{'variant':46s} {'median ms':>10s} {'p95 ms':>8s} {'median/bare':>12s} {'added median/p95 ms':>20s}")
     for name, times in results.items():
-        med = statistics.median(times)
-        print(f"{name:38s} {med:10.2f} {pct(times, 0.95):8.2f} {med / base:12.2f}")
+        med, p95 = statistics.median(times), pct(times, 0.95)
+        print(f"{name:46s} {med:10.2f} {p95:8.2f} {med / base:12.2f} {med - base:+10.2f} / {p95 - base95:+.2f}")
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -117,4 +117,5 @@ class ServeConfig(Section):
             files.append(("vllm.api_key_file", self.vllm.api_key_file))
         return ([f"serve.{key}: file not found: {path}" for key, path in files if not Path(path).is_file()]
                 + experiment_problems(self) + (self.rules.problems() if self.rules else [])
-                + records_problems(self.encryption, self.audit, self.sessions, self.cache))
+                + records_problems(self.encryption, self.audit, self.sessions, self.cache,
+                                   rules=self.rules is not None))

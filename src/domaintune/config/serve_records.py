@@ -79,10 +79,11 @@ class CacheConfig(Section):
 
 
 def records_problems(encryption: EncryptionConfig, audit: AuditConfig, sessions: SessionsConfig,
-                     cache: CacheConfig) -> list[str]:
-    """What `domaintune validate` reports before anything starts: a keyring is needed and must be readable."""
+                     cache: CacheConfig, rules: bool = False) -> list[str]:
+    """What `domaintune validate` reports before anything starts: a keyring is needed and must be readable.
+    `rules`: serve.rules is set (its review queue seals flagged prompts and answers)."""
     needs = [name for name, on in (("audit", audit.enabled), ("sessions", sessions.enabled),
-                                   ("cache", cache.enabled)) if on]
+                                   ("cache", cache.enabled), ("rules (the review queue)", rules)) if on]
     if not needs:
         return []
     if not encryption.configured:

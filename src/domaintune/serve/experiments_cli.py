@@ -147,12 +147,16 @@ def list_versions(config: Path = ConfigArg, overrides: list[str] | None = Overri
 
 def _change(config, overrides, action: str, version: str | None, actor: str | None) -> None:
     from domaintune.console import console
-    from domaintune.serve.hooks import LogAuditor
     from domaintune.serve.models_registry import change
+    from domaintune.serve.store.records import admin_auditor
 
     alias, settings, store = _model_context(config, overrides)
-    state = change(store, alias, action, version, [v.id for v in settings.models.versions],
-                   actor or f"cli:{getpass.getuser()}", LogAuditor())
+    auditor = admin_auditor(settings)  # the server's hash chain (serve.audit), opened before the change
+    try:
+        state = change(store, alias, action, version, [v.id for v in settings.models.versions],
+                       actor or f"cli:{getpass.getuser()}", auditor)
+    finally:
+        getattr(auditor, "close", lambda: None)()
     console.print(f"[green]ok[/] {action}: '{alias}' now serves {state['active'] or 'the run’s own model'} "
                   f"(was {state['previous'] or 'the run’s own model'}); event #{state['seq']} recorded. A running "
                   f"server switches on its next request.")

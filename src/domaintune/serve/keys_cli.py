@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import re
 import time
 from datetime import datetime
@@ -37,19 +38,42 @@ def parse_expiry(value: str | None) -> float | None:
 
 
 def open_store(config: Path | None, db: Path | None, secret_file: Path | None):
+    return _open(config, db, secret_file, audited=False)[0]
+
+
+def _open(config: Path | None, db: Path | None, secret_file: Path | None, audited: bool = True):
+    """(key store, auditor): with a config, create and revoke are audited in its serve.audit chain (the
+    chain a running server appends to); with --db there is no config, so the change is only logged."""
     from domaintune.errors import ConfigError
+    from domaintune.serve.hooks import LogAuditor
     from domaintune.serve.security.keys import KeyStore, read_server_secret
 
     if (config is None) == (db is None):
         raise ConfigError(["give the run config (domaintune keys ... CONFIG) or --db, not both"])
     if db is not None:
-        return KeyStore(db, read_server_secret(secret_file) if secret_file else None)
+        return KeyStore(db, read_server_secret(secret_file) if secret_file else None), LogAuditor()
     from domaintune.config import load_config
+    from domaintune.serve.store.records import admin_auditor
 
-    auth = load_config(config).serve.auth
-    if auth is None:
+    settings = load_config(config).serve
+    if settings.auth is None:
         raise ConfigError([f"serve.auth: not set in {config}; add serve.auth (db, secret_file) first"])
-    return KeyStore.open(auth.db, auth.secret_file)
+    # before the change: a missing keyring refuses it rather than skip the audit (listing changes nothing)
+    auditor = admin_auditor(settings) if audited else LogAuditor()
+    return KeyStore.open(settings.auth.db, settings.auth.secret_file), auditor
+
+
+def _audited(config, db, secret_file, action: str, change):
+    """Run `change(store) -> detail` and append one audit record of it (route `cli:keys <action>`)."""
+    from domaintune.serve.store.records import cli_record
+
+    store, auditor = _open(config, db, secret_file)
+    try:
+        result, detail = change(store)
+        auditor.record(cli_record(f"cli:keys {action}", f"cli:{getpass.getuser()}", **detail))
+        return result
+    finally:
+        getattr(auditor, "close", lambda: None)()
 
 
 def _run(fn):
@@ -88,11 +112,11 @@ def create(config: Path | None = CONFIG, db: Path | None = DB, secret_file: Path
     limits = {"requests_per_minute": rpm, "tokens_per_minute": tpm, "tokens_per_day": tpd,
               "concurrent": concurrent}
 
-    def go():
-        store = open_store(config, db, secret_file)
-        return store.create(name, role, expires_at=parse_expiry(expires), scopes=scopes, user=user,
-                            groups=tuple(group), tenant=tenant, limits=limits)
-    key_id, token = _run(go)
+    def change(store):
+        key_id, token = store.create(name, role, expires_at=parse_expiry(expires), scopes=scopes, user=user,
+                                     groups=tuple(group), tenant=tenant, limits=limits)
+        return (key_id, token), {"key": key_id, "name": name, "role": role, "user": user}  # never the token
+    key_id, token = _run(lambda: _audited(config, db, secret_file, "create", change))
     typer.echo(f"key id: {key_id}\ntoken (shown once, store it now): {token}")
 
 
@@ -112,5 +136,5 @@ def list_keys(config: Path | None = CONFIG, db: Path | None = DB, secret_file: P
 def revoke(key_id: str = typer.Argument(..., help="The key id (from `keys list`)."),
            config: Path | None = CONFIG, db: Path | None = DB, secret_file: Path | None = SECRET) -> None:
     """Revoke a key; the server refuses it from the next request on."""
-    _run(lambda: open_store(config, db, secret_file).revoke(key_id))
+    _run(lambda: _audited(config, db, secret_file, "revoke", lambda store: (store.revoke(key_id), {"key": key_id})))
     typer.echo(f"revoked {key_id}")

@@ -90,5 +90,6 @@ def change(store: ExperimentStore, alias: str, action: str, version: str | None,
         target = stack[-2] if len(stack) > 1 else None
     seq = store.model_event(alias, action, target, previous, actor)
     auditor.record(AuditRecord(request_id=f"model-event-{seq}", route=f"cli:serve-models {action}",
-                               principal=actor, tenant="default", status=200, model=target or alias))
+                               principal=actor, tenant="default", status=200, model=target or alias,
+                               detail={"alias": alias, "version": target or "", "previous": previous or ""}))
     return {"alias": alias, "action": action, "active": target, "previous": previous, "seq": seq}

@@ -22,6 +22,7 @@ from domaintune.serve.hooks import CHAT, COMPLETIONS, AuditRecord, Hooks, Princi
 from domaintune.serve.metrics import Metrics, Timing
 from domaintune.serve.protocol import ChatRequest, CompletionRequest, Envelope, parse_request
 from domaintune.serve.store.layer import RecordsLayer, Turn
+from domaintune.serve.store.trail import note_principal
 from domaintune.serve.tools import message_dict, plan_tools, render_ids, tool_state
 
 
@@ -68,6 +69,7 @@ class RequestPath:
 
     def principal(self, request: Request, permission: str) -> Principal:
         principal = self.hooks.auth.authenticate(request.headers)
+        note_principal(principal)  # the request's audit record names its key id, even when refused below
         self.hooks.authz.check(principal, permission)
         return principal
 

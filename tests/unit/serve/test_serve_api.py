@@ -323,7 +323,8 @@ def test_every_generation_request_is_audited_once_and_permissions_are_enforced(s
     with pytest.raises(openai.PermissionDeniedError):
         client.models.list()
     assert [(r.route, r.status) for r in audit.records] == [
-        ("/v1/chat/completions", 200), ("/v1/chat/completions", 400), ("/v1/completions", 403)]
+        ("/v1/chat/completions", 200), ("/v1/chat/completions", 400), ("/v1/completions", 403),
+        ("/v1/models", 403)]  # every route is audited (serve/store/trail.py), not only generation
     ok = audit.records[0]
     assert (ok.principal, ok.tenant, ok.user, ok.model) == ("clerk", "bank-a", "alice", "tiny")
     assert ok.prompt_tokens > 0 and 1 <= ok.completion_tokens <= 3 and ok.finish_reasons

@@ -124,8 +124,9 @@ class RuledScreen(Screen):
         if not flags:
             return text, None, None
         hold = any(r.review == "hold" for r in flags)
-        item = self.engine.queue.add(record.request_id, self.principal.key_id or self.principal.id,
-                                     [r.name for r in flags], "hold" if hold else "deliver", self.text, text)
+        p = self.principal
+        item = self.engine.queue.add(record.request_id, p.key_id or p.id, [r.name for r in flags],
+                                     "hold" if hold else "deliver", self.text, text, subject=p.user or p.id)
         record.detail["review_items"] = ",".join(filter(None, [record.detail.get("review_items"), item]))
         review = {"status": "held" if hold else "delivered_flagged", "item_id": item}
         return (self.engine.settings.held_message, REFUSAL, review) if hold else (text, None, review)

@@ -41,9 +41,9 @@ def install_access(app, settings: ServeConfig, path) -> None:
         hooks.limits = KeyLimiter(limits_of, metrics)
     if settings.rules is not None:
         from domaintune.serve.rules.engine import RuleEngine
-        from domaintune.serve.rules.review import ReviewQueue
 
-        app.state.review = ReviewQueue(settings.rules.review_db, hooks.audit)
+        app.state.review = app.state.records.review  # opened with the records stores: sealed by the same vault
+        app.state.review.auditor = hooks.audit
         hooks.rules = RuleEngine(settings.rules, app.state.review)
     from domaintune.serve.rules.routes import router as review_router
     from domaintune.serve.security.routes import router as keys_router

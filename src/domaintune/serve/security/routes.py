@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 
 from domaintune.serve.errors import ApiError
 from domaintune.serve.permissions import KEYS
+from domaintune.serve.store.trail import note
 
 router = APIRouter()
 
@@ -39,12 +40,14 @@ async def create_key(request: Request):
     except (ValueError, TypeError, KeyError, AttributeError) as err:
         raise ApiError(400, f"cannot create the key: {type(err).__name__}: {err}; send name, role and optional "
                             "expires_at, scopes, user, groups, limits", code="invalid_value") from None
+    note(action="create", key=key_id, role=body["role"])  # in the request's audit record; never the token
     return {"key_id": key_id, "token": token}
 
 
 @router.delete("/v1/keys/{key_id}")
 async def revoke_key(request: Request, key_id: str):
     request.app.state.path.principal(request, KEYS)
+    note(action="revoke", key=key_id)
     try:
         _store(request).revoke(key_id)
     except KeyError:

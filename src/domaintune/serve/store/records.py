@@ -17,6 +17,7 @@ from domaintune.serve.store.cache import ResponseCache
 from domaintune.serve.store.crypto import Keyring, Vault
 from domaintune.serve.store.layer import RecordsLayer
 from domaintune.serve.store.sessions import RedisSessions, Sessions, SqliteSessions
+from domaintune.serve.store.trail import AuditEveryRequest, Marking
 
 
 class Records:
@@ -24,8 +25,8 @@ class Records:
 
     def __init__(self, settings: ServeConfig):
         audit, sessions, cache = settings.audit, settings.sessions, settings.cache
-        self.keyring = self.vault = self.audit = self.sessions = self.cache = None
-        if not (audit.enabled or sessions.enabled or cache.enabled):
+        self.keyring = self.vault = self.audit = self.sessions = self.cache = self.review = None
+        if not (audit.enabled or sessions.enabled or cache.enabled or settings.rules is not None):
             return
         self.keyring = Keyring.load(settings.encryption)  # fails closed: no keys, no server
         self.vault = Vault(self.keyring, settings.encryption.user_keys_db)
@@ -36,14 +37,19 @@ class Records:
             self.sessions = Sessions(backend, self.vault, sessions.ttl_s, sessions.max_sessions_per_owner)
         if cache.enabled:
             self.cache = ResponseCache(cache.db, self.vault, cache.ttl_s, cache.max_entries)
+        if settings.rules is not None:  # flagged prompts and answers: sealed like sessions (rules/review.py)
+            from domaintune.serve.rules.review import ReviewQueue
+
+            self.review = ReviewQueue(settings.rules.review_db, self.vault)
 
     def erase(self, subject: str, by: str = "cli", tenant: str = "default", audit: bool = True) -> dict:
-        """GDPR-style erasure: delete the user's sessions and cached answers, destroy their data key (their
-        audit content becomes unreadable; the chain is untouched), and audit the erasure itself (the API route
-        audits its own request instead: one record per request)."""
+        """GDPR-style erasure: delete the user's sessions, cached answers and review items, destroy their data
+        key (their audit content becomes unreadable; the chain is untouched), and audit the erasure itself (the
+        API route audits its own request instead: one record per request)."""
         done = {"user": subject,
                 "sessions_deleted": self.sessions.erase(subject) if self.sessions else 0,
                 "cache_entries_deleted": self.cache.erase(subject) if self.cache else 0,
+                "review_items_deleted": self.review.erase(subject) if self.review else 0,
                 "data_key_destroyed": self.vault.destroy(subject) if self.vault else False}
         if audit and self.audit is not None:
             self.audit.record(AuditRecord(request_id=uuid.uuid4().hex[:24], route="users.erase", principal=by,
@@ -51,9 +57,27 @@ class Records:
         return done
 
     def close(self) -> None:
-        for store in (self.audit, self.sessions, self.cache, self.vault):
+        for store in (self.audit, self.sessions, self.cache, self.review, self.vault):
             if store is not None:
                 store.close()
+
+
+def admin_auditor(settings: ServeConfig):
+    """The auditor of an administrative command run outside the server (`keys create|revoke`,
+    `serve-models promote|rollback`): the server's own hash chain when serve.audit is on (appends are
+    BEGIN IMMEDIATE transactions, so a CLI and a running server interleave whole records and the chain
+    stays linear), else the log auditor. Open it before changing anything: a missing keyring then
+    refuses the change instead of leaving it unaudited."""
+    if not settings.audit.enabled:
+        from domaintune.serve.hooks import LogAuditor
+
+        return LogAuditor()
+    return ChainAuditor(settings.audit.db, Keyring.load(settings.encryption))
+
+
+def cli_record(route: str, actor: str, **detail) -> AuditRecord:
+    return AuditRecord(request_id=uuid.uuid4().hex[:24], route=route, principal=actor, tenant="default", status=200,
+                       detail={k: str(v) for k, v in detail.items() if v is not None})
 
 
 def _redactor(audit):
@@ -71,8 +95,9 @@ def attach_records(app, path, settings: ServeConfig) -> Records:
     app.state.records, app.state.audit, app.state.sessions = records, records.audit, records.sessions
     app.state.cache = records.cache
     path.records = RecordsLayer(records.sessions, records.cache, settings.sessions.context_tokens)
-    if records.audit is not None:
-        path.hooks.audit = records.audit
+    # Every request leaves exactly one record (store/trail.py): the chain when audit is on, else the hook's.
+    path.hooks.audit = Marking(records.audit if records.audit is not None else path.hooks.audit)
+    app.add_middleware(AuditEveryRequest, auditor=lambda: path.hooks.audit)  # read per request: wrappers added later
     if records.cache is not None:
         path.metrics.registry.register(_CacheMetrics(records.cache))
     app.include_router(router)

@@ -57,7 +57,7 @@ async def get_session(request: Request, session_id: str):
         sessions = _sessions(request)
         return {**sessions.info(principal, session_id), "object": "session",
                 "messages": sessions.messages(principal, session_id)}
-    return _audited(request, "/v1/sessions/{id}", SESSIONS, work)
+    return _audited(request, "/v1/sessions/{session_id}", SESSIONS, work)
 
 
 @router.delete("/v1/sessions/{session_id}")
@@ -66,7 +66,7 @@ async def delete_session(request: Request, session_id: str):
         record.session_id = session_id
         _sessions(request).delete(principal, session_id)
         return {"id": session_id, "object": "session.deleted", "deleted": True}
-    return _audited(request, "/v1/sessions/{id}", SESSIONS, work)
+    return _audited(request, "/v1/sessions/{session_id}", SESSIONS, work)
 
 
 @router.delete("/v1/users/{user}")

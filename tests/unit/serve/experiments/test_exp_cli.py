@@ -61,6 +61,25 @@ def test_promote_list_rollback_are_one_audited_command_each(project, caplog):
     assert "nothing to roll back" in invoke("serve-models", "rollback", cfg, code=2).output
 
 
+def test_promote_and_rollback_go_into_the_servers_audit_chain(project, tmp_path):
+    from domaintune.serve.store.audit import ChainAuditor
+    from domaintune.serve.store.crypto import Keyring, parse_keyring
+
+    ring = tmp_path / "ring"
+    ring.write_text("k1 " + "A" * 43 + "=\n")
+    ring.chmod(0o600)
+    chain = ["serve.audit.enabled=true", f"serve.audit.db={tmp_path / 'audit.sqlite'}",
+             f"serve.encryption.keyring_file={ring}", f"serve.experiments.store={tmp_path / 'ab.db'}"]
+    cfg = str(project / "domaintune.yaml")
+    invoke("serve-models", "promote", cfg, "tiny-v2", *chain, "--actor", "ops-bob")
+    invoke("serve-models", "rollback", cfg, *chain, "--actor", "ops-bob")
+    auditor = ChainAuditor(tmp_path / "audit.sqlite", Keyring(parse_keyring(ring.read_text(), "ring")))
+    rows = list(reversed(auditor.query()))
+    assert [(r["route"], r["principal"], r["detail"]["version"]) for r in rows] == [
+        ("cli:serve-models promote", "ops-bob", "tiny-v2"), ("cli:serve-models rollback", "ops-bob", "")]
+    assert auditor.verify()["ok"]
+
+
 def test_ab_report_prints_arms_and_scores_an_eval_task_per_arm(project):
     from domaintune.serve.experiment_store import ExperimentStore
 
@@ -84,7 +103,7 @@ def test_ab_report_prints_arms_and_scores_an_eval_task_per_arm(project):
 def test_ab_report_before_any_traffic_says_so(project):
     out = invoke("ab", "report", str(project / "domaintune.yaml"), "tone", "serve.experiments.store=none.db",
                  code=2).output
-    assert "does not exist yet" in out
+    assert "does not exist yet" in " ".join(out.split())  # rich wraps long lines at the terminal's width
 
 
 def test_validate_names_unregistered_arm_models_and_missing_folders(tmp_path):

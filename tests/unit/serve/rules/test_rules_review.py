@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import httpx
 import openai
-from access_helpers import bearer, governed
+import pytest
+from access_helpers import bearer, governed, write_keyring
 
 from domaintune.config.serve_access import RulesConfig
+from domaintune.errors import ConfigError
 from domaintune.serve.hooks import Hooks, Principal, Prompt
 
 RULES = """
@@ -104,7 +106,7 @@ def test_instruct_adds_a_system_instruction(tmp_path):
     (tmp_path / "r.yaml").write_text("rules:\n  - name: formal\n    keywords: [fee]\n    action: instruct\n"
                                      "    message: Answer formally.\n")
     settings = RulesConfig(file=str(tmp_path / "r.yaml"), review_db=str(tmp_path / "q.db"))
-    engine = RuleEngine(settings, ReviewQueue(settings.review_db))
+    engine = RuleEngine(settings, ReviewQueue(settings.review_db, _vault(tmp_path)))
     screen = engine.screen(Principal(id="a"), Prompt(messages=[{"role": "user", "content": "the fee?"}]),
                            new_record("/v1/chat/completions"))
     assert screen.prompt.messages[0] == {"role": "system", "content": "Answer formally."}
@@ -146,3 +148,74 @@ def test_validate_names_file_line_and_key_of_each_bad_rule(tmp_path):
     assert "unknown PII type(s) ['PASSPORT']" in text and "cannot load 'nowhere.module:fn'" in text
     missing = RulesConfig(file=str(tmp_path / "none.yaml"), review_db=str(tmp_path / "q.db")).problems()
     assert missing == [f"serve.rules.file: file not found: {tmp_path / 'none.yaml'}"]
+
+
+# --------------------------------------------------------------------------- the queue at rest
+def _vault(tmp_path):
+    from domaintune.config.serve_records import EncryptionConfig
+    from domaintune.serve.store.crypto import Keyring, Vault
+
+    ring = Keyring.load(EncryptionConfig(keyring_file=str(write_keyring(tmp_path / "ring"))))
+    return Vault(ring, tmp_path / "user-keys.sqlite")
+
+
+def test_review_text_is_sealed_per_user_and_erasure_removes_it(tmp_path):
+    from domaintune.serve.rules.review import ReviewQueue
+
+    vault = _vault(tmp_path)
+    queue = ReviewQueue(tmp_path / "q.db", vault)
+    alice = queue.add("req-1", "key-a", ["r"], "hold", "prompt SECRET-ALICE", "answer SECRET-ALICE", subject="alice")
+    bob = queue.add("req-2", "key-b", ["r"], "deliver", "prompt of bob", "answer of bob", subject="bob")
+    queue.decide(alice, "edit", Principal(id="rev"), text="edited SECRET-ALICE")
+    assert queue.get(alice)["prompt"] == "prompt SECRET-ALICE" and queue.get(alice)["final"] == "edited SECRET-ALICE"
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("q.db"))
+    assert b"SECRET-ALICE" not in on_disk and b"of bob" not in on_disk  # db and -wal hold ciphertext only
+    vault.destroy("alice")  # a copy of the row kept elsewhere (backup) is unreadable once the key is gone
+    assert queue.get(alice)["prompt"] is None and queue.get(alice)["answer"] is None
+    assert queue.get(bob)["answer"] == "answer of bob"
+    assert queue.erase("bob") == 1 and queue.get(bob) is None and queue.get(alice) is not None
+
+
+def test_a_plaintext_queue_of_an_older_version_is_refused(tmp_path):
+    import sqlite3
+
+    from domaintune.serve.rules.review import ReviewQueue
+
+    old = sqlite3.connect(tmp_path / "old.db")
+    old.execute("CREATE TABLE review (id TEXT PRIMARY KEY, created REAL, request_id TEXT, owner TEXT, rules TEXT, "
+                "mode TEXT, status TEXT, prompt TEXT, answer TEXT, final TEXT, decided_by TEXT, decided_at REAL, "
+                "note TEXT)")
+    old.close()
+    with pytest.raises(ConfigError, match="stored review text unencrypted"):
+        ReviewQueue(tmp_path / "old.db", _vault(tmp_path))
+
+
+def test_rules_without_a_keyring_fail_validation(tmp_path):
+    from domaintune.config.serve import ServeConfig
+
+    (tmp_path / "rules.yaml").write_text("rules:\n  - {name: r, keywords: [x], action: review}\n")
+    rules = {"file": str(tmp_path / "rules.yaml"), "review_db": str(tmp_path / "q.db")}
+    assert ServeConfig(rules=rules).problems() == [
+        "serve.encryption: rules (the review queue) need a keyring (the audit chain's HMAC key and the encryption "
+        "keys come from it): set serve.encryption.keyring_file or serve.encryption.keyring_env"]
+
+
+def test_domaintune_validate_reports_the_missing_keyring_and_bad_rules(tmp_path):
+    from typer.testing import CliRunner
+
+    from domaintune.cli import app
+
+    (tmp_path / "rules.yaml").write_text(BAD)
+    (tmp_path / "domaintune.yaml").write_text(f"""\
+name: demo
+model:
+  base: {tmp_path / "model"}
+serve:
+  rules: {{file: rules.yaml, review_db: review.db}}
+  encryption: {{keyring_file: keyring}}
+""", encoding="utf-8")
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "domaintune.yaml")])
+    out = " ".join(result.output.split())
+    assert result.exit_code != 0, out
+    assert "serve.encryption.keyring_file: file not found" in out
+    assert "rules.3.keyword: unknown key (did you mean 'keywords'?)" in out

@@ -133,3 +133,53 @@ def test_every_permission_is_withheld_from_some_role():
     """Otherwise the 403 half of the enumeration could not be tested for that permission."""
     for permission in ALL_PERMISSIONS:
         assert any(permission not in perms for perms in ROLES.values()), permission
+
+
+# --------------------------------------------------------------------------- one audit record per request
+def _audit_count(audit) -> int:
+    return audit.verify()["records"]
+
+
+def test_every_route_leaves_exactly_one_audit_record_per_request(start_server, loaded, tmp_path):
+    """Each route of the app — enumerated, as above — called without a key, with a role lacking and a role
+    holding its permission: each call adds exactly one chained record naming the route template, the
+    status it answered and the key id (never the token); liveness and the console are not audited."""
+    audit_db = tmp_path / "audit.sqlite"
+    server = start_server(loaded, max_tokens_cap=4, **governed(
+        tmp_path, limits={"requests_per_minute": 10_000}, audit={"enabled": True, "db": str(audit_db)}))
+    keys, audit = server.app.state.keys, server.app.state.audit
+    made = {role: keys.create(f"probe-{role}", role) for role in ("admin", "auditor")}
+    calls = 0
+    with httpx.Client(base_url=server.url) as client:
+        for method, path, template in probes(server.app):
+            skipped = template in LIVENESS or template == UI or template.startswith(UI + "/")
+            for role in (None, "auditor", "admin"):
+                before = _audit_count(audit)
+                answer = _call(client, method, path, made[role][1] if role else None)
+                new = [r for r in audit.query(limit=5) if r["seq"] > before]
+                where = f"{method} {template} as {role}"
+                if skipped:
+                    assert new == [], where
+                    continue
+                calls += 1
+                assert len(new) == 1, (where, new)
+                record = new[0]
+                assert record["status"] == answer.status_code, where
+                assert record["route"] == template, where
+                assert record["key_id"] == (made[role][0] if role else None), where
+        assert _audit_count(audit) == calls
+        before = _audit_count(audit)
+        assert client.get("/no/such/route").status_code == 404
+        assert client.get("/v1/models", headers={"Authorization": "Bearer " + "x" * 5000}).status_code == 401
+        limited = keys.create("one-a-minute", "user", limits={"requests_per_minute": 1})
+        ask = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        assert client.post("/v1/chat/completions", json=ask, headers=bearer(limited[1])).status_code == 200
+        assert client.post("/v1/chat/completions", json=ask, headers=bearer(limited[1])).status_code == 429
+    rows = list(reversed([r for r in audit.query(limit=10) if r["seq"] > before]))
+    assert [(r["route"], r["status"], r["key_id"]) for r in rows] == [
+        ("<no route>", 404, None), ("/v1/models", 401, None),
+        ("/v1/chat/completions", 200, limited[0]), ("/v1/chat/completions", 429, limited[0])]
+    assert audit.verify()["ok"]
+    tokens = [t for _, t in made.values()] + [limited[1]]
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("audit.sqlite"))
+    assert not any(t.encode() in stored or t.split(".")[1].encode() in stored for t in tokens)

@@ -89,7 +89,8 @@ def test_erasure_removes_sessions_and_cache_and_shreds_audit_content(start_serve
     assert httpx.delete(server.url + "/v1/users/alice").status_code == 401
     done = httpx.delete(server.url + "/v1/users/alice", headers={"Authorization": "Bearer bob"}).json()
     # two cached answers: the plain one and the temperature-0 session turn (keyed on its whole prompt)
-    assert done == {"user": "alice", "sessions_deleted": 1, "cache_entries_deleted": 2, "data_key_destroyed": True}
+    assert done == {"user": "alice", "sessions_deleted": 1, "cache_entries_deleted": 2, "review_items_deleted": 0,
+                        "data_key_destroyed": True}
     assert httpx.get(f"{server.url}/v1/sessions/{sid}", headers={"Authorization": "Bearer alice"}).status_code == 404
     _ask(alice, "cache me")
     assert audit.query(limit=1)[0]["cached"] is False  # the cached answer is gone
@@ -110,7 +111,12 @@ def test_a_canary_in_a_prompt_is_in_no_file_on_disk(start_server, loaded, tmp_pa
     root.mkdir()
     handler = logging.FileHandler(tmp_path / "server.log")
     handler.setLevel(logging.DEBUG)
-    server = start_server(loaded, **records_settings(root, sessions=True, cache=True))  # uvicorn sets its logging
+    (tmp_path / "rules.yaml").write_text("rules:\n  - {name: hold-canary, keywords: [flag-me], action: review, "
+                                         "review: hold}\n  - {name: flag-all, stage: output, min_chars: 0, "
+                                         "action: review, review: deliver}\n")
+    rules = {"file": str(tmp_path / "rules.yaml"), "review_db": str(root / "review.sqlite")}
+    server = start_server(loaded, rules=rules,  # uvicorn sets its logging
+                          **records_settings(root, sessions=True, cache=True))
     loggers = [logging.getLogger(), logging.getLogger("uvicorn"), logging.getLogger("uvicorn.error")]
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.DEBUG)
@@ -122,6 +128,10 @@ def test_a_canary_in_a_prompt_is_in_no_file_on_disk(start_server, loaded, tmp_pa
         _ask(client, f"again {canary}", extra_body={"session_id": sid})
         _ask(client, f"cached {canary}")
         _ask(client, f"cached {canary}")
+        held = _ask(client, f"flag-me {canary}")  # both prompt and answer wait in the review queue
+        assert held.model_extra["review"]["status"] == "held"
+        queued = server.app.state.review.get(held.model_extra["review"]["item_id"])
+        assert canary in queued["prompt"]  # readable through the queue, sealed on disk
         assert server.app.state.sessions.messages(principal("local", user=None), sid)[0]["content"].endswith(canary)
         assert _files_with(tmp_path, canary) == []  # while running: databases, -wal, -shm
         server.stop()
@@ -131,10 +141,22 @@ def test_a_canary_in_a_prompt_is_in_no_file_on_disk(start_server, loaded, tmp_pa
             log.removeHandler(handler)
         handler.close()
     names = {p.name for p in root.iterdir()}
-    assert {"audit.sqlite", "sessions.sqlite", "cache.sqlite", "user-keys.sqlite"} <= names
+    assert {"audit.sqlite", "sessions.sqlite", "cache.sqlite", "user-keys.sqlite", "review.sqlite"} <= names
     assert (tmp_path / "server.log").stat().st_size > 0
     assert _files_with(tmp_path, canary) == []
 
 
 def _files_with(root: Path, needle: str) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+def test_a_revoked_grant_misses_the_cache_through_the_server(start_server, loaded, tmp_path):
+    auth = BearerPrincipals(alice=principal("alice", groups=frozenset({"hr"})))
+    server = start_server(loaded, hooks=Hooks(auth=auth), **records_settings(tmp_path, cache=True))
+    alice = client_as(server, "alice")
+    _ask(alice)
+    _ask(alice)  # a hit while the grant holds
+    auth.principals["alice"] = principal("alice")  # the hr grant is revoked: the answer cached under it is not served
+    _ask(alice)
+    cached = [r["cached"] for r in reversed(server.app.state.audit.query(route="/v1/chat/completions"))]
+    assert cached == [False, True, False]

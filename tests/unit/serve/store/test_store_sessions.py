@@ -168,3 +168,16 @@ def test_session_id_without_sessions_enabled_is_a_400(start_server, loaded):
         server.client().chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}],
                                                 max_tokens=1, extra_body={"session_id": "new"})
     assert httpx.get(server.url + "/v1/sessions").json()["error"]["code"] == "sessions_disabled"
+
+
+def test_an_expired_session_is_gone_through_the_server(start_server, loaded, tmp_path):
+    auth = BearerPrincipals(alice=principal("alice"))
+    server = start_server(loaded, hooks=Hooks(auth=auth), **records_settings(tmp_path, sessions=True, ttl_s=1))
+    alice = client_as(server, "alice")
+    sid = alice.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=1,
+                                        extra_body={"session_id": "new"}).model_extra["session_id"]
+    time.sleep(2.2)  # ttl_s=1 after the last turn
+    with pytest.raises(openai.NotFoundError):
+        alice.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "again"}], max_tokens=1,
+                                      extra_body={"session_id": sid})
+    assert httpx.get(f"{server.url}/v1/sessions/{sid}", headers={"Authorization": "Bearer alice"}).status_code == 404
