@@ -250,6 +250,7 @@ def print_table(results: dict, foreign_load: float) -> None:
 
 
 def main() -> None:
+    global STAGGER_S
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="A model folder (default: SmolLM2-135M-Instruct).")
     parser.add_argument("--concurrency", default="1,4,8,16")
@@ -270,7 +271,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.serve_child:
         return serve_child(args)
-    global STAGGER_S
     STAGGER_S = args.stagger_s
     import tempfile
 

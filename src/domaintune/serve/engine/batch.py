@@ -4,6 +4,10 @@ Sequences join (after their own prefill) and leave between decode steps. Joining
 shorter side on the left and stacks the caches on the batch dimension; leaving selects the
 remaining rows and drops columns that are padding in every row. Each row's attention mask marks
 its real columns, and each row gets its own position ids, so a row computes what it would alone.
+
+The batch's cache layers keep spare columns (`_GrowingLayer`): a decode step writes its one new column in
+place, where transformers' DynamicLayer concatenates, i.e. copies the whole cache of every layer each step
+(about an eighth of a batch-8 decode step of SmolLM2-135M on this CPU).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ class DecodeBatch:
         import torch
 
         if not self.seqs:
-            self.seqs, self.cache, self.mask = list(seqs), cache, mask
+            self.seqs, self.mask = list(seqs), mask
+            self.cache = _cache_from([(layer.keys, layer.values) for layer in cache.layers])
             return
         width = max(self.mask.shape[1], mask.shape[1])
         layers = [(torch.cat([_left_pad(a.keys, width), _left_pad(b.keys, width)]),
@@ -69,7 +74,50 @@ class DecodeBatch:
         return ids, positions, mask
 
 
+_SPARE_COLUMNS = 32  # columns added at a time when a layer's buffer is full
+
+
+def _growing_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class _GrowingLayer(DynamicLayer):
+        """A DynamicLayer whose keys/values are views of buffers with spare columns, written in place."""
+
+        def update(self, key_states, value_states, *args, **kwargs):
+
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self._used = 0
+                self._kbuf = self._vbuf = None
+            used, add = self._used, key_states.shape[-2]
+            if self._kbuf is None or used + add > self._kbuf.shape[-2]:
+                shape = (*key_states.shape[:2], used + add + _SPARE_COLUMNS, key_states.shape[-1])
+                kbuf, vbuf = key_states.new_empty(shape), value_states.new_empty(shape)
+                if used:
+                    kbuf[:, :, :used], vbuf[:, :, :used] = self.keys, self.values
+                self._kbuf, self._vbuf = kbuf, vbuf
+            self._kbuf[:, :, used:used + add] = key_states
+            self._vbuf[:, :, used:used + add] = value_states
+            self._used = used + add
+            self.keys, self.values = self._kbuf[:, :, :self._used], self._vbuf[:, :, :self._used]
+            return self.keys, self.values
+
+    return _GrowingLayer
+
+
+_LAYER_CLASS = None
+
+
 def _cache_from(layers):
+    """A DynamicCache holding these (keys, values) per layer, in growing layers."""
+    global _LAYER_CLASS
     from transformers import DynamicCache
 
-    return DynamicCache(ddp_cache_data=layers)
+    _LAYER_CLASS = _LAYER_CLASS or _growing_layer_class()
+    cache = DynamicCache()
+    cache.layers = []
+    for keys, values in layers:
+        layer = _LAYER_CLASS()
+        layer.update(keys, values)
+        cache.layers.append(layer)
+    return cache
