@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--layers", type=int, default=15)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--prune", choices=["spread", "deep_block"], default="spread")
     ap.add_argument("--heldout-docs", type=int, default=60)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--doc-tokens", type=int, default=256, help="held-out tokens scored per document")
@@ -107,20 +108,21 @@ def main() -> None:
         p.requires_grad_(False)
     held, train_docs, origin = _split(args.data, args.heldout_docs)
     print(f"held-out: {len(held)} documents of {origin}", flush=True)
-    d = DistillConfig(student=StudentConfig(layers=args.layers), steps=args.steps, batch_rows=4, lr=args.lr)
+    d = DistillConfig(student=StudentConfig(layers=args.layers, prune=args.prune), steps=args.steps, batch_rows=4,
+                      lr=args.lr)
     ds = _rows(tok, train_docs, d.steps * d.batch_rows)
     plan = [list(range(i * 4, i * 4 + 4)) for i in range(d.steps)]  # every row once: equal tokens for both
     t0 = time.perf_counter()
     cache = teacher_cache.build(teacher, ds, list(range(len(ds))), d.top_k, d.temperature, tok.eos_token_id, None)
     print(f"teacher top-{d.top_k} pass over {len(ds)} rows x {ROW} tokens: {time.perf_counter() - t0:.0f}s", flush=True)
     results = {"teacher": _doc_nll(teacher, tok, held, args.doc_tokens)}
-    init, chosen = prune_layers(teacher, args.layers)
+    init, chosen = prune_layers(teacher, args.layers, args.prune)
     results["pruned init"] = _doc_nll(init, tok, held, args.doc_tokens)
     del init
     students = {}
     for name, c in (("CE", None), ("KD", cache)):
         torch.manual_seed(0)
-        student, _ = prune_layers(teacher, args.layers)
+        student, _ = prune_layers(teacher, args.layers, args.prune)
         for p in student.parameters():
             p.requires_grad_(True)
         t0 = time.perf_counter()
