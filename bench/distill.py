@@ -2,13 +2,14 @@
 plain cross-entropy, at equal steps, rows and tokens, in one process (distill/ stage code: the
 layer-pruned init, the cached top-k teacher pass, the training loop).
 
-Data: the quickstart corpus (build_corpus.py) — bank documents split by document into train and
-held-out, packed into 128-token rows. Teacher: the SmolLM2-135M import (the quickstart's tuned model
-takes a demo run to make; the base is the same-tokenizer teacher the stage would use). Reported:
+Data: the quickstart's bank documents, packed into 128-token rows — with `--data runs/quickstart/data`
+the data stage's domain train split (students) and test split (held-out, never seen by the tuned
+teacher); with `--data examples/quickstart/data` the raw corpus split by document. Teacher: `--model`,
+the quickstart's tuned model (runs/quickstart/export/model after `make demo`) or the SmolLM2 import. Reported:
 domain held-out perplexity of teacher / pruned init / CE student / KD student, the bootstrap 95 %
 interval (over held-out documents) of PPL(CE) − PPL(KD), parameters and decode tokens/s vs teacher.
 
-    python bench/distill.py --model DIR --data examples/quickstart/data
+    python bench/distill.py --model runs/quickstart/export/model --data runs/quickstart/data --steps 24
 """
 
 from __future__ import annotations
@@ -31,10 +32,20 @@ from domaintune.distill.student import prune_layers
 ROW = 128
 
 
-def _docs(data: Path) -> list[str]:
-    docs = [json.loads(x)["text"] for x in (data / "domain" / "bank_docs.jsonl").read_text().splitlines()]
+def _read(path: Path) -> list[str]:
+    docs = [json.loads(x)["text"] for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
     random.Random(0).shuffle(docs)
     return docs
+
+
+def _split(data: Path, n_held: int) -> tuple[list[str], list[str], str]:
+    """(held-out, train) bank documents: a run's data stage splits when `data` is runs/<name>/data
+    (held-out = its test split, which the tuned teacher never trained on), else a split of the raw corpus."""
+    if (data / "domain" / "test.jsonl").is_file():
+        return (_read(data / "domain" / "test.jsonl")[:n_held], _read(data / "domain" / "train.jsonl"),
+                f"{data}/domain test split (train split for the students)")
+    docs = _read(data / "domain" / "bank_docs.jsonl")
+    return docs[:n_held], docs[n_held:], f"{data}/domain/bank_docs.jsonl, split by document"
 
 
 def _rows(tok, docs: list[str], n_rows: int):
@@ -82,6 +93,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--layers", type=int, default=15)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--prune", choices=["spread", "deep_block"], default="spread")
     ap.add_argument("--heldout-docs", type=int, default=60)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--doc-tokens", type=int, default=256, help="held-out tokens scored per document")
@@ -94,22 +106,23 @@ def main() -> None:
     teacher = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    docs = _docs(args.data)
-    held, train_docs = docs[: args.heldout_docs], docs[args.heldout_docs:]
-    d = DistillConfig(student=StudentConfig(layers=args.layers), steps=args.steps, batch_rows=4, lr=args.lr)
+    held, train_docs, origin = _split(args.data, args.heldout_docs)
+    print(f"held-out: {len(held)} documents of {origin}", flush=True)
+    d = DistillConfig(student=StudentConfig(layers=args.layers, prune=args.prune), steps=args.steps, batch_rows=4,
+                      lr=args.lr)
     ds = _rows(tok, train_docs, d.steps * d.batch_rows)
     plan = [list(range(i * 4, i * 4 + 4)) for i in range(d.steps)]  # every row once: equal tokens for both
     t0 = time.perf_counter()
     cache = teacher_cache.build(teacher, ds, list(range(len(ds))), d.top_k, d.temperature, tok.eos_token_id, None)
     print(f"teacher top-{d.top_k} pass over {len(ds)} rows x {ROW} tokens: {time.perf_counter() - t0:.0f}s", flush=True)
     results = {"teacher": _doc_nll(teacher, tok, held, args.doc_tokens)}
-    init, chosen = prune_layers(teacher, args.layers)
+    init, chosen = prune_layers(teacher, args.layers, args.prune)
     results["pruned init"] = _doc_nll(init, tok, held, args.doc_tokens)
     del init
     students = {}
     for name, c in (("CE", None), ("KD", cache)):
         torch.manual_seed(0)
-        student, _ = prune_layers(teacher, args.layers)
+        student, _ = prune_layers(teacher, args.layers, args.prune)
         for p in student.parameters():
             p.requires_grad_(True)
         t0 = time.perf_counter()

@@ -14,6 +14,10 @@ class StudentConfig(Section):
         "prune_layers", description="prune_layers: a copy of the teacher keeping `layers` evenly spaced "
                                     "layers (first and last included); path: the model at `path`.")
     layers: int | None = Field(None, ge=1, description="Layers the pruned student keeps (default: half).")
+    prune: Literal["spread", "deep_block"] = Field(
+        "spread", description="Which layers prune_layers keeps: spread = evenly spaced, first and last included; "
+                              "deep_block = the first layers and the last one, dropping one contiguous block "
+                              "before the last (deep layers are the most redundant: Gromov et al. 2024).")
     path: ModelRef | None = Field(None, description="init: path — a model folder or hub id. logit_kd needs the "
                                                     "teacher's tokenizer; another one needs method: seq_kd.")
 

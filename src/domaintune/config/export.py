@@ -65,6 +65,11 @@ class ExportConfig(Section):
         description="Per format (f16, q8_0, q4_0, ..., k_quant for every K-quant, int8): max_ppl_rise_pct, "
                     "max_kl, min_top1. Unset formats use the defaults in config/export.py. An export outside "
                     "its tolerance fails the stage (exit code 3) after the report is written.")
+    calibration_tokens: int = Field(
+        1024, ge=0, description="Tokens of the data stage's train split (no data stage: other Python docs than "
+                                "the verification's) whose layer-input activations weight the Q8_0 scale search "
+                                "(llama.cpp's imatrix idea; halves the KL to fp32, measured). 0: llama.cpp's "
+                                "reference max/127 scales. The file is standard Q8_0 either way.")
     verify_tokens: int = Field(2048, ge=64, description="Held-out tokens (eval.split of the data stage, "
                                                         "all streams) each export is scored on.")
     verify_new_tokens: int = Field(16, ge=1, description="Greedy tokens generated per probe prompt; the "

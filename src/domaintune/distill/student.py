@@ -8,22 +8,25 @@ from domaintune.config.distill import StudentConfig
 from domaintune.errors import ConfigError
 
 
-def kept_layers(n: int, keep: int) -> list[int]:
-    """`keep` evenly spaced layer indices of `n`, first and last included (layer-dropping init)."""
+def kept_layers(n: int, keep: int, prune: str = "spread") -> list[int]:
+    """`keep` layer indices of `n` (layer-dropping init): evenly spaced, first and last included
+    ("spread"), or the first keep−1 and the last ("deep_block": one contiguous block dropped)."""
     if keep >= n:
         raise ConfigError([f"distill.student.layers: {keep} is not fewer than the teacher's {n} layers"])
     if keep == 1:
         return [0]
+    if prune == "deep_block":
+        return [*range(keep - 1), n - 1]
     return sorted({round(i * (n - 1) / (keep - 1)) for i in range(keep)})
 
 
-def prune_layers(teacher, keep: int | None):
+def prune_layers(teacher, keep: int | None, prune: str = "spread"):
     """A deep copy of `teacher` (merged, no adapter) with only the kept decoder layers."""
     import torch
 
     layers = teacher.model.layers
     keep = keep or max(1, len(layers) // 2)
-    chosen = kept_layers(len(layers), keep)
+    chosen = kept_layers(len(layers), keep, prune)
     student = copy.deepcopy(teacher)
     student.model.layers = torch.nn.ModuleList([student.model.layers[i] for i in chosen])
     for new, layer in enumerate(student.model.layers):
@@ -38,8 +41,8 @@ def prune_layers(teacher, keep: int | None):
 def build_student(cfg: StudentConfig, teacher, device: str):
     """(student model, its tokenizer or None for the teacher's, a description for the manifest)."""
     if cfg.init == "prune_layers":
-        student, chosen = prune_layers(teacher, cfg.layers)
-        return student, None, {"init": "prune_layers", "layers": chosen}
+        student, chosen = prune_layers(teacher, cfg.layers, cfg.prune)
+        return student, None, {"init": "prune_layers", "prune": cfg.prune, "layers": chosen}
     from pathlib import Path
 
     from domaintune import models

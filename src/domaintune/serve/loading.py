@@ -1,4 +1,5 @@
-"""Load the model to serve from a folder: a full (merged) model, or a base + LoRA adapter folder.
+"""Load the model to serve from a folder: a full (merged) model, a base + LoRA adapter folder, or
+the torchao INT8 folder of `export.quantize: int8` (`serve.weights: int8` picks it for `serve CFG`).
 
 Safetensors only and no remote code: a served folder is untrusted input to the server process.
 """
@@ -13,7 +14,28 @@ from domaintune.errors import ModelError
 ADAPTER_CONFIG = "adapter_config.json"
 
 
+def int8_export(cfg, run) -> Path:
+    """The run's INT8 export folder, for `serve.weights: int8`; a clear error when the run has none."""
+    from domaintune import quantized
+
+    manifest = run.manifest("export")
+    folder = run.root / "export" / manifest["outputs"]["int8"] if manifest and "int8" in manifest.get(
+        "outputs", {}) else None
+    if folder is None or not quantized.is_quantized_dir(folder):
+        how = ("the export stage has not run" if manifest is None else "its export stage wrote no INT8 folder"
+               if folder is None else f"{folder} is not an INT8 folder (no {quantized.MARKER})")
+        raise ModelError(f"serve.weights: int8 serves runs/{cfg.name}/export/int8, but {how}: set export.quantize: "
+                         f"int8 and run `domaintune run CONFIG --stages export`, or set serve.weights: full")
+    return folder
+
+
 def _check_folder(model_dir: Path) -> None:
+    from domaintune import quantized
+
+    if quantized.is_quantized_dir(model_dir):
+        if not (model_dir / quantized.WEIGHTS).is_file():
+            raise ModelError(f"{model_dir}: INT8 folder without {quantized.WEIGHTS}; re-run the export stage")
+        return
     if (model_dir / ADAPTER_CONFIG).is_file():
         if not (model_dir / "adapter_model.safetensors").is_file():
             raise ModelError(f"{model_dir}: the adapter has no adapter_model.safetensors (pickled adapters are "

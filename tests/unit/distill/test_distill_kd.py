@@ -18,6 +18,7 @@ def test_kept_layers_are_evenly_spaced_with_first_and_last():
     assert len(kept_layers(30, 15)) == 15 and kept_layers(30, 15)[0] == 0 and kept_layers(30, 15)[-1] == 29
     assert kept_layers(30, 8) == [0, 4, 8, 12, 17, 21, 25, 29]
     assert kept_layers(4, 2) == [0, 3] and kept_layers(2, 1) == [0]
+    assert kept_layers(30, 15, "deep_block") == [*range(14), 29]  # one contiguous block before the last dropped
     with pytest.raises(ConfigError, match="not fewer"):
         kept_layers(4, 4)
 

@@ -69,8 +69,8 @@ def test_a_broken_writer_is_caught_by_the_tolerance(tmp_path, tiny_model_dir, mo
     rng = np.random.default_rng(0)
 
     def garbled(*args):
-        for name, a in real(*args):
-            yield name, (a + rng.normal(0, 3 * a.std(), a.shape).astype(np.float32)) if a.ndim == 2 else a
+        for name, hf_name, a in real(*args):
+            yield name, hf_name, (a + rng.normal(0, 3 * a.std(), a.shape).astype(np.float32)) if a.ndim == 2 else a
 
     monkeypatch.setattr(gguf_writer, "_tensors", garbled)
     info = write_gguf(tiny_model_dir, tmp_path / "broken.gguf", "f16")
