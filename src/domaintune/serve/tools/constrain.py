@@ -98,8 +98,8 @@ def arguments_schema(parameters: dict | None, param: str) -> dict:
 
 def call_schema(specs: list[dict], names: list[str], params: dict[str, str]) -> dict:
     """The schema of one call object to one of `names` (in the order a call is parsed: name, then arguments)."""
-    from domaintune.serve.engine.constrained import schema_grammar
     from domaintune.extras import MissingExtra
+    from domaintune.serve.engine.constrained import schema_grammar
 
     by_name = {s["function"]["name"]: s["function"] for s in specs}
     options = []
