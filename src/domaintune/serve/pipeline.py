@@ -106,7 +106,8 @@ class RequestPath:
             if not streams and plan is None:  # a tool loop's answer depends on the tools' results: never cached
                 self.records.lookup(turn, prompt, req, ids, max_tokens, record, engine.model_name)
             if not streams and turn.cached is None:
-                streams = self._submit(req, ids, max_tokens, principal, record.request_id, engine)
+                streams = self._submit(req, ids, max_tokens, principal, record.request_id, engine,
+                                       json_schema=plan.json_schema if plan else None)  # a forced tool call
         except BaseException:
             release()
             raise
@@ -179,7 +180,7 @@ class RequestPath:
         return asked
 
     def _submit(self, req, ids: list[int], max_tokens: int, principal: Principal, request_id: str,
-                engine=None) -> list:
+                engine=None, json_schema: dict | None = None) -> list:
         engine, streams = engine or self.engine, []
         try:
             for i in range(req.n):
@@ -187,7 +188,7 @@ class RequestPath:
                 streams.append(engine.submit(GenRequest(
                     request_id=f"{request_id}-{i}", prompt_ids=ids, max_tokens=max_tokens,
                     temperature=req.temperature, top_p=req.top_p, seed=seed, stop=req.stop_list(),
-                    tenant=principal.tenant)))
+                    tenant=principal.tenant, json_schema=json_schema)))
         except QueueFull as full:
             for stream in streams:
                 stream.cancel()

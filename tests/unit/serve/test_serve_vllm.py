@@ -35,6 +35,8 @@ def fake_vllm(received: list, cancelled: list) -> FastAPI:
             return JSONResponse({"error": {"message": "upstream exploded", "type": "BadRequestError",
                                            "code": 400}}, status_code=400)
         slow = body["max_tokens"] > 50
+        if "structured_outputs" in body:  # vLLM decodes under the schema: answer a valid call object
+            return EventSourceResponse(_guided(body), sep="\n")
 
         async def events():
             try:
@@ -56,6 +58,16 @@ def fake_vllm(received: list, cancelled: list) -> FastAPI:
         return EventSourceResponse(events(), sep="\n")
 
     return app
+
+
+async def _guided(body: dict):
+    schema = body["structured_outputs"]["json"]
+    text = json.dumps({"name": schema["properties"]["name"]["const"], "arguments": {"city": "Oslo"}})
+    yield json.dumps({"id": "cmpl-g", "object": "text_completion", "choices": [
+        {"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}], "usage": None})
+    yield json.dumps({"id": "cmpl-g", "object": "text_completion", "choices": [], "usage": {
+        "prompt_tokens": len(body["prompt"]), "completion_tokens": 9, "total_tokens": len(body["prompt"]) + 9}})
+    yield "[DONE]"
 
 
 class TenantFromHeader:
@@ -127,3 +139,20 @@ def test_upstream_errors_reach_the_client_and_disconnects_cancel_upstream(stack,
     stream.close()
     assert wait_for(lambda: stack.cancelled == [90]), "closing our stream did not close the upstream one"
     assert wait_for(lambda: stack.engine.stats().running == 0)
+
+
+def test_a_forced_tool_choice_reaches_vllm_as_structured_outputs(stack):
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    stack.engine.context_length = 4096  # the tiny BPE spends ~600 tokens on the tool preamble; the fake says 128
+    reply = stack.client().chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "weather?"}], tools=[weather], max_tokens=40,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    (call,) = reply.choices[0].message.tool_calls
+    assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Oslo"})
+    schema = stack.received[-1]["structured_outputs"]["json"]
+    assert schema["properties"]["name"] == {"const": "get_weather"}
+    assert schema["properties"]["arguments"]["required"] == ["city"]
+    stack.client().chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                           max_tokens=2)
+    assert "structured_outputs" not in stack.received[-1]  # only a forced call is constrained

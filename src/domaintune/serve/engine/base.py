@@ -22,6 +22,10 @@ class GenRequest:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     tenant: str = "default"  # who the request is for: engines that share state across requests key it by this
+    # Constrained decoding: the output must be one JSON value valid against this schema (a forced tool call);
+    # the sequence ends when the value is complete. Every engine honours it (cpu: engine/constrained.py,
+    # vllm: structured outputs), so the tool loop can rely on it.
+    json_schema: dict | None = None
 
 
 @dataclass

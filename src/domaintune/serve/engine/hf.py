@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from domaintune.errors import ModelError
 from domaintune.serve.engine.base import EngineFailed, EngineStats, Event, GenRequest, QueueFull, Stream
 from domaintune.serve.engine.batch import DecodeBatch
+from domaintune.serve.engine.constrained import GuideFactory
 from domaintune.serve.engine.decoding import TextTracker, choose_token, make_generator
 from domaintune.serve.engine.prefix_cache import PrefixCache
 
@@ -48,6 +49,7 @@ class _Seq:
     generated: int = 0
     reused: int = 0             # leading prompt tokens whose KV the prefix cache holds (before prefill starts)
     reused_layers: list | None = None
+    guide: object = None        # constrained.SchemaGuide when the request has a json_schema
 
 
 def eos_ids(model, tokenizer) -> set[int]:
@@ -89,6 +91,7 @@ class HFEngine:
         self.context_length = context_length(model, tokenizer)
         self.limits = limits
         self._eos = eos_ids(model, tokenizer)
+        self._guides = GuideFactory(tokenizer, max(model.config.vocab_size, len(tokenizer)))
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._waiting: deque[_Seq] = deque()
@@ -119,6 +122,8 @@ class HFEngine:
     def submit(self, request: GenRequest) -> Stream:
         stream = Stream(request.request_id, asyncio.get_running_loop(), self._cancel)
         seq = _Seq(request, stream, TextTracker(self.tokenizer, request.stop), make_generator(request.seed))
+        if request.json_schema is not None:  # compiled here, on the caller's side: a bad schema fails this call
+            seq.guide = self._guides.guide(request.json_schema)
         with self._lock:
             if self._inflight >= self.limits.max_running + self.limits.max_waiting:
                 raise QueueFull(f"{self._inflight} requests running or queued")
@@ -303,7 +308,7 @@ class HFEngine:
         """Sample each new row's first token; rows that finish at once (EOS, max_tokens=1) leave the batch."""
         keep = list(range(first_row))
         for offset, seq in enumerate(self._batch.seqs[first_row:]):
-            token = choose_token(logits[offset], seq.req.temperature, seq.req.top_p, seq.generator)
+            token = self._choose(seq, logits[offset])
             if self._emit(seq, token):
                 self._retire(seq)
             else:
@@ -332,13 +337,21 @@ class HFEngine:
         keep = []
         for row, seq in enumerate(self._batch.seqs):
             seq.length += 1
-            token = choose_token(out.logits[row, -1], seq.req.temperature, seq.req.top_p, seq.generator)
+            token = self._choose(seq, out.logits[row, -1])
             if self._emit(seq, token):
                 self._retire(seq)
             else:
                 seq.pending = token
                 keep.append(row)
         self._batch.keep(keep)
+
+    def _choose(self, seq: _Seq, logits) -> int:
+        """The next token of one row; a constrained row samples only among tokens its schema allows."""
+        if seq.guide is None:
+            return choose_token(logits, seq.req.temperature, seq.req.top_p, seq.generator)
+        token = choose_token(seq.guide.mask(logits), seq.req.temperature, seq.req.top_p, seq.generator)
+        seq.guide.advance(token)
+        return token
 
     def _emit(self, seq: _Seq, token: int) -> bool:
         """Send the text `token` adds; True when the sequence is finished (EOS, stop string, or length)."""
@@ -350,6 +363,8 @@ class HFEngine:
             text = seq.tracker.push(token)
             if seq.tracker.stopped:
                 reason = "stop"
+            elif seq.guide is not None and (seq.guide.complete or seq.guide.failed):
+                text, reason = text + seq.tracker.flush(), "stop"  # the constrained value is whole
             elif seq.generated >= seq.req.max_tokens:
                 text, reason = text + seq.tracker.flush(), "length"
         if text or reason:

@@ -96,6 +96,10 @@ class VLLMEngine:
             body["stop"] = req.stop
         if self.settings.cache_salt_per_tenant:
             body["cache_salt"] = self.cache_salt(req.tenant)
+        if req.json_schema is not None:
+            # A forced tool call: vLLM's own guided decoding (what it does for a named/required tool_choice
+            # on chat) on the prompt we rendered. `structured_outputs` is vLLM >= 0.10.2 (guided_json's successor).
+            body["structured_outputs"] = {"json": req.json_schema}
         return body
 
     def submit(self, request: GenRequest) -> Stream:

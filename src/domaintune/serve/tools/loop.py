@@ -78,7 +78,7 @@ async def turns(path, run) -> AsyncIterator[Content | Calls | Finish]:
         tail, calls = parser.close()
         if tail:
             yield Content(tail)
-        calls = _allowed_shape(state, run.record, calls)
+        calls = _allowed_shape(state, run.record, calls, reason)
         if not calls:
             yield Finish(reason)
             return
@@ -98,14 +98,18 @@ async def turns(path, run) -> AsyncIterator[Content | Calls | Finish]:
         await _next_round(path, run, state)
 
 
-def _allowed_shape(state: ToolState, record, calls: list[ParsedCall]) -> list[ParsedCall]:
-    """Apply tool_choice and parallel_tool_calls to the parsed calls of one turn."""
+def _allowed_shape(state: ToolState, record, calls: list[ParsedCall], reason: str) -> list[ParsedCall]:
+    """Apply tool_choice and parallel_tool_calls to the parsed calls of one turn.
+
+    A forced turn is decoded under the call's schema, so it always parses, unless it was cut short:
+    by max_tokens (finish_reason "length" with the partial text, as OpenAI answers) or by a stop string (422)."""
     if _first_round_forced(state):
         if state.plan.choice == "named":
             calls = [c for c in calls if c.name == state.plan.forced]
-        if not calls:
-            raise ApiError(500, f"the model did not produce a valid call although tool_choice was "
-                                f"'{state.plan.forced or state.plan.choice}'", code="invalid_tool_call")
+        if not calls and reason != "length":
+            raise ApiError(422, f"the reply ended before a complete call although tool_choice was "
+                                f"'{state.plan.forced or state.plan.choice}' (a `stop` string inside the call?)",
+                           code="invalid_tool_call", param="tool_choice")
     if not state.plan.parallel and len(calls) > 1:
         for call in calls[1:]:
             state.note(record, call, "dropped")  # parallel_tool_calls: false

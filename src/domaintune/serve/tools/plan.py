@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from domaintune.serve.errors import ApiError, invalid
 from domaintune.serve.hooks import Principal
 from domaintune.serve.protocol import ChatRequest, NamedToolChoice
+from domaintune.serve.tools.constrain import call_schema
 from domaintune.serve.tools.registry import jsonschema
 
 EMPTY_OBJECT = {"type": "object", "properties": {}}
@@ -26,6 +27,7 @@ class ToolPlan:
     choice: str = "auto"  # none | auto | required | named
     forced: str | None = None  # the function of a named tool_choice
     parallel: bool = True
+    json_schema: dict | None = None  # the call object the first turn is decoded under when a call is forced
 
     @property
     def offered(self) -> bool:
@@ -53,6 +55,8 @@ def plan_tools(req: ChatRequest, principal: Principal, runtime) -> ToolPlan | No
             plan.server.add(tool.name)
             plan.specs.append(tool.spec())
     _apply_choice(plan, req.tool_choice, bool(req.tools))
+    if plan.choice in ("required", "named"):
+        plan.json_schema = _forced_schema(plan, req)
     if plan.offered and req.n > 1:
         raise invalid(f"n={req.n} cannot be combined with tools (one choice per request with tools)", "n")
     return plan
@@ -99,6 +103,14 @@ def _apply_choice(plan: ToolPlan, choice, listed: bool) -> None:
         plan.choice = choice
     elif not listed and not plan.specs:
         plan.choice = "none"
+
+
+def _forced_schema(plan: ToolPlan, req: ChatRequest) -> dict:
+    """The constraint of a forced first turn; 400 naming the parameter when a schema is outside the subset."""
+    params = {s["function"]["name"]: f"server tool '{s['function']['name']}' parameters" for s in plan.specs}
+    params.update({t.function.name: f"tools.{i}.function.parameters" for i, t in enumerate(req.tools or [])})
+    names = [plan.forced] if plan.choice == "named" else [s["function"]["name"] for s in plan.specs]
+    return call_schema(plan.specs, names, params)
 
 
 def _check_history(req: ChatRequest) -> None:

@@ -123,12 +123,9 @@ def preamble_messages(messages: list[dict], plan: ToolPlan) -> list[dict]:
 
 
 def forced_prefix(plan: ToolPlan, tagged: bool) -> str:
-    """The start of the call, pre-filled after the generation prompt when a call is forced."""
-    if not tagged or plan.choice not in ("required", "named"):
-        return ""
-    if plan.choice == "named":
-        return OPEN + '{"name": ' + json.dumps(plan.forced) + ', "arguments": {'
-    return OPEN + '{"name": "'
+    """The call's opening tag, pre-filled after the generation prompt when a call is forced and the model's
+    format tags calls; the call object itself is then decoded under plan.json_schema (tools/constrain.py)."""
+    return OPEN if tagged and plan.json_schema is not None else ""
 
 
 def render_ids(renderer, prompt: Prompt, plan: ToolPlan) -> tuple[list[int], str]:

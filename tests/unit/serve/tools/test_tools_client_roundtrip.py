@@ -90,7 +90,9 @@ def test_bare_json_call_and_parallel_calls(tool_server):
 
 
 def test_forced_choice_prefills_the_call_and_none_offers_nothing(tool_server):
-    server = tool_server(lambda p: '"city": "Lima"}}</tool_call>' if p.endswith('"arguments": {') else "plain")
+    # the engine decodes the call object under plan.json_schema (test_tools_constrained.py); this fake obeys it
+    server = tool_server(lambda p: '{"name": "get_weather", "arguments": {"city": "Lima"}}' if p.endswith(
+        "<tool_call>") else "plain")
     client = server.client()
     named = {"type": "function", "function": {"name": "get_weather"}}
     reply = client.chat.completions.create(model="tiny", messages=ASK, tools=[WEATHER], tool_choice=named)
@@ -101,11 +103,13 @@ def test_forced_choice_prefills_the_call_and_none_offers_nothing(tool_server):
     assert off.choices[0].message.content == "plain" and "get_weather" not in server.engine.prompts[-1]
 
 
-def test_required_without_a_call_is_a_clear_error(tool_server):
+def test_required_without_a_call_is_a_4xx_never_a_500(tool_server):
+    # only an engine that ignored the constraint (or a stop string cutting the call) can end a forced turn
+    # without a call: the client gets a 422 naming tool_choice, not a server error
     server = tool_server(lambda p: "I refuse.")
-    with pytest.raises(openai.InternalServerError) as err:
+    with pytest.raises(openai.UnprocessableEntityError) as err:
         server.client().chat.completions.create(model="tiny", messages=ASK, tools=[WEATHER], tool_choice="required")
-    assert err.value.body["code"] == "invalid_tool_call"
+    assert err.value.body["code"] == "invalid_tool_call" and err.value.body["param"] == "tool_choice"
 
 
 @pytest.mark.parametrize("kwargs, param", [

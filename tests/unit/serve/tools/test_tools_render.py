@@ -6,6 +6,7 @@ import pytest
 
 from domaintune.serve.hooks import Prompt
 from domaintune.serve.render import ChatRenderer
+from domaintune.serve.tools.constrain import call_schema
 from domaintune.serve.tools.plan import ToolPlan
 from domaintune.serve.tools.render import preamble_messages, render_ids, template_takes_tools
 
@@ -33,13 +34,15 @@ def tool_tokenizer():
 
 def test_a_tool_template_renders_tools_and_calls_itself(tool_tokenizer, tiny_tokenizer):
     assert template_takes_tools(tool_tokenizer) and not template_takes_tools(tiny_tokenizer)
-    plan = ToolPlan(specs=[SPEC], client={"f"}, choice="named", forced="f")
+    schema = call_schema([SPEC], ["f"], {"f": "tools.0.function.parameters"})
+    plan = ToolPlan(specs=[SPEC], client={"f"}, choice="named", forced="f", json_schema=schema)
     ids, prefix = render_ids(ChatRenderer(tool_tokenizer), Prompt(messages=HISTORY), plan)
     text = tool_tokenizer.decode(ids)
     assert text.startswith('<|im_start|>system\nTOOLS:[{"type": "function"') and "You can call" not in text
     assert '<tool_call>{"name": "f", "arguments": {"x": 1}}</tool_call>' in text  # arguments as a mapping
     assert "<|im_start|>tool name=f" in text  # the tool message carries its function name
-    assert prefix == '<tool_call>{"name": "f", "arguments": {' and text.endswith("assistant\n" + prefix)
+    # the template tags calls: the tag is pre-filled, the call object is decoded under the schema
+    assert prefix == "<tool_call>" and text.endswith("assistant\n" + prefix)
 
 
 def test_the_preamble_describes_tools_and_delimits_results(tiny_tokenizer):

@@ -13,7 +13,11 @@ import operator
 
 DESCRIPTION = ("Evaluate an arithmetic expression exactly, e.g. '(1250 * 0.015) + 15' or 'sqrt(2) * 3'. "
                "Supports + - * / // % **, parentheses, abs, round, min, max, sqrt, log, exp, pi and e.")
-PARAMETERS = {"type": "object", "properties": {"expression": {"type": "string", "maxLength": 500,
+# The pattern admits only what an expression can contain (digits, operators, the function and constant names):
+# a forced call is decoded under it, so even a weak model writes "12 * 7", never "12 times 7".
+EXPRESSION = r"^(?:[0-9.+\-*/%(), ]|abs|round|min|max|sqrt|log|exp|pi|e)+$"
+PARAMETERS = {"type": "object", "properties": {"expression": {"type": "string", "minLength": 1, "maxLength": 500,
+                                                              "pattern": EXPRESSION,
                                                               "description": "The expression to evaluate."}},
               "required": ["expression"], "additionalProperties": False}
 
