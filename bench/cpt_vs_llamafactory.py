@@ -198,8 +198,8 @@ def run_ours(args, cfg: Path, rep: int, env: dict) -> dict:
     if runs.exists():
         shutil.rmtree(runs)
     shutil.copytree(args.data, runs / "data", symlinks=True)
-    cli = [sys.executable, "-m", "domaintune.cli", "run", str(cfg)]
-    subprocess.run([*cli, "--stages", "mix"], check=True, env=env, stdout=subprocess.DEVNULL)
+    cli = [sys.executable, "-m", "domaintune", "run", str(cfg)]
+    subprocess.run([*cli, "--stages", "mix"], check=True, env=env, stdout=subprocess.DEVNULL, cwd=cfg.parent)
     wall, peak = timed([*cli, "--stages", "train"], env, cfg.parent / f"train-{rep}.log")
     mix = json.loads((runs / "mix" / "mix.json").read_text())
     m = json.loads((runs / "train" / "manifest.json").read_text())["metrics"]
