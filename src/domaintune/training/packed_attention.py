@@ -94,7 +94,7 @@ def packed_attention(model, choice: str):
     if choice not in CHOICES:
         raise ValueError(f"packed attention must be one of {CHOICES}, got {choice!r}")
     base = _base(model)
-    before = getattr(base.config, "_attn_implementation", None)
+    before = getattr(getattr(base, "config", None), "_attn_implementation", None)  # plain torch modules: none
     if choice != "segments" or before != "sdpa":
         yield
         return
