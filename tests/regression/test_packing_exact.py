@@ -1,11 +1,14 @@
 """Exact packing: a document's loss and gradients inside a packed batch equal those computed
-with the document alone (no attention across document boundaries)."""
+with the document alone (no attention across document boundaries), on both attention paths for
+packed rows: transformers' 4D block-diagonal mask and the per-document sdpa calls
+(training/packed_attention.py, the default)."""
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from domaintune.training.collate import IGNORE, collate_packed, token_losses
+from domaintune.training.packed_attention import CHOICES, packed_attention
 
 DOCS = [[5, 17, 42, 99, 3, 8, 11], [7, 7, 250, 31], [100, 101, 102, 103, 104, 105, 106, 107, 9], [64, 2, 3]]
 
@@ -24,10 +27,12 @@ def _packed_rows():
             {"input_ids": DOCS[2] + DOCS[3], "segment_lengths": [9, 3], "segment_streams": [1, 0]}]
 
 
-@pytest.fixture(scope="module")
-def model(tiny_model_dir):
+@pytest.fixture(scope="module", params=CHOICES)
+def model(tiny_model_dir, request):
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
+    m = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
+    with packed_attention(m, request.param):
+        yield m
 
 
 def _per_doc_packed(model):

@@ -58,10 +58,13 @@ class MixConfig(Section):
         description="Stream -> relative weight, in tokens (e.g. {english: 3, chinese: 6, domain: 1})."
     )
     tokens: Count = Field(description="Training token budget, e.g. 200k or 50M.")
-    seq_len: int = Field(1024, ge=16, description="Row length when `buckets` is not set.")
-    buckets: list[int] | None = Field(
+    seq_len: int = Field(1024, ge=16, description="Row length when `buckets` is not set; the longest row "
+                                                  "(documents are split to fit it) when `buckets: auto`.")
+    buckets: list[int] | Literal["auto"] | None = Field(
         None, description="Row lengths, e.g. [2048, 4096, 8192, 32768]: each document goes to the smallest "
-                          "that fits; longer ones are split at paragraph/sentence boundaries.")
+                          "that fits; longer ones are split at paragraph/sentence boundaries. `auto`: the row "
+                          "length is chosen from the mixture's segment lengths (the shortest that packs with "
+                          "< 2 % of rows empty, up to `seq_len`); the choice is reported in mix.json.")
     max_repeats: int = Field(
         4, ge=1, description="A stream that runs out is repeated at most this many epochs (then a warning)."
     )
@@ -74,14 +77,15 @@ class MixConfig(Section):
         bad = [k for k, w in self.mixture.items() if w <= 0]
         if bad or not self.mixture:
             raise ValueError(f"mixture weights must be > 0 and non-empty (bad: {bad})")
-        if self.buckets is not None and (not self.buckets or min(self.buckets) < 16
-                                         or sorted(set(self.buckets)) != self.buckets):
-            raise ValueError(f"buckets must be increasing, unique and >= 16 (got {self.buckets})")
+        if isinstance(self.buckets, list) and (not self.buckets or min(self.buckets) < 16
+                                               or sorted(set(self.buckets)) != self.buckets):
+            raise ValueError(f"buckets must be 'auto' or increasing, unique and >= 16 (got {self.buckets})")
         return self
 
     @property
     def bucket_lengths(self) -> list[int]:
-        return self.buckets or [self.seq_len]
+        """The configured row lengths; with `auto`, `seq_len` (the longest row auto may choose)."""
+        return self.buckets if isinstance(self.buckets, list) else [self.seq_len]
 
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]

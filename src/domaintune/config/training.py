@@ -140,6 +140,11 @@ class TrainConfig(Section):
     guards: GuardConfig = Field(default_factory=GuardConfig, description="Non-finite steps and loss spikes.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Console, held-out loss, trackers.")
     precision: Precision = Field("fp32", description=PRECISION_HELP)
+    packed_attention: Literal["segments", "mask"] = Field(
+        "segments", description="Attention over packed rows under `model.attn_implementation: sdpa`: `segments` "
+                                "calls sdpa's causal kernel once per document (no cross-document scores "
+                                "computed); `mask` passes transformers' 4D block-diagonal mask. Same losses either "
+                                "way; flash_attention_2 uses its own varlen path.")
     activation_checkpointing: bool = Field(False, description=ACTIVATION_CHECKPOINTING_HELP)
     train_embeddings: bool = Field(
         False, description="Also train input embeddings and lm_head (needed when adding new tokens).")

@@ -12,6 +12,7 @@ from domaintune.config import Config
 from domaintune.console import console, progress
 from domaintune.errors import DataError
 from domaintune.mix.boundaries import boundary_tokens
+from domaintune.mix.buckets import choose_buckets
 from domaintune.mix.sampling import Doc, draw_stream, token_targets
 from domaintune.packing import pack, unfilled_fraction
 
@@ -108,6 +109,12 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
             bar.advance(task)
     if not segments:
         raise DataError("the mixture produced no tokens; check mix.tokens and the data stage output")
+    auto = None
+    if mcfg.buckets == "auto":  # the row length from the sampled segments' lengths (mix/buckets.py)
+        auto = choose_buckets([len(s.ids) for s in segments], mcfg.seq_len, cfg.seed)
+        buckets = auto.buckets
+        console.print(f"  buckets: auto chose {buckets} (simulated empty share per row length: "
+                      f"{', '.join(f'{r}: {u:.1%}' for r, u in list(auto.unfilled.items())[:6])}, ...)")
     rows = pack(segments, buckets, cfg.seed)
     _save_rows(rows, out_dir / "packed")
     heldout = _heldout_rows(cfg, run_dir, tokenizer, streams, buckets)
@@ -121,6 +128,8 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     info = {"streams": streams, "buckets": buckets, "rows": len(rows), "tokens": total,
             "rows_per_bucket": {b: sum(r.capacity == b for r in rows) for b in buckets},
             "unfilled_fraction": unfilled_fraction(rows), "per_stream": per_stream}
+    if auto is not None:
+        info["auto_buckets"] = auto.report()
     atomic_write_json(out_dir / "mix.json", info)
     _print_table(info)
     return StageResult(

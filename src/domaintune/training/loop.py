@@ -23,6 +23,7 @@ from domaintune.errors import Preempted
 from domaintune.training.checkpoint import load_checkpoint, newest_intact, save_checkpoint
 from domaintune.training.collate import collate_packed, packed_rows, row_targets, stream_sums, token_losses
 from domaintune.training.guards import PreemptionFlag, StepGuard
+from domaintune.training.packed_attention import packed_attention
 from domaintune.training.throughput import device_peak_flops, mfu
 
 
@@ -43,6 +44,7 @@ class LoopSettings:
     stream_names: tuple[str, ...]
     pad_id: int
     n_params: int = 0  # for the MFU estimate
+    packed_attention: str = "segments"  # training/packed_attention.py: per-document sdpa, or the 4D mask
 
 
 def rows_per_batch(bucket: int, batch_size: int, batch_tokens: int | None) -> int:
@@ -240,6 +242,11 @@ def train_loop(model, dataset, s: LoopSettings, accelerator, on_step: Callable[[
     exist). With `ckpt.resume_from`, training continues exactly where that checkpoint ended:
     the batch plan is a pure function of (rows, seed, step), so skipping the consumed
     micro-batches reproduces the uninterrupted sequence."""
+    with packed_attention(model, s.packed_attention):
+        return _train_loop(model, dataset, s, accelerator, on_step, heldout, ckpt, guard, preempt, auto_eval)
+
+
+def _train_loop(model, dataset, s: LoopSettings, accelerator, on_step, heldout, ckpt, guard, preempt, auto_eval):
     model, optimizer, scheduler, params = _build_optim(model, s, accelerator)
     model.train()
     batches = micro_batches(list(dataset["bucket"]), list(dataset["length"]), s.batch_size,

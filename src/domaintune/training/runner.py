@@ -60,7 +60,9 @@ def loop_settings(section: TrainingSection, seed: int, dataset, streams, pad_id:
                         total_steps=total, lr=o.lr, weight_decay=o.weight_decay, warmup_ratio=o.warmup_ratio,
                         scheduler=o.scheduler, max_grad_norm=o.max_grad_norm, log_every=g.log_every,
                         eval_every=g.eval_every, seed=seed, stream_names=tuple(streams), pad_id=pad_id,
-                        n_params=n_params)
+                        n_params=n_params,
+                        # sections without the key (sft) take the loop's default
+                        packed_attention=getattr(section.cfg, "packed_attention", LoopSettings.packed_attention))
 
 
 def step_guard(section: TrainingSection, diagnostics_dir: Path) -> StepGuard:
