@@ -165,7 +165,7 @@ def test_local_teacher_batch_equals_one_prompt_at_a_time_generate(tiny_model_dir
     stop = 7  # a frequent token of the random model as the stop token: rows end at different steps
     teacher.model.generation_config.eos_token_id = stop
     tok_ids = [tok(teacher.render(u), add_special_tokens=False)["input_ids"] for u in units]
-    assert len({len(p) for p in tok_ids}) == len(units)
+    assert len({len(p) for p in tok_ids}) > 1  # rows of different lengths: padding in the merged cache
     got = teacher.generate(units, 0, greedy)
     for ids, row in zip(tok_ids, got):
         with torch.inference_mode():
