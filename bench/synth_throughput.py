@@ -1,13 +1,14 @@
 """Synthesis throughput and filter speed (one torch thread).
 
-    python bench/synth_throughput.py --model MODEL_DIR [--prompts 32] [--max-new-tokens 48] [--repeats 1]
+    python bench/synth_throughput.py --model MODEL_DIR [--prompts 32] [--max-new-tokens 48] [--answer-tokens 80]
     python bench/synth_throughput.py --filters-only
 
-1. Teacher throughput: the same teacher and the same 32 doc_qa question prompts (built from the
-   quickstart's bank documents by the synth templates), sampled T=0.8 with the same per-batch seeds,
-   (a) baseline: a plain batch-1 loop of `model.generate`, (b) synth's path: LocalTeacher at batch 16
-   through the exactly-once journal (fsync per batch included). Prints samples/s and new tokens/s of
-   each and the ratio.
+1. Teacher throughput on doc_qa's two phases, with the stage's default sampling: 32 question prompts
+   built from the quickstart's bank documents by the synth templates (T=0.8, top-p 0.95, 48 tokens),
+   then 32 answer prompts (greedy, 80 tokens) made from synth's questions, the same for both sides:
+   (a) baseline: a plain batch-1 loop of `model.generate`; (b) synth's path: LocalTeacher at batch 16
+   through the exactly-once journal (fsync per batch included). Prints time, new tokens, samples/s
+   and the ratio per phase and for both.
 2. Filters: ROUGE-L novelty (threshold 0.7, CJK-aware) + MinHash near-dup over 10,000 synthetic
    EN/ZH instructions; prints wall time and how many were kept.
 The load average is printed first and last: these numbers are contended unless it is near 0.
@@ -33,44 +34,85 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _prompts(n: int) -> list[list[dict]]:
+def _prompts(n: int) -> list[str]:
+    """The first n English chunks (400 characters) of the quickstart's bank documents."""
     import subprocess
 
-    from domaintune.synth import prompts
-    from domaintune.synth.methods import chunk_text, user
+    from domaintune.synth.methods import chunk_text
 
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, str(ROOT / "examples/quickstart/build_corpus.py"), "--small", "--out", tmp],
                        check=True, capture_output=True)
         docs = [json.loads(line) for line in (Path(tmp) / "domain" / "bank_docs.jsonl").read_text().splitlines()]
     chunks = [c for d in docs if d.get("lang", "en") == "en" for c in chunk_text(d["text"], 400)]
-    return [user(prompts.render("doc_qa_question", "en", chunk=c)) for c in chunks[:n]]
+    return chunks[:n]
 
 
-def bench_teacher(model_dir: str, n: int, max_new: int, batch: int) -> dict:
+def _hf_loop(teacher, units, sampling) -> tuple[float, int]:
+    """The baseline: a plain batch-1 `model.generate` loop (what one writes without synth), same
+    prompts and sampling parameters, seeded per prompt."""
     import torch
 
-    from domaintune.synth.journal import Journal, Unit, batch_seed, run_phase
+    tok, model, tokens = teacher.tokenizer, teacher.model, 0
+    kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=tok.pad_token_id,
+                  do_sample=sampling.temperature > 0)
+    kwargs.update(dict(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0) if sampling.temperature > 0
+                  else dict(temperature=None, top_p=None, top_k=None))
+    t0 = time.perf_counter()
+    for i, u in enumerate(units):
+        enc = tok(teacher.render(u), return_tensors="pt", add_special_tokens=False)
+        torch.manual_seed(i)
+        with torch.inference_mode():
+            out = model.generate(**enc, **kwargs)
+        new = out[0, enc["input_ids"].shape[1]:].tolist()
+        tokens += len(new) - (1 if new and new[-1] == tok.eos_token_id else 0)
+    return time.perf_counter() - t0, tokens
+
+
+def _synth_path(teacher, units, sampling, batch) -> tuple[float, int, list[dict]]:
+    from domaintune.synth.journal import Journal, run_phase
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        rows = run_phase(units, Journal(Path(tmp)), lambda b, seed: teacher.generate(b, seed, sampling), batch)
+        return time.perf_counter() - t0, sum(r["new_tokens"] for r in rows), rows
+
+
+def bench_teacher(model_dir: str, n: int, batch: int, q_tokens: int, a_tokens: int) -> dict:
+    """doc_qa's two phases with the stage's default sampling: questions (T=0.8, top-p 0.95) from
+    n chunk prompts, then greedy answers to synth's questions (the same answer prompts for both)."""
+    import torch
+
+    from domaintune.synth import prompts
+    from domaintune.synth.journal import Unit
+    from domaintune.synth.methods import first_line, user
     from domaintune.synth.teachers import LocalTeacher
 
     torch.set_num_threads(1)
     teacher = LocalTeacher.load(model_dir, threads=1)
-    sampling = type("S", (), {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": max_new})()
-    units = [Unit(f"u{i}", p) for i, p in enumerate(_prompts(n))]
-    teacher.generate(units[:2], 0, sampling)  # warm-up
-    t0, tokens = time.perf_counter(), 0
-    for u in units:  # baseline: one prompt per generate call
-        tokens += teacher.generate([u], batch_seed([u.id]), sampling)[0]["new_tokens"]
-    base_s = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        rows = run_phase(units, Journal(Path(tmp)), lambda b, seed: teacher.generate(b, seed, sampling), batch)
-        ours_s = time.perf_counter() - t0
-    ours_tokens = sum(r["new_tokens"] for r in rows)
-    return {"prompts": n, "batch": batch, "baseline_samples_per_s": n / base_s,
-            "baseline_tokens_per_s": tokens / base_s,
-            "synth_samples_per_s": n / ours_s, "synth_tokens_per_s": ours_tokens / ours_s,
-            "samples_ratio": base_s / ours_s}
+    question = type("S", (), {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": q_tokens})()
+    answer = type("S", (), {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": a_tokens})()
+    chunks = _prompts(n)
+    units = [Unit(f"q{i}", user(prompts.render("doc_qa_question", "en", chunk=c))) for i, c in enumerate(chunks)]
+    teacher.generate(units[:2], 0, question)  # warm-up
+    _hf_loop(teacher, units[:1], question)
+    out = {"prompts": n, "batch": batch}
+    q_base_s, q_base_tok = _hf_loop(teacher, units, question)
+    q_s, q_tok, rows = _synth_path(teacher, units, question, batch)
+    answers = [Unit(f"a{i}", user(prompts.render("doc_qa_answer", "en", chunk=c,
+                                                 question=first_line(r["text"]) or "What does the text say?")))
+               for i, (c, r) in enumerate(zip(chunks, rows))]
+    a_base_s, a_base_tok = _hf_loop(teacher, answers, answer)
+    a_s, a_tok, _ = _synth_path(teacher, answers, answer, batch)
+    for name, base_s, base_tok, s, tok in (("questions", q_base_s, q_base_tok, q_s, q_tok),
+                                           ("answers", a_base_s, a_base_tok, a_s, a_tok),
+                                           ("doc_qa", q_base_s + a_base_s, q_base_tok + a_base_tok, q_s + a_s,
+                                            q_tok + a_tok)):
+        out[name] = {"baseline_s": base_s, "baseline_tokens": base_tok, "synth_s": s, "synth_tokens": tok,
+                     "baseline_samples_per_s": n / base_s * (2 if name == "doc_qa" else 1),
+                     "synth_samples_per_s": n / s * (2 if name == "doc_qa" else 1),
+                     "samples_ratio": base_s / s}
+    return out
 
 
 def _instructions(n: int, seed: int = 0) -> list[str]:
@@ -116,7 +158,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model")
     ap.add_argument("--prompts", type=int, default=32)
-    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--max-new-tokens", type=int, default=48, help="questions (synth.doc_qa.question default)")
+    ap.add_argument("--answer-tokens", type=int, default=80, help="answers (synth.doc_qa.answer default)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--filters-only", action="store_true")
@@ -129,12 +172,16 @@ def main() -> None:
     if not args.filters_only:
         if not args.model:
             ap.error("--model MODEL_DIR is needed for the teacher benchmark (or --filters-only)")
-        runs = [bench_teacher(args.model, args.prompts, args.max_new_tokens, args.batch) for _ in range(args.repeats)]
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        print(f"teacher: {args.prompts} prompts, {args.max_new_tokens} new tokens max, 1 thread; "
-              f"batch-1 loop {med['baseline_samples_per_s']:.3f} samples/s ({med['baseline_tokens_per_s']:.1f} tok/s); "
-              f"synth batch {args.batch} + journal {med['synth_samples_per_s']:.3f} samples/s "
-              f"({med['synth_tokens_per_s']:.1f} tok/s); ratio {med['samples_ratio']:.2f}x (target >= 4x)")
+        runs = [bench_teacher(args.model, args.prompts, args.batch, args.max_new_tokens, args.answer_tokens)
+                for _ in range(args.repeats)]
+        print(f"teacher: {args.prompts} doc_qa prompts, 1 thread; plain batch-1 model.generate loop vs synth's "
+              f"LocalTeacher at batch {args.batch} through the journal (medians of {args.repeats})")
+        for phase in ("questions", "answers", "doc_qa"):
+            med = {k: statistics.median(r[phase][k] for r in runs) for k in runs[0][phase]}
+            print(f"  {phase:9s}: batch-1 loop {med['baseline_s']:.1f} s ({med['baseline_tokens']:.0f} new tokens, "
+                  f"{med['baseline_samples_per_s']:.3f} samples/s); synth {med['synth_s']:.1f} s "
+                  f"({med['synth_tokens']:.0f} new tokens, {med['synth_samples_per_s']:.3f} samples/s); "
+                  f"ratio {med['samples_ratio']:.2f}x (target >= 4x)")
     print(f"load average at end: {_load()}")
 
 

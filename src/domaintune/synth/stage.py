@@ -139,15 +139,24 @@ def _generate(cfg: Config, run_dir: RunDir, ask: _Asker, seeds: list[str]) -> tu
 
 
 # --------------------------------------------------------------------------- filters
+def eval_item_texts(task) -> list[str]:
+    """What of an eval task must not leak into training data: each question, and each question
+    followed by its gold answer. A gold answer on its own is not a leak: shorter than the n-gram,
+    it would be matched by containment, and "$35" or "None of the above" occurs in countless
+    innocent answers (on the quickstart it flagged most pairs as MMLU contamination)."""
+    texts = [it.question for it in task.items + task.fewshot_pool]
+    texts += [f"{it.question} {it.choices[it.gold]}" for it in task.items
+              if isinstance(it.gold, int) and it.choices]
+    return texts
+
+
 def _contamination_sets(cfg: Config, run_dir: RunDir) -> filters.Contamination:
     from domaintune.benchmarks.tasks import load_task
 
     sets, f = filters.Contamination(), cfg.synth.filters
     for t in cfg.eval.tasks:
         task = load_task(str(t.task), data=t.data)  # every item, not only the evaluated subset
-        texts = [it.question for it in task.items + task.fewshot_pool]
-        texts += [it.choices[it.gold] for it in task.items if isinstance(it.gold, int) and it.choices]
-        sets.add_set(f"eval:{task.spec.name}", texts, f.decontam_ngram)
+        sets.add_set(f"eval:{task.spec.name}", eval_item_texts(task), f.decontam_ngram)
     if cfg.data is not None:
         root, streams = _streams(cfg, run_dir)
         for stream, entry in streams.items():

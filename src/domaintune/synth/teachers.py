@@ -15,10 +15,51 @@ from domaintune.errors import ConfigError, ModelError
 from domaintune.synth.journal import Unit
 
 SENTINEL = "\x00DOMAINTUNE_QUERY\x00"
+MIN_SHARED_PREFIX = 8  # tokens; below this the extra forward pass is not worth it
 
 
 def sampling_dict(sampling) -> dict[str, Any]:
     return {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_new_tokens": sampling.max_new_tokens}
+
+
+class NucleusSampler:
+    """Temperature + top-p as one logits processor, the same distribution as transformers'
+    TemperatureLogitsWarper + TopPLogitsWarper but without sorting the whole vocabulary at every
+    step: the nucleus almost always lies in the `candidates` most likely tokens (their mass reaches
+    `top_p`), so only those are sorted (`topk`); a row whose nucleus is wider falls back to a full
+    sort. At batch 16 over SmolLM2's 49k vocabulary the full sort cost more than the model step."""
+
+    def __init__(self, temperature: float, top_p: float, candidates: int = 256):
+        self.temperature, self.top_p, self.candidates = temperature, top_p, candidates
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        scores = scores / self.temperature
+        if self.top_p >= 1.0:
+            return scores
+        k = min(self.candidates, scores.shape[-1])
+        top, idx = scores.topk(k, dim=-1)  # sorted, descending
+        probs = scores.softmax(dim=-1).gather(-1, idx)
+        cum = probs.cumsum(dim=-1)
+        wide = cum[:, -1] < self.top_p  # nucleus not inside the candidates: full sort for those rows
+        if bool(wide.any()):
+            top_all, idx_all = scores[wide].sort(dim=-1, descending=True)
+            cum_all = top_all.softmax(dim=-1).cumsum(dim=-1)
+            keep_all = (cum_all - top_all.softmax(dim=-1)) < self.top_p
+            keep_all[:, 0] = True
+            out = torch.full_like(scores, float("-inf"))
+            out[wide] = torch.full_like(top_all, float("-inf")).scatter(
+                -1, idx_all, top_all.masked_fill(~keep_all, float("-inf")))
+        else:
+            out = torch.full_like(scores, float("-inf"))
+        # keep a token while the mass ranked above it is below top_p (the same rule as
+        # TopPLogitsWarper's "cumulative ascending mass <= 1 - top_p is removed"); the first always stays
+        keep = (cum - probs) < self.top_p
+        keep[:, 0] = True
+        narrow = ~wide
+        out[narrow] = out[narrow].scatter(-1, idx[narrow], top[narrow].masked_fill(~keep[narrow], float("-inf")))
+        return out
 
 
 class LocalTeacher:
@@ -61,31 +102,111 @@ class LocalTeacher:
         return text[: text.index(SENTINEL)]
 
     def generate(self, units: list[Unit], seed: int, sampling) -> list[dict[str, Any]]:
+        """One batch: each prompt prefilled on its own (no padding compute) after the prompt prefix
+        the whole batch shares (the chat template's system turn and the method's instructions),
+        which is computed once; then all rows decode together from one left-padded KV cache, and a
+        row leaves the batch when it stops. Why not `model.generate` on a left-padded batch: on one
+        CPU thread its prefill pays for every pad token, its top-p sorts the whole vocabulary for
+        every row at every step, and finished rows keep decoding until the longest one stops
+        (bench/synth_throughput.py measures the difference)."""
         import torch
 
         tok = self.tokenizer
-        side, tok.padding_side = tok.padding_side, "left"
-        try:
-            enc = tok([self.render(u) for u in units], return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            tok.padding_side = side
-        kwargs: dict[str, Any] = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=tok.pad_token_id,
-                                      do_sample=sampling.temperature > 0)
-        if sampling.temperature > 0:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-        else:  # explicit, so a generation_config cannot turn sampling on
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+        prompts = [tok(self.render(u), add_special_tokens=False)["input_ids"] for u in units]
+        if any(not p for p in prompts):
+            raise ModelError("synth: an empty prompt reached the local teacher (a template rendered to nothing)")
         torch.manual_seed(seed)
         with torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1]:]
-        results = []
-        for row in new:
-            ids = [int(t) for t in row if int(t) != tok.pad_token_id]
-            stop = tok.eos_token_id
-            ids = ids[: ids.index(stop)] if stop in ids else ids
-            results.append({"text": tok.decode(ids, skip_special_tokens=True).strip(), "new_tokens": len(ids)})
-        return results
+            cache, mask, logits = self._prefill(prompts)
+            rows = self._decode(cache, mask, logits, sampling)
+        return [{"text": tok.decode(ids, skip_special_tokens=True).strip(), "new_tokens": len(ids)} for ids in rows]
+
+    def _stop_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        ids |= set(configured) if isinstance(configured, list) else {configured}
+        return {i for i in ids if i is not None}
+
+    def _forward(self, **kwargs):
+        out = self.model(**kwargs, use_cache=True, logits_to_keep=1)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        return cache, out.logits[:, -1].float()
+
+    def _prefill(self, prompts: list[list[int]]):
+        """(cache, attention mask, last-position logits) of the batch: rows left-padded to the
+        longest prompt, padded key/value slots zero and masked out."""
+        import torch
+        from transformers import DynamicCache
+
+        shared = _common_prefix(prompts, min(len(p) for p in prompts) - 1)  # every row keeps >= 1 own token
+        prefix_kv = None
+        if shared >= MIN_SHARED_PREFIX:
+            cache, _ = self._forward(input_ids=torch.tensor([prompts[0][:shared]]))
+            prefix_kv = [(k, v) for k, v, *_ in cache]
+        else:
+            shared = 0
+        per_row, logits = [], []
+        for p in prompts:
+            cache = DynamicCache(prefix_kv, config=self.model.config) if prefix_kv else DynamicCache(
+                config=self.model.config)
+            cache, last = self._forward(input_ids=torch.tensor([p[shared:]]), cache=cache,
+                                        position_ids=torch.arange(shared, len(p)).unsqueeze(0),
+                                        attention_mask=torch.ones(1, len(p), dtype=torch.long))
+            per_row.append([(k, v) for k, v, *_ in cache])
+            logits.append(last)
+        width = max(len(p) for p in prompts)
+        mask = torch.zeros(len(prompts), width, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            mask[i, width - len(p):] = 1
+        layers = []
+        for layer in range(len(per_row[0])):
+            k0, v0 = per_row[0][layer]
+            keys = k0.new_zeros((len(prompts), k0.shape[1], width, k0.shape[3]))
+            values = v0.new_zeros((len(prompts), v0.shape[1], width, v0.shape[3]))
+            for i, p in enumerate(prompts):
+                keys[i, :, width - len(p):] = per_row[i][layer][0][0]
+                values[i, :, width - len(p):] = per_row[i][layer][1][0]
+            layers.append((keys, values))
+        return DynamicCache(layers, config=self.model.config), mask, torch.cat(logits)
+
+    def _decode(self, cache, mask, logits, sampling) -> list[list[int]]:
+        """Sample (or pick, at temperature 0) until each row emits a stop token or max_new_tokens."""
+        import torch
+
+        stop, sampler = self._stop_ids(), (NucleusSampler(sampling.temperature, sampling.top_p)
+                                           if sampling.temperature > 0 else None)
+        rows: list[list[int]] = [[] for _ in range(mask.shape[0])]
+        active = list(range(mask.shape[0]))  # batch position -> row
+        positions = mask.sum(dim=1)
+        for step in range(sampling.max_new_tokens):
+            if sampler is None:
+                nxt = logits.argmax(dim=-1)
+            else:
+                nxt = torch.multinomial(sampler(None, logits).softmax(dim=-1), 1).squeeze(1)
+            keep = []
+            for j, token in enumerate(nxt.tolist()):
+                if token not in stop:
+                    rows[active[j]].append(token)
+                    keep.append(j)
+            if not keep or step == sampling.max_new_tokens - 1:
+                break
+            if len(keep) < len(active):  # finished rows leave the batch (and its KV cache)
+                index = torch.tensor(keep)
+                cache.batch_select_indices(index)
+                mask, nxt, positions = mask[index], nxt[index], positions[index]
+                active = [active[j] for j in keep]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            cache, logits = self._forward(input_ids=nxt.unsqueeze(1), cache=cache, attention_mask=mask,
+                                          position_ids=positions.unsqueeze(1))
+            positions = positions + 1
+        return rows
+
+
+def _common_prefix(prompts: list[list[int]], limit: int) -> int:
+    n = 0
+    while n < limit and all(p[n] == prompts[0][n] for p in prompts):
+        n += 1
+    return n
 
 
 class EndpointTeacher:

@@ -105,3 +105,18 @@ def test_stage_runs_every_method_and_reports(tmp_path, monkeypatch):
     before, FakeTeacher.calls = (out / "sft.jsonl").read_bytes(), 0
     stage.run(cfg, run)
     assert FakeTeacher.calls == 0 and (out / "sft.jsonl").read_bytes() == before
+
+
+def test_eval_items_are_caught_but_a_short_gold_answer_alone_is_not_a_leak():
+    from types import SimpleNamespace
+
+    from domaintune.synth import filters
+
+    item = SimpleNamespace(question="What does Harborview Bank charge a Standard customer for a domestic wire "
+                                    "transfer?", choices=["$15", "$35"], gold=0)
+    mmlu = SimpleNamespace(question="Which is a fixed cost?", choices=["Rent", "None of the above"], gold=1)
+    sets = filters.Contamination()
+    sets.add_set("eval:t", stage.eval_item_texts(SimpleNamespace(items=[item, mmlu], fewshot_pool=[])), 8)
+    assert sets.check("Q: What does Harborview Bank charge a Standard customer for a domestic wire transfer?")
+    assert sets.check("which is a fixed cost")  # a short question: normalized containment
+    assert not sets.check("How much is an outgoing wire?\nIt costs $15, or none of the above fees apply.")

@@ -126,3 +126,64 @@ def test_pre_query_prefix_needs_a_chat_template():
     teacher.tokenizer = tok
     with pytest.raises(ConfigError, match="no chat template"):
         teacher.pre_query_prefix(None)
+
+
+# --------------------------------------------------------------------------- local batched generation
+@pytest.mark.parametrize(("temperature", "top_p"), [(0.8, 0.95), (1.0, 0.5), (0.7, 0.999)])
+def test_nucleus_sampler_keeps_exactly_what_transformers_top_p_keeps(temperature, top_p):
+    import torch
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from domaintune.synth.teachers import NucleusSampler
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 3000, generator=g) * 4
+    scores[2] = torch.randn(3000, generator=g) * 0.01  # nearly flat: the nucleus is wider than the candidates
+    ref = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(temperature)(None, scores.clone()))
+    ours = NucleusSampler(temperature, top_p, candidates=64)(None, scores.clone())
+    assert torch.equal(torch.isinf(ref), torch.isinf(ours))
+    kept = ~torch.isinf(ref)
+    assert torch.allclose(ref[kept], ours[kept]) and int(kept[2].sum()) > 64
+
+
+def _units(tok) -> list[Unit]:
+    # different lengths, one shared instruction prefix (as doc_qa's prompts have)
+    chunks = ["Wire fees are 35 dollars.", "A Standard account costs 5 a month and pays 0.5% on savings above 1000.",
+              "Cards", "Premier customers pay no fee for domestic wires and get free cheques."]
+    return [Unit(f"u{i}", [{"role": "user", "content": f"Read the text and ask one question.\n\nText:\n{c}"}])
+            for i, c in enumerate(chunks)]
+
+
+def test_local_teacher_batch_equals_one_prompt_at_a_time_generate(tiny_model_dir):
+    """Greedy: the batched path (shared prefix once, per-row prefill, merged left-padded cache,
+    rows leaving as they stop) gives what `model.generate` gives each prompt alone."""
+    import torch
+
+    teacher = LocalTeacher.load(str(tiny_model_dir), threads=1)
+    tok, units = teacher.tokenizer, _units(teacher.tokenizer)
+    greedy = SimpleNamespace(temperature=0.0, top_p=1.0, max_new_tokens=12)
+    stop = 7  # a frequent token of the random model as the stop token: rows end at different steps
+    teacher.model.generation_config.eos_token_id = stop
+    tok_ids = [tok(teacher.render(u), add_special_tokens=False)["input_ids"] for u in units]
+    assert len({len(p) for p in tok_ids}) > 1  # rows of different lengths: padding in the merged cache
+    got = teacher.generate(units, 0, greedy)
+    for ids, row in zip(tok_ids, got):
+        with torch.inference_mode():
+            out = teacher.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                         max_new_tokens=12, do_sample=False, eos_token_id=[stop, tok.eos_token_id],
+                                         pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
+        new = out[0, len(ids):].tolist()
+        for s in (stop, tok.eos_token_id):
+            new = new[: new.index(s)] if s in new else new
+        assert row == {"text": tok.decode(new, skip_special_tokens=True).strip(), "new_tokens": len(new)}
+    assert 0 < max(r["new_tokens"] for r in got) <= 12
+
+
+def test_local_teacher_sampling_is_reproducible_per_seed(tiny_model_dir):
+    teacher = LocalTeacher.load(str(tiny_model_dir), threads=1)
+    units = _units(teacher.tokenizer)
+    sampling = SimpleNamespace(temperature=0.8, top_p=0.95, max_new_tokens=10)
+    first = teacher.generate(units, 123, sampling)
+    assert teacher.generate(units, 123, sampling) == first  # a resumed batch regenerates the same bytes
+    assert teacher.generate(units, 124, sampling) != first
+    assert all(r["new_tokens"] <= 10 for r in first)
