@@ -172,3 +172,29 @@ def test_an_app_identity_can_only_narrow(tmp_path):
     kb.open_principal = "none"
     assert docs(kb.search(Principal(id="local"), "code word canary", 50)) == {"pub"}
     assert kb.fingerprint(alice) != kb.fingerprint(scoped)
+
+
+def test_the_prompt_carries_what_the_response_cache_keys_on(tmp_path):
+    """The cache key holds the ACL fingerprint and index version retrieval sets: a relabel and a
+    re-index change them, so an answer cached before can never be served after."""
+    from domaintune.serve.hooks import Prompt
+    from domaintune.serve.store.cache import cache_key
+
+    labels = dict(LABELS)
+    cfg, emb = _setup(tmp_path, labels)
+    kb = open_from_config(cfg, embedder=emb)
+    retriever = KBRetriever(KBService({"corp": kb}))
+    bob = Principal(id="bob", user="bob", groups=frozenset({"finance"}), key_id="k-bob", role="user",
+                    permissions=ROLES["user"])
+    ask = Prompt(messages=[{"role": "user", "content": canary("fin")}], kb="corp")
+    before = retriever.augment(bob, ask)
+    assert before.acl_fingerprint == kb.fingerprint(bob) and before.index_version == kb.version
+    key_before = cache_key(bob, before, "spy", None, {"prompt": [1, 2, 3]})
+    labels["fin"] = ["group:hr"]  # bob loses the finance report without any change to his key
+    (tmp_path / "acl.yaml").write_text(yaml.safe_dump(labels))
+    build_from_config(cfg, counter=count_tokens, embedder=emb, tokenizer_id="words")
+    kb.reload()
+    after = retriever.augment(bob, ask)
+    assert after.index_version != before.index_version
+    assert cache_key(bob, after, "spy", None, {"prompt": [1, 2, 3]}) != key_before
+    assert canary("fin") not in after.messages[0]["content"]
