@@ -40,7 +40,8 @@ def main() -> None:
 
     print(f"load average before: {os.getloadavg()}")
     for name in args.embedders.split(","):
-        cfg = load_config(args.config, [f"kb.retrieval.embedder={name}", f"kb.index_dir=bench-kb-{name}"])
+        cfg = load_config(args.config, ["kb.retrieval.mode=hybrid", f"kb.retrieval.embedder={name}",
+                                        f"kb.index_dir=bench-kb-{name}"])
         t0 = time.perf_counter()
         report = build_from_config(cfg)
         print(f"[{name}] built {report.chunks} chunks of {report.documents} docs in {time.perf_counter() - t0:.1f}s "

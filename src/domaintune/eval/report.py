@@ -89,7 +89,7 @@ def write_report(run_root: Path) -> dict[str, Path]:
         parts += [f"<h2>Held-out perplexity ({html.escape(results.get('split', ''))} split)</h2>",
                   _table(["stream", "base ppl", "tuned ppl", "change %", "base bpb", "tuned bpb"],
                          _stream_rows(streams)), _img(bars)]
-    parts += _export_html(run_root)
+    parts += _export_html(run_root) + _kb_html(run_root)
     for name, (loss, metrics) in losses.items():
         parts += [f"<h2>Training loss — {html.escape(name)}</h2>", _img(loss), _train_summary(metrics)]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run_root.name)} eval</title>"
@@ -115,6 +115,31 @@ def _export_html(run_root: Path) -> list[str]:
              html.escape("; ".join(r["violations"])) or "ok"] for r in formats]
     return ["<h2>Export verification (vs the merged fp32 model)</h2>",
             _table(["format", "size", "smaller", "Δppl %", "KL", "top-1", "greedy same", "tok/s", "result"], rows)]
+
+
+def _kb_html(run_root: Path) -> list[str]:
+    """The knowledge base's `domaintune kb eval` results (kb/<name>/eval.json, the file it writes
+    next to its index), read from disk: the report never imports the kb stage."""
+    parts = []
+    for path in sorted(run_root.glob("kb/*/eval.json")):
+        try:
+            r = json.loads(path.read_text(encoding="utf-8"))
+            k = r["k"]
+            rows = [[html.escape(m["mode"]), str(m["questions"]), f"{m[f'recall@{k}']:.3f}", f"{m['mrr']:.3f}",
+                     html.escape(" ".join(f"{lang} {v:.3f}" for lang, v in m["recall_by_lang"].items())),
+                     f"{m['latency_ms_p95']:.1f}"] for m in r["retrieval"]]
+            answers = [[html.escape(a["model"]), str(a["questions"]), f"{100 * a['accuracy_no_retrieval']:.1f}",
+                        f"{100 * a['accuracy_with_retrieval']:.1f}", f"{100 * a['correct_and_cited']:.1f}"]
+                       for a in r.get("answers", [])]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a kb eval result: nothing to show
+        parts += [f"<h2>Knowledge base '{html.escape(str(r.get('kb', path.parent.name)))}' (kb eval, embedder "
+                  f"{html.escape(str(r.get('embedder') or 'none'))})</h2>",
+                  _table(["mode", "questions", f"recall@{k}", "MRR", "recall by language", "p95 ms"], rows)]
+        if answers:
+            parts.append(_table(["model", "questions", "exact % without retrieval", "exact % with retrieval",
+                                 "correct and cited %"], answers))
+    return parts
 
 
 def loss_plots(run_root: Path) -> dict[str, tuple[Path, dict]]:

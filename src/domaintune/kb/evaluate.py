@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import unicodedata
 from pathlib import Path
@@ -25,8 +26,20 @@ class _Open:  # the open principal: evaluation measures retrieval quality, not a
     id, key_id, user, groups, scopes = "local", None, None, frozenset(), {}
 
 
+_TRAILING_ZEROS = re.compile(r"(\d)\.(\d*?)0+(?!\d)")  # 1.50 -> 1.5, 2.00 -> 2: the same value
+
+
 def _norm(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).replace(" ", "").lower()
+    text = unicodedata.normalize("NFKC", text).replace(" ", "").lower()
+    return _TRAILING_ZEROS.sub(lambda m: m.group(1) + ("." + m.group(2) if m.group(2) else ""), text)
+
+
+def holds(text: str, answer: str) -> bool:
+    """`text` states the value `answer` exactly: as a whole number, so "$35" is not found in "$350"
+    nor "5美元" in "15美元" (formatting may differ: "1.50%" is "1.5%", "$1,000" is "$1,000.00")."""
+    value = re.escape(_norm(answer))
+    before = r"(?<![\d.,])" if answer[:1].isdigit() else ""
+    return re.search(before + value + r"(?![\d]|[.,]\d)", _norm(text)) is not None
 
 
 def load_questions(path: Path) -> list[dict]:
@@ -43,7 +56,7 @@ def load_questions(path: Path) -> list[dict]:
 
 
 def relevant(hit, q: dict) -> bool:
-    return hit.document_id in set(q["documents"]) and _norm(q["answer"]) in _norm(hit.text)
+    return hit.document_id in set(q["documents"]) and holds(hit.text, q["answer"])
 
 
 def retrieval_scores(kb, questions: list[dict], k: int, mode: str) -> dict:
@@ -117,10 +130,10 @@ def answer_scores(cfg: Config, kb, rows: list[dict]) -> list[dict]:
         plain = rag = cited = 0
         for q in rows:
             ask = [{"role": "user", "content": q["question"]}]
-            plain += _norm(q["answer"]) in _norm(_generate(model, tok, ask))
+            plain += holds(_generate(model, tok, ask), q["answer"])
             hits = kb.search(_Open(), q["question"])
             text = _generate(model, tok, with_context(ask, context_block(hits)))
-            if _norm(q["answer"]) in _norm(text):
+            if holds(text, q["answer"]):
                 rag += 1
                 numbers = {int(n) for m in MARKER.finditer(text) for n in m.group(2).split(",")}
                 cited += any(1 <= n <= len(hits) and relevant(hits[n - 1], q) for n in numbers)

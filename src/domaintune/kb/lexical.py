@@ -4,6 +4,7 @@ chunk can never take a place in the candidate list (no post-filter, no short lis
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import unicodedata
@@ -12,12 +13,18 @@ import numpy as np
 
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]+|\d+(?:[.,]\d+)*|[^\W\d_{_CJK}]+", re.UNICODE)
-_STOP = frozenset({
-    "a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "for", "from", "how", "i", "in", "is", "it",
-    "my", "of", "on", "or", "the", "to", "what", "when", "which", "who", "with", "you", "your", "can", "much",
-    "many"
-})
 _jieba = None
+
+
+@functools.cache
+def _stopwords() -> tuple[frozenset[str], frozenset[str]]:
+    """Function words carry no topic: bm25s's lists (NLTK's English list, which also holds the "s"
+    of a possessive "Bank's"; a Chinese list of particles, pronouns and 多少), plus modal and
+    politeness words that questions are full of ("could you", "please")."""
+    from bm25s.stopwords import STOPWORDS_CHINESE, STOPWORDS_EN_PLUS
+
+    return (frozenset(STOPWORDS_EN_PLUS) | {"can", "much", "many", "could", "would", "please"},
+            frozenset(STOPWORDS_CHINESE))
 
 
 def _segmenter():
@@ -34,12 +41,13 @@ def _segmenter():
 def tokenize(text: str) -> list[str]:
     """Index terms of `text`: words, numbers (3.75 and 10,000 stay whole), jieba words for Chinese."""
     text = unicodedata.normalize("NFKC", text).lower()
+    stop_en, stop_zh = _stopwords()
     out: list[str] = []
     for m in _TOKEN.finditer(text):
         word = m.group()
         if "\u3400" <= word[0] <= "\ufaff":
-            out.extend(w for w in _segmenter().cut_for_search(word) if w.strip())
-        elif word not in _STOP:
+            out.extend(w for w in _segmenter().cut_for_search(word) if w.strip() and w not in stop_zh)
+        elif word not in stop_en:
             out.append(word.replace(",", "") if word[0].isdigit() else word)
     return out
 

@@ -83,7 +83,9 @@ class KBRetriever:
         hits = kb.search(principal, last_user_text(prompt.messages))
         sources = [h.source(n, kb.name) for n, h in enumerate(hits, 1)]
         messages = with_context(prompt.messages, context_block(hits))  # no hits: the model is told so
-        return dataclasses.replace(prompt, messages=messages, sources=[*prompt.sources, *sources], kb=kb.name)
+        # the response cache keys on these: after a revoke, a relabel or a re-index no answer cached before is served
+        return dataclasses.replace(prompt, messages=messages, sources=[*prompt.sources, *sources], kb=kb.name,
+                                   acl_fingerprint=kb.fingerprint(principal), index_version=kb.version)
 
     @staticmethod
     def answer_filter(prompt: Prompt) -> AnswerFilter | None:

@@ -66,3 +66,18 @@ def test_report_command_regenerates_and_errors_clearly(tmp_path):
     assert missing.exit_code == 2 and "run `domaintune eval`" in " ".join(missing.output.split())
     with pytest.raises(StageError):
         write_report(tmp_path / "nope")
+
+
+def test_report_shows_the_kb_eval_next_to_the_tables(tmp_path):
+    run = tmp_path / "demo"
+    atomic_write_json(run / "eval" / "eval.json", _results())
+    atomic_write_json(run / "kb" / "bank" / "eval.json", {
+        "kb": "bank", "embedder": None, "k": 5,
+        "retrieval": [{"mode": "lexical", "questions": 312, "recall@5": 0.9647, "mrr": 0.9, "recall_by_lang":
+                       {"en": 0.96, "zh": 0.97}, "latency_ms_p50": 0.5, "latency_ms_p95": 4.2}],
+        "answers": [{"model": "tuned", "questions": 13, "accuracy_no_retrieval": 0.0769,
+                     "accuracy_with_retrieval": 0.8462, "correct_and_cited": 0.6923}]})
+    atomic_write_json(run / "kb" / "other" / "eval.json", {"not": "a kb eval"})
+    page = write_report(run)["html"].read_text(encoding="utf-8")
+    assert "Knowledge base &#x27;bank&#x27;" in page and "0.965" in page and "84.6" in page and "69.2" in page
+    assert "other" not in page.split("Knowledge base")[-1]

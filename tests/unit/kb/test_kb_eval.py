@@ -8,7 +8,7 @@ import pytest
 from kb_helpers import HashEmbedder, count_tokens, load, write_run
 
 from domaintune.errors import DataError
-from domaintune.kb.evaluate import answer_scores, load_questions, retrieval_scores
+from domaintune.kb.evaluate import answer_scores, holds, load_questions, retrieval_scores
 from domaintune.kb.service import build_from_config, open_from_config
 
 DOCS = [{"id": "wire", "text": "Wire fees\n\nAn outgoing international wire costs $35."},
@@ -33,6 +33,14 @@ def test_recall_and_mrr_count_only_chunks_that_hold_the_answer(kb_and_cfg):
     r = retrieval_scores(kb, QS, 2, "lexical")
     assert r["recall@2"] == 0.75 and 0.5 < r["mrr"] <= 0.75 and r["recall_by_lang"] == {"en": 0.75}
     assert r["latency_ms_p95"] >= r["latency_ms_p50"] > 0
+
+
+def test_an_answer_is_held_only_as_the_whole_value():
+    assert holds("An outgoing wire costs $35.", "$35") and holds("费用为35美元。", "35美元")
+    assert not holds("The valuation fee is $350.", "$35") and not holds("月费15美元", "5美元")
+    assert not holds("costs $35.50", "$35") and not holds("rate 11.5%", "1.5%")
+    assert holds("a margin of 1.50%", "1.5%") and holds("a margin of 1.5%", "1.50%")
+    assert holds("from $1,000.00", "$1,000") and not holds("up to $1,000,000", "$1,000")
 
 
 def test_bad_rows_name_the_line(tmp_path):

@@ -172,3 +172,112 @@ def test_an_app_identity_can_only_narrow(tmp_path):
     kb.open_principal = "none"
     assert docs(kb.search(Principal(id="local"), "code word canary", 50)) == {"pub"}
     assert kb.fingerprint(alice) != kb.fingerprint(scoped)
+
+
+def test_the_prompt_carries_what_the_response_cache_keys_on(tmp_path):
+    """The cache key holds the ACL fingerprint and index version retrieval sets: a relabel and a
+    re-index change them, so an answer cached before can never be served after."""
+    from domaintune.serve.hooks import Prompt
+    from domaintune.serve.store.cache import cache_key
+
+    labels = dict(LABELS)
+    cfg, emb = _setup(tmp_path, labels)
+    kb = open_from_config(cfg, embedder=emb)
+    retriever = KBRetriever(KBService({"corp": kb}))
+    bob = Principal(id="bob", user="bob", groups=frozenset({"finance"}), key_id="k-bob", role="user",
+                    permissions=ROLES["user"])
+    ask = Prompt(messages=[{"role": "user", "content": canary("fin")}], kb="corp")
+    before = retriever.augment(bob, ask)
+    assert before.acl_fingerprint == kb.fingerprint(bob) and before.index_version == kb.version
+    key_before = cache_key(bob, before, "spy", None, {"prompt": [1, 2, 3]})
+    labels["fin"] = ["group:hr"]  # bob loses the finance report without any change to his key
+    (tmp_path / "acl.yaml").write_text(yaml.safe_dump(labels))
+    build_from_config(cfg, counter=count_tokens, embedder=emb, tokenizer_id="words")
+    kb.reload()
+    after = retriever.augment(bob, ask)
+    assert after.index_version != before.index_version
+    assert cache_key(bob, after, "spy", None, {"prompt": [1, 2, 3]}) != key_before
+    assert canary("fin") not in after.messages[0]["content"]
+
+
+class EchoSpy(SpyEngine):
+    """Answers with the canaries of the sources it was given, so a cached or remembered answer carries them."""
+
+    def submit(self, request):
+        prompt = self.tokenizer.decode(request.prompt_ids)
+        sources = prompt.split("<sources>", 1)[1].split("</sources>", 1)[0] if "<sources>" in prompt else ""
+        found = [canary(d) for d in LABELS if canary(d) in sources]  # retrieved text, not the question
+        self.answer = f"Found {'; '.join(found)} [1]." if found else "Nothing found."
+        return super().submit(request)
+
+
+def _records(root) -> dict:
+    import base64
+    import os
+
+    keyring = root / "keyring"
+    keyring.write_text(f"k1 {base64.b64encode(os.urandom(32)).decode()}\n", encoding="utf-8")
+    keyring.chmod(0o600)
+    return {"encryption": {"keyring_file": str(keyring), "user_keys_db": str(root / "user-keys.sqlite")},
+            "audit": {"enabled": True, "db": str(root / "audit.sqlite"), "content": "encrypted"},
+            "sessions": {"enabled": True, "db": str(root / "sessions.sqlite")},
+            "cache": {"enabled": True, "db": str(root / "cache.sqlite")}}
+
+
+def test_no_leaks_through_cached_answers_or_another_users_session(tmp_path, tokenizer):
+    import openai
+
+    from domaintune.config.serve import ServeConfig
+    from domaintune.serve.app import create_app
+    from domaintune.serve.render import ChatRenderer
+
+    labels = dict(LABELS)
+    cfg, emb = _setup(tmp_path, labels)
+    kb = open_from_config(cfg, embedder=emb)
+    service, engine = KBService({"corp": kb}), EchoSpy(tokenizer)
+    records = tmp_path / "records"
+    records.mkdir()
+    settings = ServeConfig(port=0, **_records(records))
+    users = {u: set(g) for u, g in USERS.items()}
+    server = ThreadServer(create_app(engine, ChatRenderer(tokenizer), settings,
+                                     Hooks(auth=KeyAuth(users), retrieval=KBRetriever(service))), settings)
+
+    def ask(user, text, session=None):
+        body = {"kb": "corp", **({"session_id": session} if session else {})}
+        return server.client(user).chat.completions.create(
+            model="spy", temperature=0, messages=[{"role": "user", "content": text}], extra_body=body)
+
+    def leaks(user, text, session=None) -> int:
+        allowed = readable(user, users[user], labels)
+        answer = ask(user, text, session).choices[0].message.content
+        return sum(canary(d) in answer for d in labels if d not in allowed)  # the answer echoes sources only
+
+    try:
+        assert server.app.state.cache is not None and server.app.state.sessions is not None
+        # every user asks every canary twice: the second answer comes from the cache
+        for user in users:
+            for d in labels:
+                ask(user, canary(d))
+        sessions = {u: ask(u, canary("fin"), "new").model_extra["session_id"] for u in users}
+        hits = server.app.state.cache.hits
+        total = sum(leaks(u, canary(d)) for u in users for d in labels)
+        assert server.app.state.cache.hits > hits and total == 0  # the cache answered, and leaked nothing
+        # alice's session (it remembers the finance canary) is not bob's, carol's, ...: 404, nothing served
+        remembered = [m["content"] for m in server.app.state.sessions.messages(
+            Principal(id="alice", user="alice", groups=frozenset(users["alice"]), key_id="k-alice"),
+            sessions["alice"])]
+        assert any(m.startswith("Found") and canary("fin") in m for m in remembered)  # the answer too
+        for user in users:
+            if user != "alice":
+                calls = len(engine.prompts)
+                with pytest.raises(openai.NotFoundError):
+                    ask(user, "what did I ask before?", sessions["alice"])
+                assert len(engine.prompts) == calls  # refused before anything reached the engine
+        # revoke + relabel + re-index: answers cached before are not served to those who lost the rights
+        labels["fin"] = ["group:hr"]
+        (tmp_path / "acl.yaml").write_text(yaml.safe_dump(labels))
+        build_from_config(cfg, counter=count_tokens, embedder=emb, tokenizer_id="words")
+        service.reindex("corp")
+        assert leaks("bob", canary("fin")) == 0 and sum(leaks(u, canary(d)) for u in users for d in labels) == 0
+    finally:
+        server.stop()
