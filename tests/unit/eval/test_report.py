@@ -79,5 +79,5 @@ def test_report_shows_the_kb_eval_next_to_the_tables(tmp_path):
                      "accuracy_with_retrieval": 0.8462, "correct_and_cited": 0.6923}]})
     atomic_write_json(run / "kb" / "other" / "eval.json", {"not": "a kb eval"})
     page = write_report(run)["html"].read_text(encoding="utf-8")
-    assert "Knowledge base &#x27;bank&#x27;" in page and "0.965" in page and "84.6" in page and "69.2" in page
+    assert "Knowledge base 'bank'" in page and "0.965" in page and "84.6" in page and "69.2" in page
     assert "other" not in page.split("Knowledge base")[-1]

@@ -17,12 +17,15 @@ def _ring(path) -> Keyring:
     return Keyring(parse_keyring(path.read_text(), str(path)))
 
 
-def _append(db: str, ring_path: str, who: str, n: int) -> None:
+def _append(db: str, ring_path: str, who: str, n: int, start) -> None:
+    import time
     from pathlib import Path
 
     auditor = ChainAuditor(db, _ring(Path(ring_path)))
+    start.wait(60)  # both writers begin together, and pause between records, so their appends interleave
     for i in range(n):
         auditor.record(AuditRecord(request_id=f"{who}-{i}", route=who, principal=who, tenant="default", status=200))
+        time.sleep(0.002)
     auditor.close()
 
 
@@ -31,7 +34,8 @@ def test_two_processes_appending_at_once_keep_one_linear_chain(tmp_path):
     db = str(tmp_path / "audit.sqlite")
     ChainAuditor(db, _ring(ring)).close()  # the file exists: both writers open the same database
     fork = multiprocessing.get_context("fork")
-    writers = [fork.Process(target=_append, args=(db, str(ring), who, 60)) for who in ("server", "cli")]
+    start = fork.Barrier(2)
+    writers = [fork.Process(target=_append, args=(db, str(ring), who, 60, start)) for who in ("server", "cli")]
     for w in writers:
         w.start()
     for w in writers:
