@@ -16,7 +16,8 @@ import pytest
 from console_browser_helpers import ask, css, css_all, login_with_key, shot, wait
 
 from fixtures.console_fakes import write_run
-from fixtures.console_server import LoopbackServer, build_kb, governed_app
+from fixtures.console_server import build_kb, governed_app
+from fixtures.loopback import LoopbackServer
 from fixtures.tiny_model import build_tiny_model_dir
 
 

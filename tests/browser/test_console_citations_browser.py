@@ -11,7 +11,8 @@ import pytest
 from console_browser_helpers import ask, css, css_all, login_with_key, shot, wait
 
 from fixtures.console_fakes import ScriptedEngine
-from fixtures.console_server import LoopbackServer, build_kb, governed_app
+from fixtures.console_server import build_kb, governed_app
+from fixtures.loopback import LoopbackServer
 
 CITING = ("An outgoing **international wire** costs $35 for Standard customers [1]. "
           "Premier customers pay $15 [1][7].")

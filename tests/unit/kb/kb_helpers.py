@@ -7,14 +7,13 @@ import asyncio
 import hashlib
 import json
 import re
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from domaintune.serve.engine.base import EngineStats, Event, Stream
+from fixtures.loopback import LoopbackServer
 
 
 def count_tokens(text: str) -> int:
@@ -102,29 +101,11 @@ class SpyEngine:
         return stream
 
 
-class ThreadServer:
-    def __init__(self, app, settings):
-        import uvicorn
-
-        from domaintune.serve.server import uvicorn_config
-
-        self.server = uvicorn.Server(uvicorn_config(app, settings))
-        self.app = app
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
-        self.url = f"http://{host}:{port}"
+class ThreadServer(LoopbackServer):
+    """The loopback server, with an openai client for a given key."""
 
     def client(self, key: str = "unused"):
         import openai
 
         return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=30)
 
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)

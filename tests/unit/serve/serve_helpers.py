@@ -7,10 +7,10 @@ every prompt continues differently.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
+from fixtures.loopback import LoopbackServer
 from fixtures.tiny_model import build_tokenizer
 
 
@@ -29,26 +29,8 @@ def build_varied_model_dir(out_dir: Path, context: int = 256) -> Path:
     return out_dir
 
 
-class ThreadServer:
-    """uvicorn on 127.0.0.1 with a free port, in a background thread (its own event loop)."""
-
-    def __init__(self, app, settings):
-        import uvicorn
-
-        from domaintune.serve.server import uvicorn_config
-
-        self.server = uvicorn.Server(uvicorn_config(app, settings))
-        self.app = app
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
-        scheme = "https" if settings.tls else "http"
-        self.url = f"{scheme}://{host}:{port}"
+class ThreadServer(LoopbackServer):
+    """The loopback server, with the serving tests' openai client and engine handle."""
 
     @property
     def engine(self):
@@ -58,10 +40,6 @@ class ThreadServer:
         import openai
 
         return openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=60, **kwargs)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 def wait_for(predicate, timeout: float = 10.0) -> bool:
