@@ -5,11 +5,21 @@ from __future__ import annotations
 
 def wait(driver, condition, timeout=20):
     """Poll `condition` until truthy; an element replaced by a page load mid-check is looked up again."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def polled(d):
+        try:
+            return condition(d)
+        except WebDriverException as e:
+            # Chrome reports an element whose page is being replaced either as a stale reference or,
+            # mid-navigation, as this generic inspector error: both mean "look again".
+            if "does not belong to the document" in str(e):
+                return False
+            raise
+
     return WebDriverWait(driver, timeout, poll_frequency=0.05,
-                         ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)).until(condition)
+                         ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)).until(polled)
 
 
 def css(driver, selector):
