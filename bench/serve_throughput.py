@@ -1,7 +1,8 @@
 """Serving throughput: domaintune's continuous-batching server vs named baselines, in one run.
 
     python bench/serve_throughput.py [--model DIR] [--concurrency 1,4,8,16] [--tokens 32] [--repeats 3]
-        [--threads 1] [--cb-levels 8,16] [--engine-levels 8] [--noprefix-levels 8] [--json out.json]
+        [--threads 1] [--cb-levels 8,16] [--engine-levels 8] [--noprefix-levels 8] [--padded-levels 8]
+        [--requests-per-client 4] [--json out.json]
 
 Variants (interleaved within each repeat, order rotated each round; same prompts, same weights,
 greedy, a fixed output length of --tokens for every request: EOS is ignored everywhere):
@@ -9,6 +10,8 @@ greedy, a fixed output length of --tokens for every request: EOS is ignored ever
   hf_generate_batch@C  baseline: transformers' continuous batching, `model.generate_batch` on 2*C requests
   ours_engine@C        our HFEngine (default prefix cache) driven in this process by C concurrent asyncio
                        clients: no HTTP
+  ours_engine_padded@C the same engine with unfused steps (a padded prefill forward, then a decode forward, as
+                       for models without a custom attention function): what fusing them (ragged.py) gains
   ours_http@C          our server, started as its own process as a user would (`serve.prefix_cache_mb` at
                        its default), driven by C concurrent AsyncOpenAI streaming clients from this process:
                        what a user sees, HTTP + JSON + SSE included
@@ -260,6 +263,9 @@ def main() -> None:
     parser.add_argument("--cb-levels", default="8,16", help="Levels at which generate_batch runs ('' for none).")
     parser.add_argument("--engine-levels", default="8", help="Levels of the in-process engine variant.")
     parser.add_argument("--noprefix-levels", default="8", help="Levels of the server without prefix cache.")
+    parser.add_argument("--padded-levels", default="8",
+                        help="Levels of the in-process engine with unfused steps (a padded prefill forward, then a "
+                             "decode forward): the fused step's own effect.")
     parser.add_argument("--requests-per-client", type=int, default=4)
     parser.add_argument("--stagger-s", type=float, default=STAGGER_S, help="Start offset between clients.")
     parser.add_argument("--json", type=Path)
@@ -294,6 +300,10 @@ def main() -> None:
         prefix_cache_bytes=int(ServeConfig().prefix_cache_mb * 2**20)))
     engine._eos = set()  # a fixed output length for every variant (the bench's --tokens), as in the baselines
     engine.start()
+    padded = HFEngine(model, tok, "bench", engine.limits)
+    padded.fused = False
+    padded._eos = set()
+    padded.start()
     workdir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     servers = {"ours_http": start_server_process(model_dir, args.threads, max(levels), None, workdir)}
     if parse_levels(args.noprefix_levels):
@@ -309,6 +319,9 @@ def main() -> None:
         if c in parse_levels(args.engine_levels):
             variants[f"ours_engine@{c}"] = lambda c=c, n=n: ours_engine(
                 engine, chat_ids(tok, fresh_questions(questions, n)), args.tokens, c, n)
+        if c in parse_levels(args.padded_levels):
+            variants[f"ours_engine_padded@{c}"] = lambda c=c, n=n: ours_engine(
+                padded, chat_ids(tok, fresh_questions(questions, n)), args.tokens, c, n)
         for name, (_, url) in servers.items():
             if name == "ours_http" or c in parse_levels(args.noprefix_levels):
                 variants[f"{name}@{c}"] = lambda c=c, n=n, url=url: ours_http(
@@ -325,6 +338,7 @@ def main() -> None:
                 runs[name].append(variants[name]())
             print(f"repeat {r + 1} {name}: {runs[name][-1]['tok_s']:.1f} tok/s", flush=True)
     engine.stop()
+    padded.stop()
     for proc, _ in servers.values():
         proc.terminate()
         proc.wait(timeout=30)

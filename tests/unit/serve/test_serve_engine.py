@@ -34,9 +34,13 @@ async def _collect(engine, request, delay=0.0):
     return text, last
 
 
-def _engine(loaded, **limits):
+def _engine(loaded, fused=True, **limits):
+    """fused: decodes and prompt chunks in one ragged forward (the default for models on sdpa); False: the
+    padded prefill + decode forwards kept for models that take no custom attention function."""
     model, tokenizer = loaded
     engine = HFEngine(model, tokenizer, "tiny", SchedulerLimits(**limits))
+    assert engine.fused, "the tiny Llama runs on sdpa: the engine should fuse its steps"
+    engine.fused = fused
     engine._eos = set()  # random weights may pick EOS early; these tests compare fixed-length outputs
     return engine
 
@@ -64,13 +68,14 @@ async def _drain(stream):
     return text, last
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("stagger", [0.005, 0.0])  # joining a running batch one by one; all prefilled together
-def test_greedy_outputs_of_8_concurrent_requests_equal_sequential_generate(loaded, stagger):
+def test_greedy_outputs_of_8_concurrent_requests_equal_sequential_generate(loaded, stagger, fused):
     model, tokenizer = loaded
     n = 32
     reference = [tokenizer.decode(_sequential(model, tokenizer, p, n), skip_special_tokens=True)
                  for p in _prompts(tokenizer)]
-    engine = _engine(loaded, max_running=8)
+    engine = _engine(loaded, fused=fused, max_running=8)
     requests = [GenRequest(f"r{i}", p, max_tokens=n, temperature=0.0) for i, p in enumerate(_prompts(tokenizer))]
     results = asyncio.run(_run_all(engine, requests, stagger))
     assert engine.stats().peak_running > 1, "the requests never shared a decode batch"
@@ -94,14 +99,60 @@ def test_a_seeded_sampled_request_draws_the_same_tokens_alone_and_in_a_batch(loa
     assert asyncio.run(_run_all(_engine(loaded), [reseeded]))[0][0] != alone
 
 
-def test_chunked_prefill_gives_the_same_tokens_as_one_prefill(loaded):
-    _, tokenizer = loaded
+@pytest.mark.parametrize("fused", [True, False])
+def test_chunked_prefill_gives_the_same_tokens_as_one_prefill(loaded, fused):
+    model, tokenizer = loaded
     long_prompt = tokenizer(" ".join(TEXTS * 2)).input_ids
     assert len(long_prompt) > 40
     request = GenRequest("long", long_prompt, max_tokens=16, temperature=0.0)
-    whole = asyncio.run(_run_all(_engine(loaded, prefill_chunk_tokens=4096), [request]))[0][0]
-    chunked = asyncio.run(_run_all(_engine(loaded, prefill_chunk_tokens=16), [request]))[0][0]
-    assert chunked == whole
+    whole = asyncio.run(_run_all(_engine(loaded, fused=fused, prefill_chunk_tokens=4096), [request]))[0][0]
+    chunked = asyncio.run(_run_all(_engine(loaded, fused=fused, prefill_chunk_tokens=16), [request]))[0][0]
+    alone = tokenizer.decode(_sequential(model, tokenizer, long_prompt, 16), skip_special_tokens=True)
+    assert chunked == whole == alone
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_while_the_running_rows_keep_decoding(loaded):
+    """Fused steps: a 16-token budget splits the long prompt over several steps, each also decoding the rows
+    already running, and every answer still equals sequential generate."""
+    model, tokenizer = loaded
+    long_prompt = tokenizer(" ".join(TEXTS * 2)).input_ids
+    short = _prompts(tokenizer)[:3]
+    n = 16
+    reference = [tokenizer.decode(_sequential(model, tokenizer, p, n), skip_special_tokens=True)
+                 for p in [*short, long_prompt]]
+    forwards = {}
+    for fused in (True, False):
+        engine = _engine(loaded, fused=fused, prefill_chunk_tokens=16)
+        requests = [GenRequest(f"s{i}", p, n, temperature=0.0) for i, p in enumerate(short)]
+        requests.append(GenRequest("long", long_prompt, n, temperature=0.0))
+        calls: list[int] = []
+        hook = model.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
+        try:
+            results = asyncio.run(_run_all(engine, requests, stagger=0.0))
+        finally:
+            hook.remove()
+        assert [text for text, _ in results] == reference
+        forwards[fused] = len(calls)
+    # fused, the long prompt's chunks ride along with the short rows' decode steps instead of adding forwards
+    assert forwards[True] < forwards[False]
+
+
+def test_installing_the_ragged_attention_leaves_other_forwards_of_the_model_unchanged(loaded):
+    model, tokenizer = loaded
+    prompt = _prompts(tokenizer)[1]
+    _engine(loaded)  # installs it (idempotent)
+    ids = torch.tensor([prompt, prompt[::-1]])
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # a padded row: transformers builds its own mask, the ragged function falls back to sdpa
+    with torch.no_grad():
+        after = model(input_ids=ids, attention_mask=mask).logits
+        impl = model.config._attn_implementation
+        model.set_attn_implementation("sdpa")
+        try:
+            before = model(input_ids=ids, attention_mask=mask).logits
+        finally:
+            model.set_attn_implementation(impl)
+    assert torch.equal(after, before)
 
 
 def test_stop_string_ends_the_sequence_with_stop_and_excludes_the_stop_text(loaded):
@@ -184,14 +235,15 @@ def test_models_with_sliding_window_caches_are_refused_not_served_wrongly(loaded
         HFEngine(MistralForCausalLM(config), loaded[1], "m", SchedulerLimits())
 
 
-def test_a_prompt_starting_like_a_recent_one_reuses_its_kv_and_gives_the_same_tokens(loaded):
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_prompt_starting_like_a_recent_one_reuses_its_kv_and_gives_the_same_tokens(loaded, fused):
     model, tokenizer = loaded
     shared = tokenizer(" ".join(TEXTS[:4])).input_ids  # a "system turn" every prompt starts with
     assert len(shared) >= 16
     prompts = [shared + tokenizer(t).input_ids for t in TEXTS[4:]]
     n = 16
     reference = [tokenizer.decode(_sequential(model, tokenizer, p, n), skip_special_tokens=True) for p in prompts]
-    engine = _engine(loaded, max_running=8, prefix_cache_bytes=64 << 20)
+    engine = _engine(loaded, fused=fused, max_running=8, prefix_cache_bytes=64 << 20)
 
     async def scenario():
         engine.start()
@@ -233,14 +285,16 @@ def test_the_prefix_cache_evicts_least_recently_used_prompts_within_its_byte_bud
     assert cache.lookup("t", a[:3] + [5, 5]) == (0, None)  # shorter than min_tokens
 
 
-def test_prompts_with_cached_prefixes_arriving_together_are_prefilled_in_one_forward_with_the_same_tokens(loaded):
+@pytest.mark.parametrize("fused", [True, False])
+def test_prompts_with_cached_prefixes_arriving_together_are_prefilled_in_one_forward_with_the_same_tokens(loaded,
+                                                                                                          fused):
     model, tokenizer = loaded
     shared = tokenizer(" ".join(TEXTS[:4])).input_ids
     # rests of different lengths: the shorter rows recompute part of their cached prefix instead of holding holes
     prompts = [shared + tokenizer(t).input_ids for t in ["A", *TEXTS[4:]]]
     n = 12
     reference = [tokenizer.decode(_sequential(model, tokenizer, p, n), skip_special_tokens=True) for p in prompts]
-    engine = _engine(loaded, max_running=8, prefix_cache_bytes=64 << 20)
+    engine = _engine(loaded, fused=fused, max_running=8, prefix_cache_bytes=64 << 20)
     warm = asyncio.run(_run_all(engine, [GenRequest("w", prompts[0], n, temperature=0.0)]))
     assert warm[0][0] == reference[0]
     requests = [GenRequest(f"g{i}", p, n, temperature=0.0) for i, p in enumerate(prompts[1:], 1)]

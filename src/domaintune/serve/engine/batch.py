@@ -32,20 +32,26 @@ class DecodeBatch:
     def add(self, seqs: list, cache, mask) -> None:
         """Append sequences whose prompts are prefilled in `cache` (rows in `seqs` order), `mask` [rows, columns]
         marking their real tokens (a prefill that ran several prompts together is left-padded too)."""
+        self.extend([(seqs, cache, mask)])
+
+    def extend(self, groups: list) -> None:
+        """`add` for several (seqs, cache, mask) groups at once: the batch's cache is rebuilt (copied) once."""
         import torch
 
-        if not self.seqs:
-            self.seqs, self.mask = list(seqs), mask
-            self.cache = _cache_from([(layer.keys, layer.values) for layer in cache.layers])
+        groups = [g for g in groups if g[0]]
+        if not groups:
             return
-        width = max(self.mask.shape[1], mask.shape[1])
-        layers = [(torch.cat([_left_pad(a.keys, width), _left_pad(b.keys, width)]),
-                   torch.cat([_left_pad(a.values, width), _left_pad(b.values, width)]))
-                  for a, b in zip(self.cache.layers, cache.layers, strict=True)]
+        if self.seqs:
+            groups = [(self.seqs, self.cache, self.mask), *groups]
+        width = max(mask.shape[1] for _, _, mask in groups)
+        caches = [cache.layers for _, cache, _ in groups]
+        pad = _left_pad if len(groups) > 1 else (lambda t, _: t)
+        layers = [(torch.cat([pad(layers[i].keys, width) for layers in caches]),
+                   torch.cat([pad(layers[i].values, width) for layers in caches]))
+                  for i in range(len(caches[0]))]
         self.cache = _cache_from(layers)
-        self.mask = torch.cat([_left_pad(self.mask.unsqueeze(-1), width).squeeze(-1),
-                               _left_pad(mask.unsqueeze(-1), width).squeeze(-1)])
-        self.seqs.extend(seqs)
+        self.mask = torch.cat([pad(mask.unsqueeze(-1), width).squeeze(-1) for _, _, mask in groups])
+        self.seqs = [seq for seqs, _, _ in groups for seq in seqs]
 
     def keep(self, rows: list[int]) -> None:
         """Keep only these rows (in this order); free the rest."""
@@ -108,16 +114,29 @@ def _growing_layer_class():
 _LAYER_CLASS = None
 
 
+class SequenceKV:
+    """One sequence's KV while its prompt is prefilled over one or more steps: growing layers, empty or
+    holding a cached prefix [(keys, values)] per layer."""
+
+    def __init__(self, num_layers: int, prefix: list | None = None):
+        cache = _cache_from(prefix) if prefix else None
+        self.layers = cache.layers if cache is not None else [_layer_class()() for _ in range(num_layers)]
+
+
+def _layer_class():
+    global _LAYER_CLASS
+    _LAYER_CLASS = _LAYER_CLASS or _growing_layer_class()
+    return _LAYER_CLASS
+
+
 def _cache_from(layers):
     """A DynamicCache holding these (keys, values) per layer, in growing layers."""
-    global _LAYER_CLASS
     from transformers import DynamicCache
 
-    _LAYER_CLASS = _LAYER_CLASS or _growing_layer_class()
     cache = DynamicCache()
     cache.layers = []
     for keys, values in layers:
-        layer = _LAYER_CLASS()
+        layer = _layer_class()()
         layer.update(keys, values)
         cache.layers.append(layer)
     return cache

@@ -1,11 +1,14 @@
 """CPU engine: iteration-level (Orca-style) continuous batching on a transformers model.
 
 One worker thread owns the model. Each loop iteration it (1) drops cancelled sequences,
-(2) admits waiting requests into free slots, (3) prefills up to `prefill_chunk_tokens` prompt
-tokens (short prompts that arrived together in one padded forward, others alone in chunks; a prompt that starts
-like a recent one of the same tenant reuses that prefix's KV, see prefix_cache.py), and (4) runs one batched
-decode step over every running sequence. New sequences join the batch and finished ones leave
-it between steps, so a short request never waits for a long one.
+(2) admits waiting requests into free slots, and (3) runs ONE forward over every running
+sequence's next token plus up to `prefill_chunk_tokens` tokens of waiting prompts, packed
+without padding (ragged.py): on a CPU the decode and the prefill each pay a full pass over the
+weights, so fusing them saves that pass whenever a prompt is waiting. A prompt that starts like a
+recent one of the same tenant reuses that prefix's KV (prefix_cache.py). New sequences join the
+batch and finished ones leave it between steps, so a short request never waits for a long one.
+Models that take no custom attention function run the same loop as two forwards: a padded
+prefill (prompts that arrived together in one forward, long ones in chunks), then a decode step.
 
 Why our own scheduler rather than transformers' ContinuousBatchingManager: the manager takes one
 GenerationConfig for all requests (no per-request seed, temperature or stop), and its paged
@@ -20,8 +23,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from domaintune.errors import ModelError
+from domaintune.serve.engine import ragged
 from domaintune.serve.engine.base import EngineFailed, EngineStats, Event, GenRequest, QueueFull, Stream
-from domaintune.serve.engine.batch import DecodeBatch
+from domaintune.serve.engine.batch import DecodeBatch, SequenceKV
 from domaintune.serve.engine.constrained import GuideFactory
 from domaintune.serve.engine.decoding import TextTracker, choose_token, make_generator
 from domaintune.serve.engine.prefix_cache import PrefixCache
@@ -101,6 +105,10 @@ class HFEngine:
         self._batch = DecodeBatch()
         self._stats = EngineStats()
         self._prefixes = PrefixCache(limits.prefix_cache_bytes) if limits.prefix_cache_bytes > 0 else None
+        # decodes and prompt chunks in one forward (ragged.py) where the model takes a custom attention function;
+        # otherwise a padded prefill forward and a decode forward per step
+        self.fused = ragged.install(self.model)
+        self._placeholder_mask = ragged.placeholder_mask()
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -160,8 +168,11 @@ class HFEngine:
                     self._wake.clear()
                     continue
                 try:
-                    self._prefill_step()
-                    self._decode_step()
+                    if self.fused:
+                        self._fused_step()
+                    else:
+                        self._prefill_step()
+                        self._decode_step()
                 except Exception as err:  # a model failure ends the affected sequences, not the server
                     self._fail_all(err)
 
@@ -199,6 +210,66 @@ class HFEngine:
         for seq in [s for s in self._batch.seqs if s.req.request_id in gone]:
             self._retire(seq)
         self._batch.keep(rows)
+
+    def _fused_step(self) -> None:
+        """One forward over every running row's next token and up to `prefill_chunk_tokens` prompt tokens of the
+        waiting sequences, in arrival order (a long prompt is split over steps, so decodes never wait for it)."""
+        import torch
+
+        ids: list[int] = []
+        positions: list[int] = []
+        parts: list = []
+        logit_at: list[int] = []  # flat positions whose next-token logits are needed
+        rows = len(self._batch)
+        mask = None
+        if rows:
+            step_ids, step_positions, mask = self._batch.step_inputs()
+            ids += step_ids[:, 0].tolist()
+            positions += step_positions[:, 0].tolist()
+            parts.append(ragged.DecodePart(self._batch.cache.layers, mask))
+            logit_at += range(rows)
+        budget, chunks = self.limits.prefill_chunk_tokens, []
+        for seq in self._prefilling:
+            if budget <= 0:
+                break
+            prompt = seq.req.prompt_ids
+            if seq.cache is None:
+                seq.cache = SequenceKV(self.model.config.num_hidden_layers, seq.reused_layers if seq.reused else None)
+                seq.prefilled = seq.length = seq.reused
+                seq.reused_layers = None
+            end = min(len(prompt), seq.prefilled + budget)
+            parts.append(ragged.PromptPart(seq.cache.layers, seq.prefilled, end - seq.prefilled))
+            ids += prompt[seq.prefilled:end]
+            positions += range(seq.prefilled, end)
+            budget -= end - seq.prefilled
+            chunks.append((seq, end))
+            if end == len(prompt):
+                logit_at.append(len(ids) - 1)
+        with ragged.planned(ragged.StepPlan(parts)):
+            out = self.model(input_ids=torch.tensor([ids]), position_ids=torch.tensor([positions]),
+                             attention_mask=self._placeholder_mask, use_cache=False,
+                             logits_to_keep=torch.tensor(logit_at, dtype=torch.long))
+        logits = out.logits[0]
+        if rows:
+            self._batch.mask = mask
+            self._stats.steps += 1
+            self._after_decode(logits[:rows])
+        done = []
+        for seq, end in chunks:
+            seq.prefilled = seq.length = end
+            if end == len(seq.req.prompt_ids):
+                done.append(seq)
+        if done:
+            for seq in done:
+                self._prefilling.remove(seq)
+                self._remember_prompt(seq, seq.cache, 0)
+            first_row = len(self._batch)
+            self._batch.extend([([seq], seq.cache, torch.ones(1, seq.length, dtype=torch.long)) for seq in done])
+            for seq in done:
+                seq.cache = None
+            self._stats.peak_prefill = max(self._stats.peak_prefill, len(done))
+            self._first_tokens(logits[rows:], first_row)
+        self._stats.peak_running = max(self._stats.peak_running, len(self._batch))
 
     def _prefill_step(self) -> None:
         """Short prompts that arrived together are prefilled in one padded forward; the rest one at a time,
@@ -334,10 +405,14 @@ class HFEngine:
                          cache=self._batch.cache, use_cache=True)
         self._batch.mask = mask
         self._stats.steps += 1
+        self._after_decode(out.logits[:, -1])
+
+    def _after_decode(self, logits) -> None:
+        """Each running row's next token from its logits row; finished rows leave the batch."""
         keep = []
         for row, seq in enumerate(self._batch.seqs):
             seq.length += 1
-            token = self._choose(seq, out.logits[row, -1])
+            token = self._choose(seq, logits[row])
             if self._emit(seq, token):
                 self._retire(seq)
             else:
