@@ -347,3 +347,7 @@ def hash_password() -> None:
 
 def main() -> None:  # pragma: no cover - entry point
     app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # `python -m domaintune.cli`, like `python -m domaintune`
+    main()

@@ -105,6 +105,14 @@ def test_create_a_key_see_its_secret_once_and_revoke_it(browser, served, screens
     css(browser, f'button[data-revoke="{key_id}"]').click()
     wait(browser, lambda d: f"Key {key_id} is revoked." in css(d, "main").text)
     assert keys.get(key_id)["revoked_at"] is not None
+    admin = served.governed.key_named("console-admin")["key_id"]
+    created = [r for r in served.governed.audit_rows(route="/ui/admin/keys") if r["detail"].get("created_key")]
+    revoked = served.governed.audit_rows(route="/ui/admin/keys/{key_id}/revoke")
+    assert [(r["key_id"], r["detail"]["created_key"]) for r in created] == [(admin, key_id)]  # audited as the admin
+    assert [(r["key_id"], r["detail"]["revoked_key"], r["status"]) for r in revoked] == [(admin, key_id, 200)]
+    assert all(secret not in str(r) for r in created + revoked)
+    page_views = [r for r in served.governed.audit_rows(route="/ui/admin/keys") if r["detail"]["method"] != "POST"]
+    assert page_views == []  # the page views are not audited
     assert _api_chat(served, secret, "hello").status_code == 401  # the API refuses it too
     browser.delete_all_cookies()
     browser.get(served.url + "/ui/login")

@@ -9,9 +9,10 @@ runs marks it (`mark_audited`, called by `Marking` and by the chain auditor itse
 middleware then writes nothing.
 
 Not audited here: liveness (/health, /ready: polled every few seconds by load balancers, they carry
-no data) and the web console under /ui, which authenticates by login session rather than API key:
-its chat runs through the request path and its review decisions through the queue, both audited;
-its page views are not.
+no data) and the web console's page views (GET under /ui). What the console changes — a key created
+or revoked, a review decision, a login, a re-index — is a POST and gets its record like an API call,
+with the logged-in key as principal (the console checks every permission through the request path,
+which notes the principal here); its chat runs through the request path and writes its own record.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from domaintune.serve.hooks import AuditRecord, Principal
 from domaintune.serve.permissions import LIVENESS
 
 UNMATCHED = "<no route>"  # a 404 for a path no route serves: the path itself is not recorded (it may hold anything)
-NOT_AUDITED_PREFIXES = ("/ui/", )  # the console (serve/ui): see the module docstring
+NOT_AUDITED_PREFIXES = ("/ui/", )  # the console's page views (serve/ui): see the module docstring
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 @dataclass
@@ -79,8 +81,13 @@ class Marking:
 
 
 def _route_of(scope) -> str:
-    route = scope.get("route")
-    return getattr(route, "path", None) or UNMATCHED
+    path = getattr(scope.get("route"), "path", None)
+    if path:
+        return path
+    # a plain ASGI endpoint added with app.router.add_route (the console's chat stream) is not always noted in
+    # the scope; its path is a fixed string, so an exact match names it (any other path stays unrecorded)
+    routes = getattr(getattr(scope.get("app"), "router", None), "routes", ())
+    return scope.get("path") if scope.get("path") in {getattr(r, "path", None) for r in routes} else UNMATCHED
 
 
 class AuditEveryRequest:
@@ -92,9 +99,13 @@ class AuditEveryRequest:
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in LIVENESS or path == "/ui" or path.startswith(NOT_AUDITED_PREFIXES):
+        page_view = (path == "/ui" or path.startswith(NOT_AUDITED_PREFIXES)) and scope.get("method") in SAFE_METHODS
+        if scope["type"] != "http" or path in LIVENESS or page_view:
             await self.app(scope, receive, send)
             return
+        outer = _current.get()  # set when the console calls an API route in-process (serve/ui/inprocess.py)
+        if outer is not None:  # the API route's own record (always written, below) stands for the console request
+            outer.audited = True
         trail, started, status = _Trail(), time.perf_counter(), [500]  # no response sent: the app failed
         token = _current.set(trail)
 

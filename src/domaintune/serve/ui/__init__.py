@@ -23,7 +23,7 @@ def routers():
 
 def ui_paths() -> set[str]:
     """Every /ui route path (the route-enumeration test reads it)."""
-    return {PREFIX_PATH + r.path for router in routers() for r in router.routes} | \
+    return {r.path for router in routers() for r in router.routes} | \
         {PREFIX_PATH, PREFIX_PATH + "/api/chat", PREFIX_PATH + "/static"}
 
 
@@ -42,7 +42,7 @@ def mount(app, settings) -> None:
     app.state.console = Console(app, settings.console, secure=settings.tls is not None)
     install(app.state.path.hooks)
     for router in routers():
-        app.include_router(router, prefix=PREFIX)
+        app.include_router(router)
     app.router.add_route(PREFIX + "/api/chat", chat.ChatStream(app), methods=["POST"])
     app.mount(PREFIX + "/static", StaticFiles(packages=[("domaintune.serve.ui", "static")]), name="ui-static")
     app.add_middleware(SecurityHeaders)

@@ -13,8 +13,13 @@ from fastapi import APIRouter, Request
 from domaintune.serve.errors import ApiError
 from domaintune.serve.permissions import AUDIT, EXPERIMENTS, KB_MANAGE, KEYS, REVIEW, ROLES
 from domaintune.serve.rules.review import ReviewError
+from domaintune.serve.store.trail import note
+from domaintune.serve.ui.security import PREFIX
 
-router = APIRouter(prefix="/admin")
+# the full /ui path on each route, not an include prefix: audit records name the route's template
+router = APIRouter(prefix=PREFIX + "/admin")
+
+
 BACKEND_ERRORS = (ApiError, ReviewError, ValueError, KeyError, LookupError)  # a user's mistake: 4xx, never 500
 
 
@@ -62,6 +67,7 @@ async def create_key(request: Request):
     except BACKEND_ERRORS as err:
         return _page(request, "admin_keys.jinja", who, "keys", status=400, listed=keys.list(), roles=list(ROLES),
                      error=_message(err))
+    note(created_key=key_id, role=form.get("role", "user"))  # into this request's audit record (never the secret)
     return _page(request, "admin_keys.jinja", who, "keys", listed=keys.list(), roles=list(ROLES),
                  created={"key_id": key_id, "secret": secret})
 
@@ -75,6 +81,7 @@ async def revoke_key(request: Request, key_id: str):
     if keys is not None:
         try:
             keys.revoke(key_id)
+            note(revoked_key=key_id)
         except BACKEND_ERRORS as err:
             error = _message(err)
     return _page(request, "admin_keys.jinja", who, "keys", status=400 if error else 200,

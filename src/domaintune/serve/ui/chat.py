@@ -13,9 +13,13 @@ from domaintune.serve.permissions import CHAT, FEEDBACK, SESSIONS
 from domaintune.serve.pipeline import read_body
 from domaintune.serve.ui.core import LoginRequired
 from domaintune.serve.ui.inprocess import call_json, inner_scope, replay
+from domaintune.serve.ui.security import PREFIX
 from domaintune.serve.ui.sessions import acting_as
 
-router = APIRouter()
+# the full /ui path on each route, not an include prefix: audit records name the route's template
+router = APIRouter(prefix=PREFIX)
+
+
 CHAT_ROUTE, FEEDBACK_ROUTE = "/v1/chat/completions", "/v1/feedback"
 MAX_TURNS = 200
 

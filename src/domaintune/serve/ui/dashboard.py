@@ -10,8 +10,10 @@ from starlette.responses import FileResponse
 from domaintune.serve.errors import ApiError
 from domaintune.serve.permissions import RUNS
 from domaintune.serve.ui import runs
+from domaintune.serve.ui.security import PREFIX
 
-router = APIRouter()
+# the full /ui path on each route, not an include prefix: audit records name the route's template
+router = APIRouter(prefix=PREFIX)
 
 
 def _runs_dir(console) -> Path | None:

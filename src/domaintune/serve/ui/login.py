@@ -18,6 +18,7 @@ from domaintune.serve.ui.security import (
     CSRF_FIELD,
     LANG_COOKIE,
     LOGIN_COOKIE,
+    PREFIX,
     SESSION_COOKIE,
     cookie_args,
     new_token,
@@ -27,7 +28,10 @@ from domaintune.serve.ui.security import (
 )
 from domaintune.serve.ui.sessions import api_auth
 
-router = APIRouter()
+# the full /ui path on each route, not an include prefix: audit records name the route's template
+router = APIRouter(prefix=PREFIX)
+
+
 def _console(request: Request):
     return request.app.state.console
 

@@ -130,11 +130,27 @@ def test_audit_filter_and_verify(governed):
     assert client.get("/ui/admin/audit?status=abc").status_code == 400
     verdict = client.post("/ui/admin/audit/verify", data={"csrf": token})
     assert re.search(r"The chain is intact: \d+ records verified", verdict.text)
-    with sqlite3.connect(secrets["g"].root / "audit.sqlite") as db:  # tamper with the first record
-        body = db.execute("SELECT body FROM audit WHERE seq = 1").fetchone()[0]
-        db.execute("UPDATE audit SET body = ? WHERE seq = 1", (body.replace("401", "200"),))
+    refused = secrets["audit"].query(status=401)[0]["seq"]
+    with sqlite3.connect(secrets["g"].root / "audit.sqlite") as db:  # tamper with the refused request's record
+        body = db.execute("SELECT body FROM audit WHERE seq = ?", (refused,)).fetchone()[0]
+        db.execute("UPDATE audit SET body = ? WHERE seq = ?", (body.replace("401", "200"), refused))
     broken = client.post("/ui/admin/audit/verify", data={"csrf": token}).text
-    assert "broken at record 1" in broken and "altered" in broken
+    assert f"broken at record {refused}" in broken and "altered" in broken
+
+
+def test_console_changes_are_audited_as_the_logged_in_key_and_page_views_are_not(governed):
+    client, secrets = governed
+    login_key(client, secrets["admin"])
+    token = csrf_of(client.get("/ui/admin/keys").text)
+    created = client.post("/ui/admin/keys", data={"csrf": token, "name": "bot", "role": "user"})
+    assert created.status_code == 200
+    records = secrets["audit"].query(route="/ui/admin/keys")
+    assert [r["detail"]["method"] for r in records] == ["POST"]  # the page views before and after: not audited
+    new_key = records[0]["detail"]["created_key"]
+    secret = re.search(r"dt-[0-9a-f]+\.[^\s\"'<]+", created.text).group(0)  # shown once, on the page
+    assert records[0]["key_id"] == secrets["g"].key_named("console-admin")["key_id"] and new_key in secret
+    assert secret not in str(secrets["audit"].query())  # never the secret
+    assert secrets["audit"].query(route="/ui/login")[0]["detail"]["method"] == "POST"  # the login itself
 
 
 def test_review_experiments_kb(governed):
