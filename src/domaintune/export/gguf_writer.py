@@ -328,8 +328,19 @@ def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+def _tensor_type_counts(path: Path) -> dict[str, int]:
+    import gguf
+
+    counts: dict[str, int] = {}
+    for tensor in gguf.GGUFReader(path).tensors:
+        counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) + 1
+    return counts
+
+
 def _write_kquant(model_dir: Path, out: Path, fmt: str, source) -> dict:
-    """K-quants: llama.cpp's quantizer (llama-cpp-python) from an F16 file we write first."""
+    """K-quants: llama.cpp's quantizer (llama-cpp-python) from an F16 file we write first. llama.cpp
+    picks the type per tensor (Q4_K_M: Q6_K for some attn_v/ffn_down rows...) and falls back to a
+    legacy type where a row is not a multiple of 256 (SmolLM2's 576-wide attention)."""
     if not llama_cpp_available():
         raise ModelError(f"export.gguf: {fmt} is a K-quant, which only llama.cpp's quantizer writes (the `gguf` "
                          f"package cannot); install the optional llama-cpp-python (a source build, ~15-20 min), or "
@@ -337,11 +348,14 @@ def _write_kquant(model_dir: Path, out: Path, fmt: str, source) -> dict:
     import ctypes
 
     import llama_cpp
+    import torch
 
     f16 = out.with_name(out.stem + ".f16-for-kquant.gguf")
     write_gguf(model_dir, f16, "f16", source)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{fmt.upper()}")
+    if hasattr(params, "nthread"):  # the threads torch was pinned to, not every core
+        params.nthread = torch.get_num_threads()
     partial = out.with_name(out.name + ".partial")
     try:
         code = llama_cpp.llama_model_quantize(str(f16).encode(), str(partial).encode(), ctypes.byref(params))
@@ -351,5 +365,5 @@ def _write_kquant(model_dir: Path, out: Path, fmt: str, source) -> dict:
         partial.unlink(missing_ok=True)
         raise ModelError(f"llama.cpp's quantizer failed for {fmt} (return code {code})")
     partial.replace(out)
-    return {"format": fmt, "file": out.name, "metadata_from": "llama.cpp", "tensor_types": {},
+    return {"format": fmt, "file": out.name, "metadata_from": "llama.cpp", "tensor_types": _tensor_type_counts(out),
             "bytes": out.stat().st_size}
