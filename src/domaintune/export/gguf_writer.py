@@ -343,8 +343,8 @@ def _write_kquant(model_dir: Path, out: Path, fmt: str, source) -> dict:
     legacy type where a row is not a multiple of 256 (SmolLM2's 576-wide attention)."""
     if not llama_cpp_available():
         raise ModelError(f"export.gguf: {fmt} is a K-quant, which only llama.cpp's quantizer writes (the `gguf` "
-                         f"package cannot); install the optional llama-cpp-python (a source build, ~15-20 min), or "
-                         f"use q4_0 / q4_1 / q5_0 / q5_1 / q8_0")
+                         f"package cannot); pip install 'domaintune[kquant]' (llama-cpp-python, which compiles "
+                         f"llama.cpp: minutes), or use q4_0 / q4_1 / q5_0 / q5_1 / q8_0")
     import ctypes
 
     import llama_cpp
