@@ -121,6 +121,23 @@ def _vocabulary(model_dir: Path, n_vocab: int) -> tuple[list[str], list[int]]:
     return tokens, types
 
 
+def _pre_tokenizer_name(model_dir: Path, arch: str) -> str:
+    """llama.cpp picks its pre-tokenizer regex by this name. Without a source GGUF we read the split
+    rule off tokenizer.json: plain byte-level (GPT-2's regex) → "gpt-2", individual digits + byte-level
+    (SmolLM) → "smollm", Qwen2 → "qwen2"; else llama.cpp's "default" (its own regex, which splits digits
+    and punctuation differently: checked against llama.cpp's tokenizer, test_export_llama_cpp_runtime)."""
+    if arch == "qwen2":
+        return "qwen2"
+    pre = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8")).get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    kinds = [(p.get("type"), p.get("individual_digits"), p.get("use_regex", True)) for p in steps]
+    if kinds == [("ByteLevel", None, True)]:
+        return "gpt-2"
+    if kinds == [("Digits", True, True), ("ByteLevel", None, True)]:
+        return "smollm"
+    return "default"
+
+
 def _tokenizer_keys(model_dir: Path, arch: str, tokens: list[str], types: list[int], kv: _KV,
                     scores: list[float] | None = None) -> None:
     import gguf
@@ -129,9 +146,7 @@ def _tokenizer_keys(model_dir: Path, arch: str, tokens: list[str], types: list[i
     sentencepiece = scores is not None  # Gemma-3: llama.cpp's "llama" (SentencePiece) tokenizer
     kv.add("tokenizer.ggml.model", "llama" if sentencepiece else "gpt2", T.STRING)
     if not sentencepiece:
-        # llama.cpp picks the pre-tokenizer regex by name; without a source GGUF we name the family's
-        # (qwen2) or llama.cpp's default GPT-2 regex, and verification checks token ids through transformers.
-        kv.add("tokenizer.ggml.pre", "qwen2" if arch == "qwen2" else "default", T.STRING)
+        kv.add("tokenizer.ggml.pre", _pre_tokenizer_name(model_dir, arch), T.STRING)
     kv.add("tokenizer.ggml.tokens", tokens, T.ARRAY, T.STRING)
     if sentencepiece:
         kv.add("tokenizer.ggml.scores", scores, T.ARRAY, T.FLOAT32)

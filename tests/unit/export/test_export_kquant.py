@@ -96,5 +96,7 @@ def test_q4_k_m_by_llama_cpps_quantizer_reloads_within_the_k_quant_tolerance(tmp
         tmp_path, gguf_file="t-q4_k_m.gguf"), info["bytes"])
     texts = ["The bank charges a fee of 15 dollars for international wire transfers. 海港银行的跨境汇款手续费。"] * 8
     row = verify.compare(ref, ref_tok, 4 * sum(p.numel() for p in ref.parameters()), cand, texts, 512, 4)
+    print(f"q4_k_m {info['tensor_types']}: {info['bytes']} B vs F16 {f16['bytes']} B, KL {row['kl']:.3g}, "
+          f"top-1 {row['top1']:.3f}, ppl {row['ppl_rise_pct']:+.2f} %")
     assert row["same_token_ids"]
     assert verify.violations(row, ExportConfig().tolerance_for("q4_k_m")) == []

@@ -34,15 +34,16 @@ def _check(folder: Path, path: Path, max_rel_diff: float) -> None:
     for text in TEXTS:
         assert llm.tokenize(text.encode(), add_bos=False, special=False) == tok(
             text, add_special_tokens=False).input_ids, text
-    ids = tok(" ".join(TEXTS) * 3, add_special_tokens=False).input_ids[:200]  # longer than Gemma's window
+    ids = tok(" ".join(TEXTS) * 8, add_special_tokens=False).input_ids[:200]  # longer than Gemma's window
     llm.reset()
     llm.eval(ids)
     theirs = np.asarray(llm.scores[: len(ids)], dtype=np.float32)
     with torch.inference_mode():
         ours = ref(torch.tensor([ids])).logits[0].numpy()
     rel = np.abs(theirs - ours).max() / np.abs(ours).max()
-    assert rel < max_rel_diff, rel
-    assert (theirs.argmax(-1) == ours.argmax(-1)).mean() > 0.97
+    top1 = (theirs.argmax(-1) == ours.argmax(-1)).mean()
+    print(f"{path.name}: {len(ids)} tokens, max |Δlogit| / max |logit| {rel:.2e}, top-1 agreement {top1:.3f}")
+    assert rel < max_rel_diff and top1 > 0.97, (rel, top1)
 
 
 def test_llama_cpp_runs_our_llama_f16_file_like_transformers(tmp_path, tiny_model_dir):
