@@ -5,10 +5,12 @@ and torchao INT8 weight-only (our safetensors folder, reloaded exactly): perplex
 top-1 agreement, greedy token ids, size and decode tokens/s against fp32 (export/verify.py, the
 stage's own check) — plus the byte-identity of the untouched import re-exported as Q4_1.
 
-GGUF files are decoded by transformers into fp32 weights, so their tokens/s is fp32 compute (a
-llama.cpp runtime is not installable here); the INT8 tokens/s is real int8 weight-only compute.
+GGUF files are decoded by transformers into fp32 weights, so their tokens/s is fp32 compute, not
+llama.cpp's; the INT8 tokens/s is real int8 weight-only compute. K-quant formats (--formats q4_k_m,...)
+are quantized by llama.cpp from our F16 file and need the optional kquant extra (llama-cpp-python).
 
     python bench/export_formats.py [--model DIR] [--tokens 2048]
+    python bench/export_formats.py --model DIR --formats q4_k_m,q4_0 --no-identity
     python bench/export_formats.py --model DIR --q8-groups   # where Q8_0's error comes from
 
 --q8-groups quantizes one tensor group at a time (tied embedding/lm_head, attention, MLP, all) to

@@ -212,7 +212,8 @@ def check_export(cfg: Config) -> list[str]:
     kquants = [f for f in e.gguf if f in GGUF_KQUANTS]
     if kquants and not _has("llama_cpp"):
         problems.append(f"export.gguf: {', '.join(kquants)} are K-quants, which only llama.cpp's quantizer writes: "
-                        f"install llama-cpp-python (a source build), or use q4_0/q4_1/q5_0/q5_1/q8_0")
+                        f"pip install 'domaintune[kquant]' (llama-cpp-python, a source build of llama.cpp), "
+                        f"or use q4_0/q4_1/q5_0/q5_1/q8_0")
     if e.quantize == "int8" and not _has("torchao"):
         problems.append("export.quantize: int8 needs torchao: pip install 'domaintune[int8]'")
     return problems

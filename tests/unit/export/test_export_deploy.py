@@ -90,13 +90,14 @@ def test_export_config_refusals_and_partial_tolerances():
     assert cfg.tolerance_for("q4_k_m").max_kl == 0.4
 
 
-def test_validate_reports_k_quants_without_llama_cpp(tmp_path):
-    import importlib.util
+def test_validate_reports_k_quants_without_llama_cpp(tmp_path, monkeypatch):
+    from domaintune import checks
 
-    from domaintune.checks import check_export
-
-    if importlib.util.find_spec("llama_cpp") is not None:
-        pytest.skip("llama-cpp-python is installed")
+    real = checks._has
+    monkeypatch.setattr(checks, "_has", lambda module: module != "llama_cpp" and real(module))
     cfg = Config.model_validate({"name": "t", "runs_dir": str(tmp_path), "model": {"base": str(tmp_path)},
                                  "export": {"gguf": ["q8_0", "q4_k_m"]}})
-    assert check_export(cfg) == [p for p in check_export(cfg) if "q4_k_m are K-quants" in p] != []
+    problems = checks.check_export(cfg)
+    assert len(problems) == 1 and "q4_k_m are K-quants" in problems[0] and "domaintune[kquant]" in problems[0]
+    monkeypatch.setattr(checks, "_has", real)
+    assert checks.check_export(cfg) == ([] if real("llama_cpp") else problems)

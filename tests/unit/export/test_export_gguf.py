@@ -113,11 +113,13 @@ def test_qwen2_with_biases_and_an_untied_head(tmp_path):
     assert not torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)
 
 
-def test_k_quants_are_refused_without_llama_cpp(tmp_path, tiny_model_dir):
-    if importlib.util.find_spec("llama_cpp") is not None:
-        pytest.skip("llama-cpp-python is installed: K-quants are written by its quantizer")
-    with pytest.raises(ModelError, match="K-quant.*llama-cpp-python"):
+def test_k_quants_are_refused_without_llama_cpp(tmp_path, tiny_model_dir, monkeypatch):
+    from domaintune.export import gguf_writer
+
+    monkeypatch.setattr(gguf_writer, "llama_cpp_available", lambda: False)  # also where the extra is installed
+    with pytest.raises(ModelError, match=r"K-quant.*domaintune\[kquant\].*llama-cpp-python"):
         write_gguf(tiny_model_dir, tmp_path / "x.gguf", "q4_k_m")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_metadata_is_copied_from_the_source_gguf(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from domaintune.errors import ModelError
 from domaintune.export import gotemplate, modelfile
+from fixtures.tiny_gemma3 import GEMMA3_CHAT_TEMPLATE
 
 TEMPLATES = Path(__file__).resolve().parents[3] / "src" / "domaintune" / "instruct" / "templates"
 SMOLLM2 = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>"
@@ -39,6 +40,7 @@ def _tokenizer(template: str):
     ((TEMPLATES / "qwen.jinja").read_text(), "chatml", "You are a helpful assistant."),
     ((TEMPLATES / "llama3.jinja").read_text(), "llama3", None),
     (GEMMA3, "gemma", None),
+    (GEMMA3_CHAT_TEMPLATE, "gemma", None),  # Gemma-3's own, as in its tokenizer_config.json
 ])
 def test_modelfile_template_renders_like_the_chat_template(template, family, system):
     tok = _tokenizer(template)
