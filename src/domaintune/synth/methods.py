@@ -44,7 +44,7 @@ class Ctx:
              raw: bool = False, context: str = "", **payload: Any) -> Unit:
         uid = unit_id(method, source, prompts.template_hash(template, lang), self.teacher_id,
                       sampling_dict(sampling), k)
-        return Unit(uid, prompt, raw, {"source": source, "lang": lang, **payload}, context)
+        return Unit(uid, prompt, raw, context=context, payload={"source": source, "lang": lang, **payload})
 
 
 def first_line(text: str) -> str:
