@@ -69,41 +69,51 @@ def _hf_loop(teacher, units, sampling) -> tuple[float, int]:
     return time.perf_counter() - t0, tokens
 
 
-def _synth_path(teacher, units, sampling, batch) -> tuple[float, int, list[dict]]:
+def _synth_path(teacher, units, sampling, journal_batch) -> tuple[float, int, list[dict]]:
     from domaintune.synth.journal import Journal, run_phase
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        rows = run_phase(units, Journal(Path(tmp)), lambda b, seed: teacher.generate(b, seed, sampling), batch)
+        rows = run_phase(units, Journal(Path(tmp)), lambda b, seed: teacher.generate(b, seed, sampling),
+                         journal_batch)
         return time.perf_counter() - t0, sum(r["new_tokens"] for r in rows), rows
 
 
-def bench_teacher(model_dir: str, n: int, batch: int, q_tokens: int, a_tokens: int) -> dict:
+def _unit(uid: str, template: str, chunk: str, **values: str):
+    """A unit as doc_qa makes it: the chunk's part of the message is the unit's context."""
+    from domaintune.synth import prompts
+    from domaintune.synth.journal import Unit
+    from domaintune.synth.methods import chunk_context, user
+
+    content = prompts.render(template, "en", chunk=chunk, **values)
+    return Unit(uid, user(content), context=chunk_context(content, chunk))
+
+
+def bench_teacher(model_dir: str, n: int, batch: int, journal_batch: int, q_tokens: int, a_tokens: int) -> dict:
     """doc_qa's two phases with the stage's default sampling: questions (T=0.8, top-p 0.95) from
     n chunk prompts, then greedy answers to synth's questions (the same answer prompts for both)."""
     import torch
 
-    from domaintune.synth import prompts
-    from domaintune.synth.journal import Unit
-    from domaintune.synth.methods import first_line, user
-    from domaintune.synth.teachers import LocalTeacher
+    from domaintune.synth.methods import first_line
+    from domaintune.synth.teachers import ContextCache, LocalTeacher
 
     torch.set_num_threads(1)
-    teacher = LocalTeacher.load(model_dir, threads=1)
+    teacher = LocalTeacher.load(model_dir, threads=1, batch_size=batch)
     question = type("S", (), {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": q_tokens})()
     answer = type("S", (), {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": a_tokens})()
     chunks = _prompts(n)
-    units = [Unit(f"q{i}", user(prompts.render("doc_qa_question", "en", chunk=c))) for i, c in enumerate(chunks)]
+    units = [_unit(f"q{i}", "doc_qa_question", c) for i, c in enumerate(chunks)]
     teacher.generate(units[:2], 0, question)  # warm-up
     _hf_loop(teacher, units[:1], question)
-    out = {"prompts": n, "batch": batch}
+    teacher.contexts = ContextCache(teacher.contexts.max_bytes)  # nothing of the warm-up is reused
+    out = {"prompts": n, "batch": batch, "journal_batch": journal_batch}
     q_base_s, q_base_tok = _hf_loop(teacher, units, question)
-    q_s, q_tok, rows = _synth_path(teacher, units, question, batch)
-    answers = [Unit(f"a{i}", user(prompts.render("doc_qa_answer", "en", chunk=c,
-                                                 question=first_line(r["text"]) or "What does the text say?")))
+    q_s, q_tok, rows = _synth_path(teacher, units, question, journal_batch)
+    answers = [_unit(f"a{i}", "doc_qa_answer", c, question=first_line(r["text"]) or "What does the text say?")
                for i, (c, r) in enumerate(zip(chunks, rows))]
     a_base_s, a_base_tok = _hf_loop(teacher, answers, answer)
-    a_s, a_tok, _ = _synth_path(teacher, answers, answer, batch)
+    a_s, a_tok, _ = _synth_path(teacher, answers, answer, journal_batch)
+    out["context_cache_hit_tokens"] = teacher.contexts.hit_tokens
     for name, base_s, base_tok, s, tok in (("questions", q_base_s, q_base_tok, q_s, q_tok),
                                            ("answers", a_base_s, a_base_tok, a_s, a_tok),
                                            ("doc_qa", q_base_s + a_base_s, q_base_tok + a_base_tok, q_s + a_s,
@@ -160,7 +170,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=48, help="questions (synth.doc_qa.question default)")
     ap.add_argument("--answer-tokens", type=int, default=80, help="answers (synth.doc_qa.answer default)")
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=16, help="rows the teacher decodes together (teacher.batch_size)")
+    ap.add_argument("--journal-batch", type=int, default=64, help="units per journal batch (teacher.journal_batch)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--filters-only", action="store_true")
     ap.add_argument("--instructions", type=int, default=10_000)
@@ -172,10 +183,12 @@ def main() -> None:
     if not args.filters_only:
         if not args.model:
             ap.error("--model MODEL_DIR is needed for the teacher benchmark (or --filters-only)")
-        runs = [bench_teacher(args.model, args.prompts, args.batch, args.max_new_tokens, args.answer_tokens)
+        runs = [bench_teacher(args.model, args.prompts, args.batch, args.journal_batch, args.max_new_tokens,
+                              args.answer_tokens)
                 for _ in range(args.repeats)]
         print(f"teacher: {args.prompts} doc_qa prompts, 1 thread; plain batch-1 model.generate loop vs synth's "
-              f"LocalTeacher at batch {args.batch} through the journal (medians of {args.repeats})")
+              f"LocalTeacher at batch {args.batch} through the journal (journal batch {args.journal_batch}; medians of "
+              f"{args.repeats}); context cache reused {runs[-1]['context_cache_hit_tokens']:,} prompt tokens")
         for phase in ("questions", "answers", "doc_qa"):
             med = {k: statistics.median(r[phase][k] for r in runs) for k in runs[0][phase]}
             print(f"  {phase:9s}: batch-1 loop {med['baseline_s']:.1f} s ({med['baseline_tokens']:.0f} new tokens, "

@@ -21,7 +21,14 @@ class TeacherConfig(Section):
     url: str | None = Field(None, description="openai: base URL, e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str | None = Field(None, description="openai: name of the environment variable holding the API "
                                                       "key (the key itself never goes in the config).")
-    batch_size: int = Field(16, ge=1, description="Prompts per generate call (local) or per journal batch.")
+    batch_size: int = Field(16, ge=1, description="local: rows decoded together; a row that stops hands its slot to "
+                                                  "the next prompt of the journal batch (continuous batching).")
+    journal_batch: int = Field(64, ge=1, description="Prompts committed to the journal together: a killed run "
+                                                     "redoes at most this many; the local teacher refills its "
+                                                     "batch_size slots from them.")
+    context_cache_mb: int = Field(512, ge=0, description="local: memory for the KV of shared prompt prefixes (the "
+                                                         "chat template's header, a doc_qa chunk), computed once for "
+                                                         "a chunk's questions and answers; 0 disables it.")
     threads: int = Field(1, ge=1, description="local: torch threads (1 is fastest on a shared CPU).")
     timeout_s: float = Field(120.0, gt=0, description="openai: per-request timeout.")
     max_retries: int = Field(3, ge=0, description="openai: retries on 429/5xx/timeouts (exponential backoff).")

@@ -31,6 +31,9 @@ class Unit:
     id: str
     prompt: Any  # chat messages (list of dicts) or a raw prefix (str)
     raw: bool = False  # True: continue `prompt` as raw text (magpie), no chat template
+    # the start of the last user message that other units share (doc_qa: the chunk); a local teacher
+    # computes its KV once. It never changes the output, only how often the teacher recomputes it.
+    context: str = ""
     payload: dict[str, Any] = field(default_factory=dict)
 
 

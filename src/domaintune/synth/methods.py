@@ -35,15 +35,16 @@ class Ctx:
     teacher_id: str
     lang: str  # "en" | "zh" | "auto"
     ask: Callable[[str, list[Unit], Any], list[dict[str, Any]]]
+    journal_batch: int = 64  # doc_qa asks about this many questions, then answers them (see doc_qa)
 
     def lang_of(self, text: str) -> str:
         return language(text) if self.lang == "auto" else self.lang
 
     def unit(self, method: str, source: str, template: str, lang: str, sampling, k: int, prompt: Any,
-             raw: bool = False, **payload: Any) -> Unit:
+             raw: bool = False, context: str = "", **payload: Any) -> Unit:
         uid = unit_id(method, source, prompts.template_hash(template, lang), self.teacher_id,
                       sampling_dict(sampling), k)
-        return Unit(uid, prompt, raw, {"source": source, "lang": lang, **payload})
+        return Unit(uid, prompt, raw, context=context, payload={"source": source, "lang": lang, **payload})
 
 
 def first_line(text: str) -> str:
@@ -70,6 +71,7 @@ def answer_pairs(ctx: Ctx, method: str, asked: list[dict[str, Any]], sampling, t
         values = extra["values"](row) if "values" in extra else {}
         content = prompts.render(template, p["lang"], instruction=q, question=q, **values)
         units.append(ctx.unit(method, row["id"], template, p["lang"], sampling, 0, user(content),
+                              context=chunk_context(content, values.get("chunk")),
                               question=q, **{k: v for k, v in p.items() if k not in ("lang", "source")},
                               parent=row["id"], lang_=p["lang"]))
     pairs = []
@@ -81,6 +83,13 @@ def answer_pairs(ctx: Ctx, method: str, asked: list[dict[str, Any]], sampling, t
 
 
 # --------------------------------------------------------------------------- doc_qa
+def chunk_context(content: str, chunk: str | None) -> str:
+    """The message up to the end of its chunk when the chunk is there (doc_qa's templates start with
+    it): the part a chunk's question and answer prompts share."""
+    at = content.find(chunk) if chunk else -1
+    return content[: at + len(chunk)] if at >= 0 else ""
+
+
 def chunk_text(text: str, size: int) -> list[str]:
     """Sentence-bounded chunks of about `size` characters."""
     chunks, cur = [], ""
@@ -97,16 +106,22 @@ def chunk_text(text: str, size: int) -> list[str]:
 def doc_qa(ctx: Ctx, docs: list[dict[str, Any]], cfg) -> list[Pair]:
     chunks = [(f"{d['id']}#{i}", c) for d in docs for i, c in enumerate(chunk_text(d["text"], cfg.chunk_chars))]
     chunks = chunks[: cfg.max_chunks] if cfg.max_chunks else chunks
-    units = []
-    for source, chunk in chunks:
-        lang = ctx.lang_of(chunk)
-        for k in range(cfg.questions_per_chunk):
-            units.append(ctx.unit("doc_qa", source, "doc_qa_question", lang, cfg.question, k,
-                                  user(prompts.render("doc_qa_question", lang, chunk=chunk)), chunk=chunk,
-                                  doc=source))
-    asked = ctx.ask("doc_qa_question", units, cfg.question)
-    return answer_pairs(ctx, "doc_qa", asked, cfg.answer, "doc_qa_answer",
-                        values=lambda row: {"chunk": row["payload"]["chunk"]})
+    # in rounds of one journal batch of questions, each followed by its answers: a local teacher
+    # still holds those chunks' KV (its context cache) when the answer prompts come
+    per_round = max(1, ctx.journal_batch // cfg.questions_per_chunk)
+    pairs = []
+    for first in range(0, len(chunks), per_round):
+        units = []
+        for source, chunk in chunks[first:first + per_round]:
+            lang = ctx.lang_of(chunk)
+            content = prompts.render("doc_qa_question", lang, chunk=chunk)
+            for k in range(cfg.questions_per_chunk):
+                units.append(ctx.unit("doc_qa", source, "doc_qa_question", lang, cfg.question, k, user(content),
+                                      context=chunk_context(content, chunk), chunk=chunk, doc=source))
+        asked = ctx.ask("doc_qa_question", units, cfg.question)
+        pairs += answer_pairs(ctx, "doc_qa", asked, cfg.answer, "doc_qa_answer",
+                              values=lambda row: {"chunk": row["payload"]["chunk"]})
+    return pairs
 
 
 # --------------------------------------------------------------------------- self_instruct

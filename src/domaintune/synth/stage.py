@@ -73,7 +73,11 @@ class _Asker:
     def __call__(self, phase: str, units, sampling):
         journal = Journal(self.out_dir / "journal" / phase)
         return run_phase(units, journal, lambda batch, seed: self.teacher().generate(batch, seed, sampling),
-                         self.cfg.synth.teacher.batch_size, self.stats)
+                         self.cfg.synth.teacher.journal_batch, self.stats)
+
+
+def _ctx(cfg: Config, ask: _Asker) -> methods.Ctx:
+    return methods.Ctx(ask.teacher_id, cfg.synth.language, ask, cfg.synth.teacher.journal_batch)
 
 
 def _teacher_id(cfg: Config, run_dir: RunDir) -> str:
@@ -110,7 +114,7 @@ def _seeds(cfg: Config) -> list[str]:
 
 # --------------------------------------------------------------------------- generation
 def _generate(cfg: Config, run_dir: RunDir, ask: _Asker, seeds: list[str]) -> tuple[list[dict], dict[str, Any]]:
-    s, ctx = cfg.synth, methods.Ctx(ask.teacher_id, cfg.synth.language, ask)
+    s, ctx = cfg.synth, _ctx(cfg, ask)
     pairs: list[dict] = []
     detail: dict[str, Any] = {}
     for method in s.methods:
@@ -198,8 +202,7 @@ def _filter(cfg: Config, run_dir: RunDir, pairs: list[dict], seeds: list[str], a
     if "judge" in cfg.synth.methods:
         from types import SimpleNamespace
 
-        scored = methods.judge(methods.Ctx(ask.teacher_id, cfg.synth.language, ask), cur,
-                               SimpleNamespace(**JUDGE_SAMPLING))
+        scored = methods.judge(_ctx(cfg, ask), cur, SimpleNamespace(**JUDGE_SAMPLING))
         out["scores"] = {p["id"]: p["score"] for p in scored}
         cur = funnel.step("judge", cur, [p for p in scored if (p["score"] or 0) >= cfg.synth.judge.min_score])
     return cur, funnel, out
@@ -215,7 +218,7 @@ def _preference_pairs(cfg: Config, ask: _Asker, kept: list[dict], scores: dict[s
     chunk), when it is worse: rated lower by the judge, or not grounded where the kept one is."""
     from types import SimpleNamespace
 
-    ctx = methods.Ctx(ask.teacher_id, cfg.synth.language, ask)
+    ctx = _ctx(cfg, ask)
     asked = [{"id": p["id"], "text": p["question"], "payload": {"lang": p["lang"], "source": p["id"]}}
              for p in kept]
     sampling = cfg.synth.doc_qa.answer

@@ -154,29 +154,102 @@ def _units(tok) -> list[Unit]:
             for i, c in enumerate(chunks)]
 
 
-def test_local_teacher_batch_equals_one_prompt_at_a_time_generate(tiny_model_dir):
-    """Greedy: the batched path (shared prefix once, per-row prefill, merged left-padded cache,
-    rows leaving as they stop) gives what `model.generate` gives each prompt alone."""
+def _doc_units() -> list[Unit]:
+    """doc_qa's shape: each chunk's question and answer prompts start with the chunk (their context)."""
+    chunks = ["Wire fees are 35 dollars.", "A Standard account costs 5 a month and pays 0.5% on savings above 1000.",
+              "Cards", "Premier customers pay no fee for domestic wires and get free cheques."]
+    units = []
+    for i, c in enumerate(chunks):
+        for j, tail in enumerate(["Ask one question.", "Answer: what is the fee?"]):
+            content = f"Text:\n{c}\n\n{tail}"
+            units.append(Unit(f"u{i}-{j}", [{"role": "user", "content": content}], context=f"Text:\n{c}"))
+    return units
+
+
+def _lively(teacher) -> LocalTeacher:
+    """Larger random weights: the tiny model's own initialisation repeats one token whatever the
+    prompt, which would hide a wrong KV cache; with these its greedy output depends on the prompt."""
     import torch
 
-    teacher = LocalTeacher.load(str(tiny_model_dir), threads=1)
-    tok, units = teacher.tokenizer, _units(teacher.tokenizer)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in teacher.model.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 2 * p.shape[-1] ** -0.5)
+    return teacher
+
+
+def _greedy_alone(teacher, unit: Unit, max_new: int) -> list[int]:
+    """`model.generate` on one prompt (stop tokens from the generation config), new tokens before the stop."""
+    import torch
+
+    tok, stops = teacher.tokenizer, teacher._stop_ids()
+    ids = tok(teacher.render(unit), add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        out = teacher.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                     max_new_tokens=max_new, do_sample=False, eos_token_id=sorted(stops),
+                                     pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
+    new = out[0, len(ids):].tolist()
+    return new[: min([new.index(s) for s in stops if s in new] + [len(new)])]
+
+
+def _stop_token_ending_rows_at_different_steps(teacher, units: list[Unit]) -> int:
+    """A token of the greedy outputs that, as the stop token, ends rows at several different steps."""
+    outs = [_greedy_alone(teacher, u, 12) for u in units]
+    for token in sorted({t for row in outs for t in row}):
+        if len({row.index(token) if token in row else len(row) for row in outs}) > 2:
+            return token
+    raise AssertionError("no token of the outputs ends rows at different steps")
+
+
+@pytest.mark.parametrize("batch_size", [16, 3, 1])
+@pytest.mark.parametrize("doc_shaped", [False, True])
+def test_local_teacher_batch_equals_one_prompt_at_a_time_generate(tiny_model_dir, batch_size, doc_shaped):
+    """Greedy: the batched path (per-row prefill in segments, shared header and contexts computed
+    once, rows leaving as they stop and their slots refilled in place) gives what `model.generate`
+    gives each prompt alone."""
+    teacher = _lively(LocalTeacher.load(str(tiny_model_dir), threads=1, batch_size=batch_size))
+    units = _doc_units() if doc_shaped else _units(teacher.tokenizer)
     greedy = SimpleNamespace(temperature=0.0, top_p=1.0, max_new_tokens=12)
-    stop = 7  # a frequent token of the random model as the stop token: rows end at different steps
-    teacher.model.generation_config.eos_token_id = stop
-    tok_ids = [tok(teacher.render(u), add_special_tokens=False)["input_ids"] for u in units]
-    assert len({len(p) for p in tok_ids}) > 1  # rows of different lengths: padding in the merged cache
+    teacher.model.generation_config.eos_token_id = _stop_token_ending_rows_at_different_steps(teacher, units)
+    assert len({len(teacher._plan(u)[0]) for u in units}) > 1  # rows of different lengths: padding in the cache
+    expected = [_greedy_alone(teacher, u, 12) for u in units]
+    assert len({len(e) for e in expected}) > 2 and len({tuple(e) for e in expected}) == len(units)
     got = teacher.generate(units, 0, greedy)
-    for ids, row in zip(tok_ids, got):
-        with torch.inference_mode():
-            out = teacher.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                         max_new_tokens=12, do_sample=False, eos_token_id=[stop, tok.eos_token_id],
-                                         pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
-        new = out[0, len(ids):].tolist()
-        for s in (stop, tok.eos_token_id):
-            new = new[: new.index(s)] if s in new else new
-        assert row == {"text": tok.decode(new, skip_special_tokens=True).strip(), "new_tokens": len(new)}
-    assert 0 < max(r["new_tokens"] for r in got) <= 12
+    tok = teacher.tokenizer
+    assert got == [{"text": tok.decode(e, skip_special_tokens=True).strip(), "new_tokens": len(e)} for e in expected]
+    if doc_shaped:  # every answer prompt found its chunk computed by the question prompt
+        assert teacher.contexts.hit_tokens >= sum(teacher._plan(u)[1][-1] for u in units[1::2])
+
+
+def test_local_teacher_output_does_not_depend_on_what_the_context_cache_holds(tiny_model_dir):
+    """A resumed run starts with an empty context cache: its bytes must equal those of a run whose
+    cache was filled by earlier batches."""
+    units = _doc_units()
+    sampling = SimpleNamespace(temperature=0.8, top_p=0.95, max_new_tokens=10)
+    warm = _lively(LocalTeacher.load(str(tiny_model_dir), threads=1, batch_size=3))
+    warm.generate(units[::2], 5, sampling)  # the question prompts: their chunks' KV now cached
+    hits = warm.contexts.hit_tokens
+    second = warm.generate(units[1::2], 6, sampling)
+    assert warm.contexts.hit_tokens > hits
+    cold = _lively(LocalTeacher.load(str(tiny_model_dir), threads=1, batch_size=3))
+    assert cold.generate(units[1::2], 6, sampling) == second
+
+
+def test_context_cache_evicts_least_recently_used_past_its_budget():
+    import torch
+
+    from domaintune.synth.teachers import ContextCache
+
+    layer = [(torch.zeros(1, 1, 4, 8), torch.zeros(1, 1, 4, 8))]  # 256 bytes
+    cache = ContextCache(max_bytes=600)
+    cache.put("a", layer, None)
+    cache.put("b", layer, None)
+    assert cache.get("a") is not None  # "a" is now the most recently used
+    cache.put("c", layer, None)
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    assert cache.nbytes == 512
+    ContextCache(max_bytes=100).put("big", layer, None)  # larger than the budget: not kept, no error
 
 
 def test_local_teacher_sampling_is_reproducible_per_seed(tiny_model_dir):

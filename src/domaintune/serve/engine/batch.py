@@ -65,10 +65,43 @@ class DecodeBatch:
             return
         index = torch.tensor(rows, dtype=torch.long)
         self.mask = self.mask[index]
-        first = int(self.mask.any(dim=0).nonzero()[0].item())  # columns before this are padding everywhere
+        first = self._first_real_column()
         self.mask = self.mask[:, first:]
         layers = [(layer.keys[index, :, first:], layer.values[index, :, first:]) for layer in self.cache.layers]
         self.cache = _cache_from(layers)
+
+    def replace(self, row: int, seq, cache, mask) -> None:
+        """Put `seq` in the place of the (finished) sequence of `row`, in place: its prefilled KV
+        (`cache`, one row; `mask` [1, columns]) right-aligned in that row, the other rows untouched.
+        Continuous batching without copying the whole cache at every join; a prompt longer than the
+        batch's columns widens them first (a copy)."""
+        width = mask.shape[1]
+        if width > self.mask.shape[1]:
+            self._reshape(slice(None), width - self.mask.shape[1])
+        start = self.mask.shape[1] - width
+        for layer, new in zip(self.cache.layers, cache.layers, strict=True):
+            layer.keys[row, :, start:] = new.keys[0]
+            layer.values[row, :, start:] = new.values[0]
+        self.mask[row] = 0  # the old sequence's columns stay in the buffer, masked out
+        self.mask[row, start:] = mask[0]
+        self.seqs[row] = seq
+
+    def trim(self, min_columns: int) -> None:
+        """Drop the leading columns that are padding in every row once there are `min_columns` of them
+        (rows refilled by `replace` leave such columns behind; dropping them is a copy, so not every step)."""
+        first = self._first_real_column() if self.seqs else 0
+        if first >= min_columns:
+            self._reshape(slice(first, None), 0)
+
+    def _first_real_column(self) -> int:
+        return int(self.mask.any(dim=0).nonzero()[0].item())  # columns before this are padding everywhere
+
+    def _reshape(self, columns: slice, pad: int) -> None:
+        """Keep `columns` of every row, then add `pad` padding columns on the left."""
+        self.mask = _left_pad(self.mask[:, columns].unsqueeze(-1), self.mask[:, columns].shape[1] + pad).squeeze(-1)
+        width = self.mask.shape[1]
+        self.cache = _cache_from([(_left_pad(layer.keys[:, :, columns], width),
+                                   _left_pad(layer.values[:, :, columns], width)) for layer in self.cache.layers])
 
     def step_inputs(self):
         """input_ids, position_ids and attention mask for one decode step of every row."""
