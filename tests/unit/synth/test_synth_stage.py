@@ -17,6 +17,7 @@ HELDOUT = "Term deposits of 12 months earn 3.10% a year and can be broken early 
 
 class FakeTeacher:
     calls = 0
+    questions = 0
 
     def pre_query_prefix(self, system_prompt):
         return "<|im_start|>system\n" + (system_prompt or "") + "<|im_end|>\n<|im_start|>user\n"
@@ -32,9 +33,10 @@ class FakeTeacher:
             return ["How do I close a joint savings account?", "Can I change my card PIN abroad?"][k % 2]
         if "Rate the answer" in text:
             return "2" if "$99" in text else "4"
-        if "write one question" in text:
+        if "write one question" in text:  # in turn (not by unit id, which changes with the templates' text)
+            FakeTeacher.questions += 1
             return ["What does a domestic wire cost at Harborview Bank?", "What is the outgoing international "
-                    "wire fee?", "What does the text say?"][k % 3]
+                    "wire fee?", "What does the text say?"][FakeTeacher.questions % 3]
         if "Answer the question using only the text" in text:
             return "It costs $15." if "domestic" in text.split("Question:")[-1] else "It costs $35."
         if "Come up with a new task" in text:
