@@ -1,4 +1,6 @@
-"""Run the sharded phase (engine.py) under a datatrove executor and load what it wrote.
+"""Run the sharded phase (engine.py) under a datatrove executor, and read what it wrote as streams
+(kept lines with their byte offsets, rejects in reading order, signature rows in chunks) or one record
+at a time by offset: the merge never loads a shard whole.
 
 The phase folder is `shards/<key>/`, where key hashes the phase's settings and the input files'
 sizes and mtimes: re-running after a kill reuses the folder and datatrove skips the shards that
