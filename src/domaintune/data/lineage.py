@@ -28,18 +28,15 @@ from domaintune.errors import DataError
 LINEAGE = "lineage.jsonl"
 
 
-def _kept_entries(stream: str, split: str, kept: list) -> Iterator[tuple[tuple, dict[str, Any]]]:
-    for k in kept:
-        rec = k.record
-        yield k.pos, {"id": rec.id, "source_index": k.pos[0], "path": rec.path, "line": rec.line,
-                      "source": rec.source_name,
-                      "orig": k.orig, "final": rec.sha, "steps": rec.steps,
-                      "outcome": "kept", "stream": stream, "split": split,
-                      "near_duplicates": None}
+def _kept_entries(merged: Merged) -> Iterator[tuple[tuple, dict[str, Any]]]:
+    for pos, rid, path, line, source, orig, sha, steps, stream, split, near in merged.kept():
+        yield pos, {"id": rid, "source_index": pos[0], "path": path, "line": line, "source": source,
+                    "orig": orig, "final": sha, "steps": steps, "outcome": "kept", "stream": stream,
+                    "split": split, "near_duplicates": near}
 
 
 def _dropped_entries(merged: Merged) -> Iterator[tuple[tuple, dict[str, Any]]]:
-    for d in merged.dropped:
+    for d in merged.dropped():
         if d.id is None:
             continue  # unparseable rows have no id; rejects.jsonl has them by file and line
         rej = d.reject
@@ -47,21 +44,14 @@ def _dropped_entries(merged: Merged) -> Iterator[tuple[tuple, dict[str, Any]]]:
                       "source": rej.source, "orig": d.orig,
                       "outcome": "duplicate" if rej.reason.endswith("duplicate") else "rejected",
                       "reason": rej.reason, "detail": rej.detail, "step": d.step,
-                      "duplicate_of": merged.duplicate_of.get(d.id)}
+                      "duplicate_of": merged.duplicate_of(d.id)}
 
 
 def write_lineage(path: Path, merged: Merged) -> None:
-    keepers: dict[str, int] = {}
-    for keeper in merged.duplicate_of.values():
-        keepers[keeper] = keepers.get(keeper, 0) + 1
-    # Every split list and the dropped list are in reading order already: merging them streams the
-    # entries in position order without building all of them first (a dict per record, for the corpus).
-    streams = [_kept_entries(stream, split, kept) for stream, parts in merged.splits.items()
-               for split, kept in parts.items()]
+    # Kept and dropped records both come in reading order: merging the two streams writes the entries in
+    # position order without holding any of them.
     with JsonlWriter(path) as out:
-        for _, entry in heapq.merge(*streams, _dropped_entries(merged), key=lambda e: e[0]):
-            if entry["outcome"] == "kept":
-                entry["near_duplicates"] = keepers.get(entry["id"], 0)
+        for _, entry in heapq.merge(_kept_entries(merged), _dropped_entries(merged), key=lambda e: e[0]):
             out.write(entry)
 
 

@@ -14,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from domaintune.governance.neardup import exact_digest
+
 EXCERPT_CHARS = 200
 # Lone surrogates cannot be written as UTF-8: they come from undecodable bytes (csv reader's
 # surrogateescape) or from JSON escapes such as "\udc80" that name no real character.
@@ -83,6 +85,11 @@ class Record:
     @property
     def sha(self) -> str:
         return text_sha(self.text)
+
+    @property
+    def digest(self) -> bytes:
+        """The exact-duplicate key of the text (`governance.neardup.exact_digest`)."""
+        return exact_digest(self.text)
 
     def to_json(self) -> dict[str, Any]:
         return {

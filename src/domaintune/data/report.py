@@ -56,13 +56,25 @@ def print_summary(streams: dict[str, dict[str, Any]], total: dict[str, Any]) -> 
                       "data.pii.suppress_context=true)[/]")
 
 
+class LengthHistogram:
+    """Document lengths counted into the report's bins as they stream past."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+
+    def add(self, n: int) -> None:
+        self.counts[next(j for j in range(1, len(_LENGTH_BINS)) if n < _LENGTH_BINS[j])] += 1
+
+    def to_json(self) -> dict[str, int]:
+        labels = [f"<{b:,}" if b < 10**12 else f">={_LENGTH_BINS[-2]:,}" for b in _LENGTH_BINS[1:]]
+        return {labels[i - 1]: self.counts[i] for i in range(1, len(_LENGTH_BINS))}
+
+
 def length_histogram(lengths: list[int]) -> dict[str, int]:
-    counts = Counter()
+    hist = LengthHistogram()
     for n in lengths:
-        i = next(j for j in range(1, len(_LENGTH_BINS)) if n < _LENGTH_BINS[j])
-        counts[i] += 1
-    labels = [f"<{b:,}" if b < 10**12 else f">={_LENGTH_BINS[-2]:,}" for b in _LENGTH_BINS[1:]]
-    return {labels[i - 1]: counts[i] for i in range(1, len(_LENGTH_BINS))}
+        hist.add(n)
+    return hist.to_json()
 
 
 def build_report(stats: dict[str, Any], step_rows: list[dict[str, Any]], histograms: dict[str, dict[str, int]],

@@ -1,4 +1,6 @@
-"""Run the sharded phase (engine.py) under a datatrove executor and load what it wrote.
+"""Run the sharded phase (engine.py) under a datatrove executor, and read what it wrote as streams
+(kept lines with their byte offsets, rejects in reading order, signature rows in chunks) or one record
+at a time by offset: the merge never loads a shard whole.
 
 The phase folder is `shards/<key>/`, where key hashes the phase's settings and the input files'
 sizes and mtimes: re-running after a kill reuses the folder and datatrove skips the shards that
@@ -9,11 +11,13 @@ value back reuses its shards instead of re-reading the corpus; older ones are de
 
 from __future__ import annotations
 
+import heapq
 import json
 import shutil
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from sys import intern
 from typing import Any
 
 import numpy as np
@@ -21,7 +25,7 @@ import numpy as np
 from domaintune.artifacts import atomic_write_json, stable_hash
 from domaintune.config import DataConfig
 from domaintune.data.engine import RecordSteps, ShardWriter, Signatures, SourceReader, build_executor, plan_shards
-from domaintune.data.records import Record, Reject, SourceContext, text_sha
+from domaintune.data.records import Reject, SourceContext
 from domaintune.data.steps import Step
 from domaintune.errors import DataError
 
@@ -34,21 +38,9 @@ KEEP_SHARD_SETS = 3
 MERGE_ONLY = ("split", "exact_dedup", "max_reject_fraction", "engine")
 # What the shards' signatures are taken of: bumped when that changes, so old shard sets are not reused.
 SIGNATURE_FORM = "canonical-1"
+OPEN_SHARD_FILES = 16  # kept files a ShardLines reader holds open at once
+SIGNATURE_CHUNK = 128  # signature rows read at once (128 KB at 128 permutations)
 Sources = list[tuple[SourceContext, list[Path]]]
-
-
-@dataclass(slots=True)
-class Kept:
-    pos: tuple[int, int, int]
-    orig: str
-    record: Record
-    sigs: np.ndarray  # the shard's memory-mapped signature matrix (shared, not copied)
-    row: int
-
-    @property
-    def sig(self) -> np.ndarray:
-        # a view made on use: one per kept record held for the whole merge cost ~100 bytes each
-        return self.sigs[self.row]
 
 
 @dataclass
@@ -112,78 +104,83 @@ def keep_recent(root: Path, key: str, keep: int = KEEP_SHARD_SETS) -> list[str]:
     return recent
 
 
-def _lines(path: Path):
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            yield json.loads(line)
+def shard_ranks(out: Path) -> list[str]:
+    """The shard numbers ("00000", ...) that wrote a kept file, in order."""
+    return sorted(f.name.split(".")[0] for f in out.glob("*.kept.jsonl"))
 
 
-class StoredRecord(Record):
-    """A kept record whose text stays in its shard file.
-
-    The merge needs every kept record at once (keeper order, near-dup clusters, the split), but
-    only its small fields: holding the texts too cost about 5x the corpus in memory. The text is
-    read back from the shard line (by byte offset, not cached) when a corpus step, the near-dup
-    check or a writer asks for it; its length and hash are kept from the one full read."""
-
-    def __init__(self, obj: dict[str, Any], file: Path, offset: int):
-        src = obj["source"]
-        # stream, source name and path repeat on every record of a file: one shared string each
-        super().__init__(obj["id"], "", intern(obj["stream"]), intern(src["name"]), intern(src["path"]), src["line"],
-                         obj["steps"], obj["meta"])
-        self._file, self._offset = file, offset
-        self._chars, self._sha = len(obj["text"]), text_sha(obj["text"])
-
-    @property
-    def text(self) -> str:
-        if self._text is not None:
-            return self._text
-        with self._file.open("rb") as fh:
-            fh.seek(self._offset)
-            return json.loads(fh.readline())["record"]["text"]
-
-    @text.setter
-    def text(self, value: str) -> None:
-        # Record.__init__ assigns "" first; a later assignment (a step rewriting it) is held in memory
-        self._text = value if getattr(self, "_file", None) else None
-
-    @property
-    def chars(self) -> int:
-        return self._chars if self._text is None else len(self._text)
-
-    @property
-    def sha(self) -> str:
-        return self._sha if self._text is None else text_sha(self._text)
-
-
-def _kept_lines(path: Path):
-    """(byte offset, parsed object) per line of a shard's kept file."""
-    with path.open("rb") as fh:
+def kept_lines(out: Path, rank: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(byte offset, parsed line) per kept record of one shard, in the shard's reading order."""
+    with (out / f"{rank}.kept.jsonl").open("rb") as fh:
         offset = 0
         for line in fh:
             yield offset, json.loads(line)
             offset += len(line)
 
 
-def load_shards(out: Path) -> tuple[list[Kept], list[Dropped], dict[str, dict[str, int]]]:
-    """Every shard's kept records (with signatures; texts stay on disk: `StoredRecord`), rejects, and
-    summed step counts."""
-    kept: list[Kept] = []
-    dropped: list[Dropped] = []
+def _dropped(path: Path) -> Iterator[Dropped]:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            obj = json.loads(line)
+            yield Dropped(tuple(obj["pos"]), obj["id"], obj["step"], obj["orig"], Reject(**obj["reject"]))
+
+
+def dropped_in_order(out: Path) -> Iterator[Dropped]:
+    """Every shard's rejects in reading order: each shard file is in reading order already, so a
+    k-way merge streams them without loading any."""
+    return heapq.merge(*(_dropped(out / f"{rank}.rejects.jsonl") for rank in shard_ranks(out)),
+                       key=lambda d: d.pos)
+
+
+def step_counts(out: Path) -> dict[str, dict[str, int]]:
+    """The steps' own counts (e.g. PII found by type), summed over the shards."""
     counts: dict[str, dict[str, int]] = {}
-    for kept_file in sorted(out.glob("*.kept.jsonl")):
-        rank = kept_file.name.split(".")[0]
-        sigs = np.load(out / f"{rank}.sig.npy", mmap_mode="r")  # paged in from the file, not copied
-        for row, (offset, obj) in enumerate(_kept_lines(kept_file)):
-            kept.append(Kept(tuple(obj["pos"]), obj["orig"], StoredRecord(obj["record"], kept_file, offset),
-                             sigs, row))
-        for obj in _lines(out / f"{rank}.rejects.jsonl"):
-            dropped.append(Dropped(tuple(obj["pos"]), obj["id"], obj["step"], obj["orig"], Reject(**obj["reject"])))
+    for rank in shard_ranks(out):
         for step, tally in json.loads((out / f"{rank}.counts.json").read_text(encoding="utf-8")).items():
             merged = counts.setdefault(step, {})
             for k, v in tally.items():
                 if isinstance(v, (int, float)):
                     merged[k] = merged.get(k, 0) + v
-    kept.sort(key=lambda k: k.pos)
-    dropped.sort(key=lambda d: d.pos)
-    return kept, dropped, counts
+    return counts
+
+
+def signature_rows(out: Path, rank: str, chunk: int = SIGNATURE_CHUNK) -> Iterator[np.ndarray]:
+    """A shard's signature matrix, `chunk` rows at a time, read with plain file reads: a memory map
+    would leave every page it touched resident (~900 bytes per document at 112 permutations)."""
+    with (out / f"{rank}.sig.npy").open("rb") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(fh)
+        if fortran or len(shape) != 2:
+            raise DataError(f"{out / f'{rank}.sig.npy'} is not a row-major signature matrix; delete "
+                            f"{out} to rebuild the shards")
+        width = shape[1] * dtype.itemsize
+        for start in range(0, shape[0], chunk):
+            n = min(chunk, shape[0] - start)
+            block = np.frombuffer(fh.read(n * width), dtype=dtype).reshape(n, shape[1])
+            yield from block
+
+
+class ShardLines:
+    """Reads kept records back by (shard, byte offset); a few file handles stay open, not the texts."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self._files: OrderedDict[str, Any] = OrderedDict()
+
+    def record(self, rank: str, offset: int) -> dict[str, Any]:
+        """The kept record's JSON object (what `Record.to_json` wrote)."""
+        fh = self._files.get(rank)
+        if fh is None:
+            fh = self._files[rank] = (self.out / f"{rank}.kept.jsonl").open("rb")
+            if len(self._files) > OPEN_SHARD_FILES:
+                self._files.popitem(last=False)[1].close()
+        else:
+            self._files.move_to_end(rank)
+        fh.seek(offset)
+        return json.loads(fh.readline())["record"]
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files.clear()

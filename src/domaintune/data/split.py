@@ -8,7 +8,7 @@ Splitting each stream on its own keeps every stream present in val and test (str
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from domaintune.artifacts import stable_hash
 from domaintune.config import SplitConfig
@@ -53,17 +53,26 @@ def assign_group_splits(groups: dict[str, int], ratios: SplitConfig, seed: int) 
     """Split whole groups (e.g. a near-duplicate cluster: key -> number of documents) so that no
     group straddles two splits. Groups are ordered by hash(seed, key) and fill train, val, test in
     turn up to the document counts of `split_sizes`; with groups of one this is `assign_splits`."""
-    sizes = split_sizes(sum(groups.values()), ratios)
-    order = sorted(groups, key=lambda key: stable_hash([seed, key]))
-    labels: dict[str, str] = {}
+    order = sorted(groups, key=lambda key: group_hash(seed, key))
+    return dict(fill_splits(((key, groups[key]) for key in order), sum(groups.values()), ratios))
+
+
+def group_hash(seed: int, key: str) -> str:
+    """The order key of a group in `assign_group_splits`."""
+    return stable_hash([seed, key])
+
+
+def fill_splits(ordered: Iterable[tuple[str, int]], total: int, ratios: SplitConfig) -> Iterator[tuple[str, str]]:
+    """(key, split) for groups already in `group_hash` order, `total` documents in all: the streaming
+    core of `assign_group_splits`, for callers that sort the groups on disk."""
+    sizes = split_sizes(total, ratios)
     filled = dict.fromkeys(SPLITS, 0)
     current = 0
-    for key in order:
+    for key, n in ordered:
         while current < len(SPLITS) - 1 and filled[SPLITS[current]] >= sizes[SPLITS[current]]:
             current += 1
-        labels[key] = SPLITS[current]
-        filled[SPLITS[current]] += groups[key]
-    return labels
+        filled[SPLITS[current]] += n
+        yield key, SPLITS[current]
 
 
 def stratum(rec_meta: dict, source: str, stratify: str) -> str:

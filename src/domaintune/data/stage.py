@@ -8,6 +8,7 @@ Every record either reaches a split file or is written to rejects.jsonl with its
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +21,18 @@ from domaintune.data.lineage import LINEAGE, find_entry, trace, write_lineage
 from domaintune.data.merge import Merged, merge
 from domaintune.data.pii import RedactPii
 from domaintune.data.quality import QualityFilter
-from domaintune.data.records import SourceContext
+from domaintune.data.records import Record, SourceContext
 from domaintune.data.report import (
+    EXAMPLES_PER_REASON,
     REPORT_HTML,
+    LengthHistogram,
     approx_tokens,
     build_report,
-    length_histogram,
     print_summary,
     write_report,
 )
 from domaintune.data.rules import text_steps
-from domaintune.data.shards import Kept, load_shards, run_shards
+from domaintune.data.shards import Dropped, run_shards, step_counts
 from domaintune.data.sources import resolve_sources
 from domaintune.data.split import SPLITS
 from domaintune.data.stats import StageStats
@@ -74,45 +76,53 @@ def partition_steps(steps: list[Step]) -> tuple[list[Step], list[Step]]:
     return [s for s in steps if not getattr(s, "corpus_wide", False)], corpus
 
 
-def _tally(sources: Sources, merged: Merged) -> StageStats:
-    stats = StageStats(sources)
-    contexts = [ctx for ctx, _ in sources]
-    for parts in merged.splits.values():
-        for kept in parts.values():
-            for k in kept:
-                stats.add(contexts[k.pos[0]], k.record)
-    for d in merged.dropped:
-        stats.add(contexts[d.pos[0]], d.reject)
-    return stats
+class KeptPass:
+    """Everything the outputs need from the kept texts, gathered in the one pass that writes the split
+    files: counts per source and stream, tokens, lengths, the steps that changed records."""
+
+    def __init__(self, sources: Sources, streams: list[str]):
+        self.contexts = [ctx for ctx, _ in sources]
+        self.stats = StageStats(sources)
+        self.changed: Counter = Counter()
+        self.tokens: Counter = Counter()  # keyed by stream name and by "source:<name>"
+        self.lengths = {s: LengthHistogram() for s in streams}
+        self.chars: Counter = Counter()
+        self.removed: Counter = Counter()
+        self.examples: list[dict[str, Any]] = []  # the first rejects of each reason, in reading order
+        self._per_reason: Counter = Counter()
+
+    def add_kept(self, pos: tuple, obj: dict[str, Any]) -> None:
+        src = obj["source"]
+        rec = Record(obj["id"], obj["text"], obj["stream"], src["name"], src["path"], src["line"], obj["steps"],
+                     obj["meta"])
+        self.stats.add(self.contexts[pos[0]], rec)
+        self.changed.update(rec.steps)
+        n = approx_tokens(rec.text)
+        self.tokens[rec.stream] += n
+        self.tokens["source:" + rec.source_name] += n
+        self.lengths[rec.stream].add(rec.chars)
+        self.chars[rec.stream] += rec.chars
+
+    def add_dropped(self, d: Dropped) -> None:
+        self.stats.add(self.contexts[d.pos[0]], d.reject)
+        self.removed[(d.step or "read", d.reject.reason)] += 1
+        if self._per_reason[d.reject.reason] < EXAMPLES_PER_REASON:
+            self._per_reason[d.reject.reason] += 1
+            self.examples.append(d.reject.to_json())
+
+    def step_rows(self) -> list[dict[str, Any]]:
+        """Per step: records it changed (among those kept) and records it removed, by reason."""
+        rows = [{"step": s, "changed": n, "reason": "", "removed": 0} for s, n in sorted(self.changed.items())]
+        rows += [{"step": s, "changed": "", "reason": r, "removed": n} for (s, r), n in sorted(self.removed.items())]
+        return rows
 
 
-def _step_rows(merged: Merged) -> list[dict[str, Any]]:
-    """Per step: records it changed (among those kept) and records it removed, by reason."""
-    changed: Counter = Counter(step for parts in merged.splits.values() for kept in parts.values()
-                               for k in kept for step in k.record.steps)
-    removed: Counter = Counter((d.step or "read", d.reject.reason) for d in merged.dropped)
-    rows = [{"step": s, "changed": n, "reason": "", "removed": 0} for s, n in sorted(changed.items())]
-    rows += [{"step": s, "changed": "", "reason": r, "removed": n} for (s, r), n in sorted(removed.items())]
-    return rows
-
-
-def _report(out: Path, summary: dict[str, Any], merged: Merged) -> None:
-    lengths: dict[str, list[int]] = {}
-    tokens: Counter = Counter()  # keyed by stream name and by "source:<name>"
-    for stream, parts in merged.splits.items():
-        lengths[stream] = []
-        for kept in parts.values():
-            for k in kept:
-                n = approx_tokens(k.record.text)
-                tokens[stream] += n
-                tokens["source:" + k.record.source_name] += n
-                lengths[stream].append(k.record.chars)
-    sources = [{**src, "approx_tokens": tokens["source:" + src["name"]]} for src in summary["sources"]]
-    by_stream = {s: tokens[s] for s in merged.splits}
-    histograms = {s: length_histogram(v) for s, v in lengths.items()}
-    rejects = [d.reject.to_json() for d in merged.dropped]
-    write_report(out, build_report({**summary, "sources": sources}, _step_rows(merged), histograms, by_stream,
-                                   merged.clusters, rejects))
+def _report(out: Path, summary: dict[str, Any], merged: Merged, seen: KeptPass) -> None:
+    sources = [{**src, "approx_tokens": seen.tokens["source:" + src["name"]]} for src in summary["sources"]]
+    by_stream = {s: seen.tokens[s] for s in merged.streams}
+    histograms = {s: h.to_json() for s, h in seen.lengths.items()}
+    write_report(out, build_report({**summary, "sources": sources}, summary["steps"], histograms, by_stream,
+                                   merged.clusters(), seen.examples))
 
 
 def _check_rejects(stats: StageStats, limit: float, rejects_path: Path) -> None:
@@ -129,33 +139,34 @@ def _check_rejects(stats: StageStats, limit: float, rejects_path: Path) -> None:
     )
 
 
-def _check_train(splits: dict[str, dict[str, list[Kept]]], cfg: Config, out: Path) -> None:
-    empty = [s for s, parts in splits.items() if not parts["train"]]
+def _check_train(docs: dict[str, dict[str, int]], cfg: Config, out: Path) -> None:
+    empty = [s for s, parts in docs.items() if not parts["train"]]
     if not empty:
         return
     problems = []
     for stream in empty:
         used_by = [f"data.sources[{i}]" for i, s in enumerate(cfg.data.sources)
                    if s.stream == stream]
-        kept = sum(len(docs) for docs in splits[stream].values())
+        kept = sum(docs[stream].values())
         problems.append(f"stream '{stream}' ({', '.join(used_by)}) has 0 train documents "
                         f"({kept} kept in all)")
     raise DataError("; ".join(problems) + f". Check {REJECTS} and {STATS} in {out}; add data, "
                     "lower data.min_chars, or raise data.split.train.")
 
 
-def _write_streams(out: Path, splits: dict[str, dict[str, list[Kept]]]) -> dict[str, Any]:
+def _write_splits(out: Path, merged: Merged, seen: KeptPass, stack: ExitStack) -> dict[str, Any]:
+    """Write every split file (each becomes visible only when `stack` closes without an error) and
+    gather what the stats and the report need from the kept texts on the way."""
     streams: dict[str, Any] = {}
-    for stream, parts in splits.items():
+    for stream in merged.streams:
         entry: dict[str, Any] = {}
         for split in SPLITS:
             rel = f"{stream}/{split}.jsonl"
-            with JsonlWriter(out / rel) as writer:
-                for k in parts[split]:
-                    writer.write(k.record.to_json())
+            writer = stack.enter_context(JsonlWriter(out / rel))
+            for pos, obj in merged.split_records(stream, split):
+                writer.write(obj)
+                seen.add_kept(pos, obj)
             entry[split] = rel
-        entry["docs"] = {s: len(parts[s]) for s in SPLITS}
-        entry["chars"] = sum(k.record.chars for docs in parts.values() for k in docs)
         streams[stream] = entry
     return streams
 
@@ -165,10 +176,9 @@ def _merged(cfg: Config, sources: Sources, out: Path) -> tuple[Merged, dict[str,
     with console.status(f"data: reading {sum(len(f) for _, f in sources):,} files through "
                         f"{len(record_steps)} steps (datatrove, {cfg.data.engine.executor} executor)…"):
         shard_dir = run_shards(cfg.data, sources, record_steps, out)
-    kept, dropped, counts = load_shards(shard_dir)
     streams = list(dict.fromkeys(ctx.stream for ctx, _ in sources))
-    with console.status(f"data: dedup and split of {len(kept):,} records…"):
-        return merge(kept, dropped, corpus_steps, cfg.data, cfg.seed, streams), counts
+    with console.status("data: dedup and split (on-disk index)…"):
+        return merge(shard_dir, out, corpus_steps, cfg.data, cfg.seed, streams), step_counts(shard_dir)
 
 
 def run(cfg: Config, run_dir: RunDir) -> StageResult:
@@ -176,20 +186,27 @@ def run(cfg: Config, run_dir: RunDir) -> StageResult:
     (out / STREAMS).unlink(missing_ok=True)  # a failed re-run must not leave the old index behind
     sources = resolve_sources(cfg.data, exclude=run_dir.root)
     merged, counts = _merged(cfg, sources, out)
-    with JsonlWriter(out / REJECTS) as rejects:
-        for d in merged.dropped:
-            rejects.write(d.reject.to_json())
-    write_lineage(out / LINEAGE, merged)
-    stats = _tally(sources, merged)
-    docs = {s: {p: len(recs) for p, recs in parts.items()} for s, parts in merged.splits.items()}
-    summary = {**stats.to_json(docs), "steps": _step_rows(merged), "step_counts": counts,
-               "near_dedup": {"clusters": len({v for v in merged.duplicate_of.values()}),
-                              "duplicates": len(merged.duplicate_of), "action": cfg.data.near_dedup.action}}
-    atomic_write_json(out / STATS, summary)  # written before the checks: they point to it
-    _report(out, summary, merged)
-    _check_rejects(stats, cfg.data.max_reject_fraction, out / REJECTS)
-    _check_train(merged.splits, cfg, out)
-    streams = _write_streams(out, merged.splits)
+    with merged, ExitStack() as splits:
+        seen = KeptPass(sources, merged.streams)
+        with JsonlWriter(out / REJECTS) as rejects:
+            for d in merged.dropped():
+                rejects.write(d.reject.to_json())
+                seen.add_dropped(d)
+        write_lineage(out / LINEAGE, merged)
+        streams = _write_splits(out, merged, seen, splits)
+        stats = seen.stats
+        docs = merged.docs()
+        clusters, duplicates = merged.near_dedup_counts()
+        summary = {**stats.to_json(docs), "steps": seen.step_rows(), "step_counts": counts,
+                   "near_dedup": {"clusters": clusters, "duplicates": duplicates,
+                                  "action": cfg.data.near_dedup.action}}
+        atomic_write_json(out / STATS, summary)  # written before the checks: they point to it
+        _report(out, summary, merged, seen)
+        _check_rejects(stats, cfg.data.max_reject_fraction, out / REJECTS)
+        _check_train(docs, cfg, out)
+    for stream, entry in streams.items():  # the split files are in place: the checks passed
+        entry["docs"] = docs[stream]
+        entry["chars"] = seen.chars[stream]
     atomic_write_json(out / STREAMS, streams)
     print_summary(streams, summary["total"])
     total = stats.total

@@ -118,11 +118,36 @@ class NearDupIndex:
         return self._shingles[doc_id]
 
 
-def _band_params(threshold: float, num_perm: int) -> tuple[int, int]:
+def band_params(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows) exactly as NearDupIndex's datasketch LSH chooses them, so both propose the same pairs."""
     from datasketch.lsh import _optimal_param
 
     return _optimal_param(max(0.3, threshold - CANDIDATE_MARGIN), num_perm, 0.5, 0.5)
+
+
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> list[int]:
+    """One 64-bit key per band: two documents share a band exactly when their keys for it are equal."""
+    row = np.ascontiguousarray(sig[:bands * rows], dtype=np.uint64)
+    return [xxhash.xxh64_intdigest(row[b * rows:(b + 1) * rows].tobytes()) for b in range(bands)]
+
+
+class KeeperShingles:
+    """Shingle sets of keepers that were candidates, most recently used last. Bounded: a set is ~50 KB
+    for a page of text, and one per duplicate cluster grew with the corpus (profiled: the merge's
+    largest growth); an evicted keeper's set is recomputed from its text when needed again."""
+
+    def __init__(self, ngram: int, text_of: Callable[[int], str], size: int | None = None):
+        self.ngram, self.text_of, self.size = ngram, text_of, SHINGLE_CACHE if size is None else size
+        self._sets: OrderedDict[int, set[bytes]] = OrderedDict()
+
+    def __getitem__(self, k: int) -> set[bytes]:
+        if k in self._sets:
+            self._sets.move_to_end(k)
+        else:
+            self._sets[k] = shingles(self.text_of(k), self.ngram)
+            if len(self._sets) > self.size:
+                self._sets.popitem(last=False)
+        return self._sets[k]
 
 
 def _band_runs(signatures: Iterable[np.ndarray], n: int, bands: int, rows: int) -> np.ndarray:
@@ -131,8 +156,7 @@ def _band_runs(signatures: Iterable[np.ndarray], n: int, bands: int, rows: int) 
     One pass over the signatures; 8 bytes per band and document are held, not the signatures."""
     table = np.zeros((n, bands), dtype=np.uint64)
     for i, sig in enumerate(signatures):
-        row = np.ascontiguousarray(sig[:bands * rows], dtype=np.uint64)
-        table[i] = [xxhash.xxh64_intdigest(row[b * rows:(b + 1) * rows].tobytes()) for b in range(bands)]
+        table[i] = band_keys(sig, bands, rows)
     runs = np.full(table.shape, -1, dtype=np.int32)
     for b in range(bands):
         _, inverse, counts = np.unique(table[:, b], return_inverse=True, return_counts=True)
@@ -150,19 +174,16 @@ def cluster(ids: list[str], signatures: Iterable[np.ndarray], threshold: float, 
     Same candidates and answers as running NearDupIndex over the list (tested), but the whole list
     is known up front, so the bands are grouped once with numpy instead of a hash table per band:
     ~130 bytes per document instead of datasketch's ~4 KB, which dominated the data stage's memory."""
-    bands, rows = _band_params(threshold, num_perm)
+    bands, rows = band_params(threshold, num_perm)
     runs = _band_runs(signatures, len(ids), bands, rows)
     keepers_in: dict[tuple[int, int], list[int]] = {}  # (band, group) -> keeper positions, ascending
-    # Shingle sets of keepers that were candidates, most recently used last. Bounded: a set is ~50 KB
-    # for a page of text, and one per duplicate cluster grew with the corpus (profiled: the merge's
-    # largest growth); an evicted keeper's set is recomputed from its text when needed again.
-    kept_shingles: OrderedDict[int, set[bytes]] = OrderedDict()
     duplicate_of: dict[str, str] = {}
 
     def text_of(i: int) -> str:
         source = texts[i]
         return source() if callable(source) else source
 
+    kept_shingles = KeeperShingles(ngram, text_of)
     for i, doc_id in enumerate(ids):
         groups = [(b, int(g)) for b, g in enumerate(runs[i]) if g >= 0]
         candidates = sorted({k for key in groups for k in keepers_in.get(key, ())})
@@ -170,12 +191,6 @@ def cluster(ids: list[str], signatures: Iterable[np.ndarray], threshold: float, 
         if candidates:
             mine = shingles(text_of(i), ngram)
             for k in candidates:  # ascending position = best rank first
-                if k in kept_shingles:
-                    kept_shingles.move_to_end(k)
-                else:
-                    kept_shingles[k] = shingles(text_of(k), ngram)
-                    if len(kept_shingles) > SHINGLE_CACHE:
-                        kept_shingles.popitem(last=False)
                 if jaccard(kept_shingles[k], mine) >= threshold:
                     keeper = k
                     break
