@@ -86,12 +86,26 @@ def passages(hits, question: str, sentences: int = 0, weight=None) -> list[Passa
     return out
 
 
+_END = re.compile(r"[.!?;。！？；…]+[\"'”’」』）)\]]*$")
+
+
+def marked(text: str, n: int) -> str:
+    """`text` with " [n]" closing each sentence, before its full stop: a model that copies a value from a
+    sentence copies the sentence's marker with it (the shown text; offsets stay those of `text`)."""
+    out, pos = [], 0
+    for a, b in sentence_spans(text):
+        end = _END.search(text, a, b)
+        cut = end.start() if end and end.start() > a else b
+        out.append(f"{text[pos:cut]} [{n}]{text[cut:b]}")
+        pos = b
+    return "".join(out) + text[pos:]
+
+
 def _sources_block(items: list[tuple[int, str, str]]) -> str:
     parts = ["<sources>"]
     for n, title, text in items:
         title = _defuse(title).replace('"', "'")
-        # the number again after the text: a model that copies the value copies its marker with it
-        parts.append(f'<source n="{n}" title="{title}">\n{_defuse(text)} [{n}]\n</source>')
+        parts.append(f'<source n="{n}" title="{title}">\n{_defuse(marked(text, n))}\n</source>')
     parts.append("</sources>")
     return "\n".join(parts)
 

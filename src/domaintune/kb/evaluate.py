@@ -80,7 +80,7 @@ def retrieval_scores(kb, questions: list[dict], k: int, mode: str) -> dict:
 
 
 def run_eval(cfg: Config, questions: Path | None, *, k: int, modes: list[str], answers: bool, limit: int | None,
-             out: Path | None) -> dict:
+             out: Path | None, models: tuple[str, ...] = ("base", "tuned"), batch_size: int = 16) -> dict:
     kb_cfg = kb_section(cfg)
     path = questions or kb_cfg.eval_set
     if path is None:
@@ -92,19 +92,28 @@ def run_eval(cfg: Config, questions: Path | None, *, k: int, modes: list[str], a
               "k": k, "load_average": list(os.getloadavg()), "retrieval": [retrieval_scores(kb, rows, k, m)
                                                                            for m in modes]}
     if answers:
-        result["answers"] = answer_scores(cfg, kb, rows)
+        result["answers"] = answer_scores(cfg, kb, rows, batch_size=batch_size, only=models)
     atomic_write_json(out or index_dir(cfg) / "eval.json", result)
     return result
 
 
 # ------------------------------------------------------------------ answers (slow: real generation)
-def _models(cfg: Config) -> list[tuple[str, Path | str]]:
+def _models(cfg: Config, only: tuple[str, ...] = ("base", "tuned")) -> list[tuple[str, Path | str]]:
+    unknown = set(only) - {"base", "tuned"}
+    if unknown or not only:
+        raise ConfigError([f"--models: {', '.join(sorted(unknown)) or 'nothing'} is not base or tuned "
+                           f"(give base, tuned or base,tuned)"])
     run = RunDir(cfg.run_path)
-    out = [("base", cfg.model.base)]
-    for stage in ("export", cfg.final_model_stage):
-        if stage and run.manifest(stage) is not None:
-            out.append(("tuned", run.output(stage, "model", by="kb eval")))
-            break
+    out = [("base", cfg.model.base)] if "base" in only else []
+    if "tuned" in only:
+        for stage in ("export", cfg.final_model_stage):
+            if stage and run.manifest(stage) is not None:
+                out.append(("tuned", run.output(stage, "model", by="kb eval")))
+                break
+        else:
+            if only == ("tuned",):
+                raise ConfigError([f"--models tuned: the run {cfg.run_path} has no tuned model yet (run the "
+                                   f"pipeline first)"])
     return out
 
 
@@ -146,7 +155,8 @@ def _share(flags: list[bool], rows: list[dict]) -> dict:
     return out
 
 
-def answer_scores(cfg: Config, kb, rows: list[dict], batch_size: int = 16) -> list[dict]:
+def answer_scores(cfg: Config, kb, rows: list[dict], batch_size: int = 16,
+                  only: tuple[str, ...] = ("base", "tuned")) -> list[dict]:
     """Per model: exact-answer accuracy without and with retrieval, and how often a correct answer
     cites a passage that holds the value. The prompt is the one the server sends (kb.answer)."""
     from domaintune import models
@@ -155,7 +165,7 @@ def answer_scores(cfg: Config, kb, rows: list[dict], batch_size: int = 16) -> li
     shown = [kb.passages(kb.search(_Open(), q["question"]), q["question"]) for q in rows]
     grounded = [with_context(ask, s) for ask, s in zip(asks, shown, strict=True)]
     scores = []
-    for label, where in _models(cfg):
+    for label, where in _models(cfg, only):
         trained = models.load_trained(where, base=cfg.model if label == "tuned" else None, device="cpu")
         model, tok = trained.model.eval(), trained.tokenizer
         t0 = time.perf_counter()

@@ -81,3 +81,13 @@ def test_batched_generation_answers_as_one_prompt_at_a_time(tmp_path):
     one = [generate_batched(model, tok, [p], max_new_tokens=6)[0] for p in prompts]
     assert generate_batched(model, tok, prompts, max_new_tokens=6, batch_size=3) == one
     assert len(set(one)) > 1  # the prompts really differ in what they produce
+
+
+def test_models_to_answer_with_are_checked(kb_and_cfg):
+    from domaintune.errors import ConfigError
+
+    kb, cfg = kb_and_cfg
+    with pytest.raises(ConfigError, match="has no tuned model yet"):
+        answer_scores(cfg, kb, QS[:1], only=("tuned",))
+    with pytest.raises(ConfigError, match="--models: large is not base or tuned"):
+        answer_scores(cfg, kb, QS[:1], only=("large",))
