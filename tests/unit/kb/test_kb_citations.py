@@ -131,6 +131,7 @@ def test_a_passage_is_the_best_run_of_sentences_and_keeps_its_offsets():
     rare = {"bank": 0.01, "harborview": 0.01}
     best = passages([_hit(text)], "Harborview Bank cards", sentences=1, weight=lambda t: rare.get(t, 1.0))[0]
     assert best.text == "Our cards are accepted worldwide."
+    assert marked("It costs $35. Q: how much?\nA: \"free\".", 2) == 'It costs $35 [2]. Q: how much [2]?\nA: "free" [2].'
     zh = "海港银行的营业时间是九点。境外电汇手续费为35美元。"
     assert passages([_hit(zh)], "境外电汇手续费是多少？", sentences=1)[0].text == "境外电汇手续费为35美元。"
 
@@ -142,7 +143,7 @@ def test_the_grounded_prompt_keeps_the_conversation_and_the_example_cites_no_rea
     out = with_context(history, shown)
     assert out[0] == {"role": "system", "content": f"Be brief.\n\n{PREAMBLE}"}
     assert out[1:3] == example_turns() and out[3:5] == history[1:3] and out[-1]["role"] == "user"
-    assert out[-1]["content"].startswith("<sources>") and "A card costs $10." in out[-1]["content"]
+    assert out[-1]["content"].startswith("<sources>") and "A card costs $10 [1]." in out[-1]["content"]
     assert out[-1]["content"].endswith(f"Question: card price?\n{INSTRUCTION}")
     # the example's sources are made up: none is a retrieved passage, and its answer cites only its own
     example_user, example_answer = example_turns()
