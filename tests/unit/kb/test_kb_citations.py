@@ -14,6 +14,7 @@ from domaintune.kb.answer import (
     cited_numbers,
     context_block,
     example_turns,
+    marked,
     passages,
     with_context,
 )
