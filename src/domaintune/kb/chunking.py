@@ -50,6 +50,11 @@ def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return trimmed
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every sentence of `text`, paragraph by paragraph (what answers cut sources to)."""
+    return [s for pa, pb in _paragraphs(text) for s in _sentences(text, pa, pb)]
+
+
 def _split_long(text: str, a: int, b: int, count: TokenCounter, max_tokens: int) -> list[tuple[int, int]]:
     """A sentence longer than the budget: cut it into windows of whole words (or characters for
     Chinese) that each fit, by shrinking a proportional guess until it does."""

@@ -92,6 +92,9 @@ def evaluate(config: Path = ConfigArg, overrides: list[str] | None = typer.Argum
                                                       "accuracy with and without retrieval, citation correctness."),
              limit: int | None = typer.Option(None, help="Use the first N questions (answers are slow)."),
              modes: str = typer.Option("lexical,dense,hybrid", help="Retrieval modes to compare."),
+             models: str = typer.Option("base,tuned", help="With --answers: the models that answer (base: "
+                                                           "model.base; tuned: the run's final model)."),
+             batch_size: int = typer.Option(16, min=1, help="With --answers: prompts generated together."),
              out: Path | None = typer.Option(None, help="Write the results as JSON here (default: next to the "
                                                         "index, eval.json)."),
              ) -> None:
@@ -101,5 +104,6 @@ def evaluate(config: Path = ConfigArg, overrides: list[str] | None = typer.Argum
     with _handled():
         cfg = _load(config, overrides)
         result = run_eval(cfg, questions, k=k, modes=[m.strip() for m in modes.split(",") if m.strip()],
-                          answers=answers, limit=limit, out=out)
+                          answers=answers, limit=limit, out=out,
+                          models=tuple(m.strip() for m in models.split(",") if m.strip()), batch_size=batch_size)
     print_report(result)

@@ -18,7 +18,7 @@ from domaintune.artifacts import RunDir, atomic_write_json
 from domaintune.config import Config
 from domaintune.console import console
 from domaintune.errors import ConfigError, DataError
-from domaintune.kb.answer import MARKER, context_block, with_context
+from domaintune.kb.answer import cited_numbers, with_context
 from domaintune.kb.service import embedder_for, index_dir, kb_section, open_from_config
 
 
@@ -56,7 +56,9 @@ def load_questions(path: Path) -> list[dict]:
 
 
 def relevant(hit, q: dict) -> bool:
-    return hit.document_id in set(q["documents"]) and holds(hit.text, q["answer"])
+    """A retrieved chunk (or the passage of it a prompt showed) from a labelled document that holds the value."""
+    doc = hit.hit.document_id if hasattr(hit, "hit") else hit.document_id
+    return doc in set(q["documents"]) and holds(hit.text, q["answer"])
 
 
 def retrieval_scores(kb, questions: list[dict], k: int, mode: str) -> dict:
@@ -78,7 +80,7 @@ def retrieval_scores(kb, questions: list[dict], k: int, mode: str) -> dict:
 
 
 def run_eval(cfg: Config, questions: Path | None, *, k: int, modes: list[str], answers: bool, limit: int | None,
-             out: Path | None) -> dict:
+             out: Path | None, models: tuple[str, ...] = ("base", "tuned"), batch_size: int = 16) -> dict:
     kb_cfg = kb_section(cfg)
     path = questions or kb_cfg.eval_set
     if path is None:
@@ -90,56 +92,98 @@ def run_eval(cfg: Config, questions: Path | None, *, k: int, modes: list[str], a
               "k": k, "load_average": list(os.getloadavg()), "retrieval": [retrieval_scores(kb, rows, k, m)
                                                                            for m in modes]}
     if answers:
-        result["answers"] = answer_scores(cfg, kb, rows)
+        result["answers"] = answer_scores(cfg, kb, rows, batch_size=batch_size, only=models)
     atomic_write_json(out or index_dir(cfg) / "eval.json", result)
     return result
 
 
 # ------------------------------------------------------------------ answers (slow: real generation)
-def _models(cfg: Config) -> list[tuple[str, Path | str]]:
+def _models(cfg: Config, only: tuple[str, ...] = ("base", "tuned")) -> list[tuple[str, Path | str]]:
+    unknown = set(only) - {"base", "tuned"}
+    if unknown or not only:
+        raise ConfigError([f"--models: {', '.join(sorted(unknown)) or 'nothing'} is not base or tuned "
+                           f"(give base, tuned or base,tuned)"])
     run = RunDir(cfg.run_path)
-    out = [("base", cfg.model.base)]
-    for stage in ("export", cfg.final_model_stage):
-        if stage and run.manifest(stage) is not None:
-            out.append(("tuned", run.output(stage, "model", by="kb eval")))
-            break
+    out = [("base", cfg.model.base)] if "base" in only else []
+    if "tuned" in only:
+        for stage in ("export", cfg.final_model_stage):
+            if stage and run.manifest(stage) is not None:
+                out.append(("tuned", run.output(stage, "model", by="kb eval")))
+                break
+        else:
+            if only == ("tuned",):
+                raise ConfigError([f"--models tuned: the run {cfg.run_path} has no tuned model yet (run the "
+                                   f"pipeline first)"])
     return out
 
 
-def _generate(model, tokenizer, messages: list[dict], max_new_tokens: int = 48) -> str:
-    import torch
-
+def _prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     from domaintune.generation import build_prompt_ids
 
-    ids = build_prompt_ids(tokenizer, messages)
-    with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return build_prompt_ids(tokenizer, messages)[0].tolist()
 
 
-def answer_scores(cfg: Config, kb, rows: list[dict]) -> list[dict]:
+def generate_batched(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 40,
+                     batch_size: int = 16) -> list[str]:
+    """Greedy replies to `prompts`, in their order. Prompts are sorted by length and left-padded in
+    batches (similar lengths waste little padding); greedy decoding as in the unbatched path."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = [_prompt_ids(tokenizer, p) for p in prompts]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out: list[str] = [""] * len(ids)
+    for b in range(0, len(order), batch_size):
+        rows = order[b:b + batch_size]
+        width = max(len(ids[i]) for i in rows)
+        batch = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in rows])
+        mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in rows])
+        with torch.no_grad():
+            gen = model.generate(batch, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=pad)
+        for row, i in enumerate(rows):
+            out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
+    return out
+
+
+def _share(flags: list[bool], rows: list[dict]) -> dict:
+    """The share of true flags overall and per language."""
+    out = {"all": round(sum(flags) / max(len(flags), 1), 4)}
+    for lang in sorted({q.get("lang", "") for q in rows} - {""}):
+        sel = [f for f, q in zip(flags, rows, strict=True) if q.get("lang") == lang]
+        out[lang] = round(sum(sel) / max(len(sel), 1), 4)
+    return out
+
+
+def answer_scores(cfg: Config, kb, rows: list[dict], batch_size: int = 16,
+                  only: tuple[str, ...] = ("base", "tuned")) -> list[dict]:
     """Per model: exact-answer accuracy without and with retrieval, and how often a correct answer
-    cites a chunk that holds the value."""
+    cites a passage that holds the value. The prompt is the one the server sends (kb.answer)."""
     from domaintune import models
 
+    asks = [[{"role": "user", "content": q["question"]}] for q in rows]
+    shown = [kb.passages(kb.search(_Open(), q["question"]), q["question"]) for q in rows]
+    grounded = [with_context(ask, s) for ask, s in zip(asks, shown, strict=True)]
     scores = []
-    for label, where in _models(cfg):
+    for label, where in _models(cfg, only):
         trained = models.load_trained(where, base=cfg.model if label == "tuned" else None, device="cpu")
         model, tok = trained.model.eval(), trained.tokenizer
-        plain = rag = cited = 0
-        for q in rows:
-            ask = [{"role": "user", "content": q["question"]}]
-            plain += holds(_generate(model, tok, ask), q["answer"])
-            hits = kb.search(_Open(), q["question"])
-            text = _generate(model, tok, with_context(ask, context_block(hits)))
-            if holds(text, q["answer"]):
-                rag += 1
-                numbers = {int(n) for m in MARKER.finditer(text) for n in m.group(2).split(",")}
-                cited += any(1 <= n <= len(hits) and relevant(hits[n - 1], q) for n in numbers)
+        t0 = time.perf_counter()
+        plain_text = generate_batched(model, tok, asks, batch_size=batch_size)
+        rag_text = generate_batched(model, tok, grounded, batch_size=batch_size)
+        seconds = time.perf_counter() - t0
+        plain = [holds(t, q["answer"]) for t, q in zip(plain_text, rows, strict=True)]
+        rag = [holds(t, q["answer"]) for t, q in zip(rag_text, rows, strict=True)]
+        cited = [ok and any(1 <= n <= len(s) and relevant(s[n - 1], q) for n in cited_numbers(t))
+                 for ok, t, s, q in zip(rag, rag_text, shown, rows, strict=True)]
         n = max(len(rows), 1)
-        scores.append({"model": label, "questions": len(rows), "accuracy_no_retrieval": round(plain / n, 4),
-                       "accuracy_with_retrieval": round(rag / n, 4), "correct_and_cited": round(cited / n, 4)})
+        scores.append({"model": label, "questions": len(rows), "accuracy_no_retrieval": round(sum(plain) / n, 4),
+                       "accuracy_with_retrieval": round(sum(rag) / n, 4), "correct_and_cited": round(sum(cited) / n, 4),
+                       "by_lang": {"no_retrieval": _share(plain, rows), "with_retrieval": _share(rag, rows),
+                                   "correct_and_cited": _share(cited, rows)},
+                       "generation_s": round(seconds, 1),
+                       "replies": [{"id": q.get("id"), "no_retrieval": a, "with_retrieval": b}
+                                   for q, a, b in zip(rows, plain_text, rag_text, strict=True)]})
     return scores
 
 
@@ -156,8 +200,24 @@ def print_report(result: dict) -> None:
                       " ".join(f"{lang}:{v:.3f}" for lang, v in r["recall_by_lang"].items()),
                       f"{r['latency_ms_p50']:.1f}", f"{r['latency_ms_p95']:.1f}")
     console.print(table)
-    for a in result.get("answers", []):
-        console.print(f"{a['model']}: exact answers {a['accuracy_no_retrieval']:.3f} without retrieval, "
-                      f"{a['accuracy_with_retrieval']:.3f} with; correct and cited {a['correct_and_cited']:.3f} "
-                      f"({a['questions']} questions)")
+    if result.get("answers"):
+        console.print(_answers_table(result["answers"]))
     console.print(f"load average {' '.join(f'{x:.2f}' for x in result['load_average'])}")
+
+
+def _answers_table(answers: list[dict]):
+    from rich.table import Table
+
+    table = Table(title="answers — exact value (and unit); cited: the answer cites a source that holds it",
+                  title_justify="left")
+    for col in ("model", "questions", "no retrieval", "with retrieval", "correct and cited", "seconds"):
+        table.add_column(col)
+
+    def cell(a: dict, key: str) -> str:
+        langs = " ".join(f"{lang}:{v:.3f}" for lang, v in a["by_lang"][key].items() if lang != "all")
+        return f"{a['by_lang'][key]['all']:.3f}" + (f" ({langs})" if langs else "")
+
+    for a in answers:
+        table.add_row(a["model"], str(a["questions"]), cell(a, "no_retrieval"), cell(a, "with_retrieval"),
+                      cell(a, "correct_and_cited"), f"{a['generation_s']:.0f}")
+    return table

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 import unicodedata
+from collections import Counter
 
 import numpy as np
 
@@ -59,10 +61,16 @@ class LexicalIndex:
         self.size = len(texts)
         self._bm25 = None
         tokens = [tokenize(t) for t in texts]
+        self._df = Counter(term for t in tokens for term in set(t))
         if any(tokens):
             self._bm25 = bm25s.BM25()
             # a chunk with no index terms still needs its row, so row i stays chunk i
             self._bm25.index([t or ["\u0000"] for t in tokens], show_progress=False)
+
+    def idf(self, term: str) -> float:
+        """BM25's inverse document frequency: a term in every chunk ("bank") weighs almost nothing."""
+        df = self._df.get(term, 0)
+        return math.log(1 + (self.size - df + 0.5) / (df + 0.5))
 
     def search(self, query: str, mask: np.ndarray, limit: int) -> list[tuple[int, float]]:
         """(row, score) of the best allowed rows with a positive score, best first."""

@@ -51,13 +51,15 @@ class KnowledgeBase:
     """One loaded index. `search` is thread-safe; `reload` swaps in a rebuilt index atomically."""
 
     def __init__(self, name: str, folder: Path, *, mode: str = "hybrid", embedder: Embedder | None = None,
-                 top_k: int = 5, candidates: int = 50, rrf_k: int = 60, open_principal: str = "all"):
+                 top_k: int = 5, candidates: int = 50, rrf_k: int = 60, open_principal: str = "all",
+                 sentences: int = 0):
         if mode not in MODES:
             raise store.KBError(f"kb.retrieval.mode: '{mode}' is not one of {', '.join(MODES)}")
         if mode != "lexical" and embedder is None:
             raise store.KBError(f"kb.retrieval.mode: {mode} needs an embedder (or use mode: lexical)")
         self.name, self.folder, self.mode, self.embedder = name, Path(folder), mode, embedder
         self.top_k, self.candidates, self.rrf_k, self.open_principal = top_k, candidates, rrf_k, open_principal
+        self.sentences = sentences  # how much of each hit an answer prompt shows (kb.retrieval.sentences)
         self._lock = threading.Lock()
         self.reload()
 
@@ -115,6 +117,18 @@ class KnowledgeBase:
         c = data.chunks[row]
         return Hit(rank, round(float(score), 6), c.chunk_id, c.document_id, c.lineage_id, c.title, c.version,
                    c.start, c.end, c.text)
+
+    def term_weight(self, term: str) -> float:
+        """The lexical index's idf of `term` (what answer passages weigh shared words by)."""
+        with self._lock:
+            lexical = self._lexical
+        return lexical.idf(term)
+
+    def passages(self, hits: list[Hit], question: str):
+        """`hits` as the numbered passages an answer prompt shows (kb.answer.passages, kb.retrieval.sentences)."""
+        from domaintune.kb.answer import passages
+
+        return passages(hits, question, self.sentences, self.term_weight)
 
     def rows(self) -> int:
         return len(self._data.chunks)

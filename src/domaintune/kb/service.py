@@ -66,4 +66,5 @@ def open_from_config(cfg: Config, embedder: Embedder | None = None, mode: str | 
         embedder = embedder_for(kb)
     r = kb.retrieval
     return KnowledgeBase(kb.name, index_dir(cfg), mode=mode, embedder=embedder, top_k=r.top_k,
-                         candidates=r.candidates, rrf_k=r.rrf_k, open_principal=kb.open_principal)
+                         candidates=r.candidates, rrf_k=r.rrf_k, open_principal=kb.open_principal,
+                         sentences=r.sentences)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from domaintune.kb.answer import AnswerFilter, context_block, last_user_text, with_context
+from domaintune.kb.answer import AnswerFilter, last_user_text, with_context
 from domaintune.kb.index import KBError
 from domaintune.kb.search import KnowledgeBase
 from domaintune.serve.errors import ApiError
@@ -80,9 +80,10 @@ class KBRetriever:
         if prompt.messages is None:
             raise ApiError(400, "knowledge-base answers need /v1/chat/completions (messages)", code="invalid_value",
                            param="kb")
-        hits = kb.search(principal, last_user_text(prompt.messages))
-        sources = [h.source(n, kb.name) for n, h in enumerate(hits, 1)]
-        messages = with_context(prompt.messages, context_block(hits))  # no hits: the model is told so
+        question = last_user_text(prompt.messages)
+        shown = kb.passages(kb.search(principal, question), question)  # what kb eval measures
+        sources = [p.source(kb.name) for p in shown]
+        messages = with_context(prompt.messages, shown)  # no hits: empty sources, the model is told to say so
         # the response cache keys on these: after a revoke, a relabel or a re-index no answer cached before is served
         return dataclasses.replace(prompt, messages=messages, sources=[*prompt.sources, *sources], kb=kb.name,
                                    acl_fingerprint=kb.fingerprint(principal), index_version=kb.version)

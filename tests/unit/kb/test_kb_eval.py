@@ -8,7 +8,7 @@ import pytest
 from kb_helpers import HashEmbedder, count_tokens, load, write_run
 
 from domaintune.errors import DataError
-from domaintune.kb.evaluate import answer_scores, holds, load_questions, retrieval_scores
+from domaintune.kb.evaluate import answer_scores, generate_batched, holds, load_questions, retrieval_scores
 from domaintune.kb.service import build_from_config, open_from_config
 
 DOCS = [{"id": "wire", "text": "Wire fees\n\nAn outgoing international wire costs $35."},
@@ -59,3 +59,35 @@ def test_answers_are_scored_per_model(kb_and_cfg, tmp_path):
     scores = answer_scores(cfg, kb, QS[:2])
     assert [s["model"] for s in scores] == ["base"]  # the run has no tuned model yet
     assert scores[0]["questions"] == 2 and 0 <= scores[0]["accuracy_with_retrieval"] <= 1
+    assert set(scores[0]["by_lang"]["with_retrieval"]) == {"all", "en"} and len(scores[0]["replies"]) == 2
+
+
+@pytest.mark.slow
+def test_batched_generation_answers_as_one_prompt_at_a_time(tmp_path):
+    """Left padding and length sorting change neither the order nor the greedy replies."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fixtures.tiny_model import build_tiny_model_dir
+
+    where = build_tiny_model_dir(tmp_path / "tiny")
+    model, tok = AutoModelForCausalLM.from_pretrained(where).eval(), AutoTokenizer.from_pretrained(where)
+    torch.manual_seed(0)
+    with torch.no_grad():  # larger random weights: the replies differ per prompt (the saved init repeats one token)
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    prompts = [[{"role": "user", "content": text}] for text in
+               ("wire fee", "what does a replacement card cost at the bank today", "rate", "a b c d e f g h")]
+    one = [generate_batched(model, tok, [p], max_new_tokens=6)[0] for p in prompts]
+    assert generate_batched(model, tok, prompts, max_new_tokens=6, batch_size=3) == one
+    assert len(set(one)) > 1  # the prompts really differ in what they produce
+
+
+def test_models_to_answer_with_are_checked(kb_and_cfg):
+    from domaintune.errors import ConfigError
+
+    kb, cfg = kb_and_cfg
+    with pytest.raises(ConfigError, match="has no tuned model yet"):
+        answer_scores(cfg, kb, QS[:1], only=("tuned",))
+    with pytest.raises(ConfigError, match="--models: large is not base or tuned"):
+        answer_scores(cfg, kb, QS[:1], only=("large",))

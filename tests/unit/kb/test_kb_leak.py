@@ -197,7 +197,9 @@ def test_the_prompt_carries_what_the_response_cache_keys_on(tmp_path):
     after = retriever.augment(bob, ask)
     assert after.index_version != before.index_version
     assert cache_key(bob, after, "spy", None, {"prompt": [1, 2, 3]}) != key_before
-    assert canary("fin") not in after.messages[0]["content"]
+    sources = after.messages[-1]["content"].split("</sources>", 1)[0]  # the question (the canary) follows it
+    assert canary("fin") in before.messages[-1]["content"].split("</sources>", 1)[0]
+    assert canary("fin") not in sources and all(canary("fin") not in m["content"] for m in after.messages[:-1])
 
 
 class EchoSpy(SpyEngine):
@@ -205,7 +207,8 @@ class EchoSpy(SpyEngine):
 
     def submit(self, request):
         prompt = self.tokenizer.decode(request.prompt_ids)
-        sources = prompt.split("<sources>", 1)[1].split("</sources>", 1)[0] if "<sources>" in prompt else ""
+        # the last sources block: the one before it is the one-shot example's made-up sources
+        sources = prompt.rsplit("<sources>", 1)[1].split("</sources>", 1)[0] if "<sources>" in prompt else ""
         found = [canary(d) for d in LABELS if canary(d) in sources]  # retrieved text, not the question
         self.answer = f"Found {'; '.join(found)} [1]." if found else "Nothing found."
         return super().submit(request)
