@@ -89,12 +89,6 @@ def ragged_attention(module, query, key, value, attention_mask, dropout: float =
     return torch.cat(outputs, dim=1), None
 
 
-def _passthrough_mask(*args, **kwargs):
-    from transformers.masking_utils import sdpa_mask
-
-    return sdpa_mask(*args, **kwargs)
-
-
 def _base(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
@@ -103,7 +97,7 @@ def install(model) -> bool:
     """Route the model's attention through `ragged_attention`; False (model unchanged) when the model does not
     take custom attention functions or does not run transformers' sdpa attention, which the fallback stands in for."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     base = _base(model)
     if base.config._attn_implementation == RAGGED:  # a second engine on the same model
@@ -111,7 +105,7 @@ def install(model) -> bool:
     if not getattr(base, "_supports_attention_backend", False) or base.config._attn_implementation != "sdpa":
         return False
     AttentionInterface.register(RAGGED, ragged_attention)
-    AttentionMaskInterface.register(RAGGED, _passthrough_mask)
+    AttentionMaskInterface.register(RAGGED, sdpa_mask)  # other forwards build the mask sdpa would
     base.set_attn_implementation(RAGGED)
     return True
 
