@@ -237,7 +237,7 @@ class LocalTeacher:
         and give the slot of a row that stops (a stop token or max_new_tokens) to the next prompt."""
         import torch
 
-        from domaintune.serve.engine.batch import DecodeBatch
+        from domaintune.decode_batch import DecodeBatch
 
         stop, limit = self._stop_ids(), sampling.max_new_tokens
         sampler = NucleusSampler(sampling.temperature, sampling.top_p) if sampling.temperature > 0 else None

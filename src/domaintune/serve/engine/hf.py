@@ -22,10 +22,10 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+from domaintune.decode_batch import DecodeBatch, SequenceKV
 from domaintune.errors import ModelError
 from domaintune.serve.engine import ragged
 from domaintune.serve.engine.base import EngineFailed, EngineStats, Event, GenRequest, QueueFull, Stream
-from domaintune.serve.engine.batch import DecodeBatch, SequenceKV
 from domaintune.serve.engine.constrained import GuideFactory
 from domaintune.serve.engine.decoding import TextTracker, choose_token, make_generator
 from domaintune.serve.engine.prefix_cache import PrefixCache
@@ -335,7 +335,7 @@ class HFEngine:
         """Per layer, the rows' cached KV for their first `start` tokens, left-padded to `cached` columns."""
         import torch
 
-        from domaintune.serve.engine.batch import _left_pad
+        from domaintune.decode_batch import _left_pad
 
         template = next(s.reused_layers for s in group if s.reused_layers is not None)
         layers = []

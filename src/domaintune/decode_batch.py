@@ -1,5 +1,7 @@
 """The running decode batch: one left-padded KV cache for all active sequences.
 
+A core library, not part of a stage: the serve engine and the synth stage's local teacher both batch with it.
+
 Sequences join (after their own prefill) and leave between decode steps. Joining pads the
 shorter side on the left and stacks the caches on the batch dimension; leaving selects the
 remaining rows and drops columns that are padding in every row. Each row's attention mask marks
