@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--layers", type=int, default=15)
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--prune", choices=["spread", "deep_block"], default="spread")
+    ap.add_argument("--prune", choices=["spread", "deep_block"], default="deep_block")
     ap.add_argument("--heldout-docs", type=int, default=60)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--doc-tokens", type=int, default=256, help="held-out tokens scored per document")

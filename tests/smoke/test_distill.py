@@ -32,7 +32,7 @@ def test_distill_stage_end_to_end_with_logit_kd(workdir, tiny_model_dir):
     run = workdir / "runs" / "quickstart"
     info = json.loads((run / "distill" / "distill.json").read_text())
     assert info["teacher_stage"] == "train" and info["student"] == {"init": "prune_layers", "layers": [0],
-                                                                      "prune": "spread"}
+                                                                      "prune": "deep_block"}
     assert info["student_params"] < info["teacher_params"]
     records = json.loads((run / "distill" / "metrics.json").read_text())
     assert len(records) == 4 and all(r["kl"] is not None and r["kl"] >= 0 for r in records)

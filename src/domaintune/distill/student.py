@@ -8,7 +8,7 @@ from domaintune.config.distill import StudentConfig
 from domaintune.errors import ConfigError
 
 
-def kept_layers(n: int, keep: int, prune: str = "spread") -> list[int]:
+def kept_layers(n: int, keep: int, prune: str = "deep_block") -> list[int]:
     """`keep` layer indices of `n` (layer-dropping init): evenly spaced, first and last included
     ("spread"), or the first keep−1 and the last ("deep_block": one contiguous block dropped)."""
     if keep >= n:
@@ -20,7 +20,7 @@ def kept_layers(n: int, keep: int, prune: str = "spread") -> list[int]:
     return sorted({round(i * (n - 1) / (keep - 1)) for i in range(keep)})
 
 
-def prune_layers(teacher, keep: int | None, prune: str = "spread"):
+def prune_layers(teacher, keep: int | None, prune: str = "deep_block"):
     """A deep copy of `teacher` (merged, no adapter) with only the kept decoder layers."""
     import torch
 

@@ -14,11 +14,12 @@ from domaintune.distill.student import kept_layers, prune_layers
 from domaintune.errors import ConfigError
 
 
-def test_kept_layers_are_evenly_spaced_with_first_and_last():
-    assert len(kept_layers(30, 15)) == 15 and kept_layers(30, 15)[0] == 0 and kept_layers(30, 15)[-1] == 29
-    assert kept_layers(30, 8) == [0, 4, 8, 12, 17, 21, 25, 29]
-    assert kept_layers(4, 2) == [0, 3] and kept_layers(2, 1) == [0]
-    assert kept_layers(30, 15, "deep_block") == [*range(14), 29]  # one contiguous block before the last dropped
+def test_kept_layers_spread_evenly_or_drop_one_deep_block():
+    spread = kept_layers(30, 15, "spread")
+    assert len(spread) == 15 and spread[0] == 0 and spread[-1] == 29
+    assert kept_layers(30, 8, "spread") == [0, 4, 8, 12, 17, 21, 25, 29]
+    assert kept_layers(4, 2, "spread") == [0, 3] and kept_layers(2, 1, "spread") == [0]
+    assert kept_layers(30, 15) == [*range(14), 29]  # default deep_block: one contiguous block before the last dropped
     with pytest.raises(ConfigError, match="not fewer"):
         kept_layers(4, 4)
 
