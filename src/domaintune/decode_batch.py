@@ -7,6 +7,10 @@ shorter side on the left and stacks the caches on the batch dimension; leaving s
 remaining rows and drops columns that are padding in every row. Each row's attention mask marks
 its real columns, and each row gets its own position ids, so a row computes what it would alone.
 
+A row may be vacated (`vacate`): it stays in the cache as a hole, masked out and computed but ignored,
+until `replace` puts a newly prefilled sequence in its place: a finished sequence's slot goes to the next
+one without copying the whole cache twice (once to drop the row, once to add the new one).
+
 The batch's cache layers keep spare columns (`_GrowingLayer`): a decode step writes its one new column in
 place, where transformers' DynamicLayer concatenates, i.e. copies the whole cache of every layer each step
 (about an eighth of a batch-8 decode step of SmolLM2-135M on this CPU).
@@ -29,7 +33,20 @@ class DecodeBatch:
         self.mask = None   # [rows, columns] long: 1 where a row has a real token
 
     def __len__(self) -> int:
+        """Rows in the cache, holes included (what a decode step computes)."""
         return len(self.seqs)
+
+    def live(self) -> int:
+        return sum(s is not None for s in self.seqs)
+
+    def holes(self) -> list[int]:
+        return [i for i, s in enumerate(self.seqs) if s is None]
+
+    def vacate(self, row: int) -> None:
+        """Leave `row` in place as a hole: masked out (it attends only to its own next column) until `replace`
+        fills it or `keep` drops it."""
+        self.seqs[row] = None
+        self.mask[row] = 0
 
     def add(self, seqs: list, cache, mask) -> None:
         """Append sequences whose prompts are prefilled in `cache` (rows in `seqs` order), `mask` [rows, columns]
@@ -109,8 +126,8 @@ class DecodeBatch:
         """input_ids, position_ids and attention mask for one decode step of every row."""
         import torch
 
-        ids = torch.tensor([[s.pending] for s in self.seqs], dtype=torch.long)
-        positions = torch.tensor([[s.length] for s in self.seqs], dtype=torch.long)
+        ids = torch.tensor([[s.pending if s is not None else 0] for s in self.seqs], dtype=torch.long)
+        positions = torch.tensor([[s.length if s is not None else 0] for s in self.seqs], dtype=torch.long)
         mask = torch.cat([self.mask, torch.ones(len(self.seqs), 1, dtype=torch.long)], dim=1)
         return ids, positions, mask
 

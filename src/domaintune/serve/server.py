@@ -63,7 +63,8 @@ def build_engine(settings: ServeConfig, model_dir: Path, model_name: str, base: 
 
     model, tokenizer = load_for_serving(model_dir, base=base)
     limits = SchedulerLimits(max_running=settings.max_running, max_waiting=settings.max_waiting,
-                             prefill_chunk_tokens=settings.prefill_chunk_tokens, threads=settings.threads,
+                             prefill_chunk_tokens=settings.prefill_chunk_tokens,
+                             prefill_prompts_per_step=settings.prefill_prompts_per_step, threads=settings.threads,
                              prefix_cache_bytes=int(settings.prefix_cache_mb * 2**20))
     return HFEngine(model, tokenizer, model_name, limits), ChatRenderer(tokenizer)
 

@@ -87,6 +87,59 @@ def test_greedy_outputs_of_8_concurrent_requests_equal_sequential_generate(loade
     assert len(set(reference)) == len(reference)  # the model really continues each prompt differently
 
 
+def test_a_finished_rows_slot_goes_to_the_next_prompt_in_place_and_tokens_stay_equal(loaded, monkeypatch):
+    """3 slots, 8 requests of different lengths: a row that finishes while prompts wait is left as a masked
+    hole and the next prefilled prompt is written into it (DecodeBatch.replace) instead of the cache being
+    copied to drop the row and again to append the new one; every answer still equals sequential generate."""
+    from domaintune.decode_batch import DecodeBatch
+
+    model, tokenizer = loaded
+    lengths = [5, 23, 9, 17, 4, 12, 20, 7]
+    prompts = _prompts(tokenizer)
+    reference = [tokenizer.decode(_sequential(model, tokenizer, p, n), skip_special_tokens=True)
+                 for p, n in zip(prompts, lengths, strict=True)]
+    replaced = []
+    original = DecodeBatch.replace
+    monkeypatch.setattr(DecodeBatch, "replace", lambda self, row, *a: (replaced.append(row), original(self, row, *a)))
+    engine = _engine(loaded, max_running=3)
+    requests = [GenRequest(f"r{i}", p, max_tokens=n, temperature=0.0)
+                for i, (p, n) in enumerate(zip(prompts, lengths, strict=True))]
+    results = asyncio.run(_run_all(engine, requests, stagger=0.0))
+    assert [text for text, _ in results] == reference
+    assert [last.completion_tokens for _, last in results] == lengths
+    assert len(replaced) >= 3, "no finished row's slot was reused in place"
+    assert engine.stats().running == 0 and len(engine._batch) == 0  # holes are dropped once nothing waits
+
+
+@pytest.mark.parametrize("cap", [1, 0])
+def test_prompts_arriving_together_start_one_per_step_while_others_decode(loaded, cap):
+    """serve.prefill_prompts_per_step: 4 prompts that arrive together while a row decodes start in 4
+    consecutive steps (cap 1), or all in one step (cap 0); the answers are the same either way."""
+    model, tokenizer = loaded
+    prompts = _prompts(tokenizer)
+    reference = [tokenizer.decode(_sequential(model, tokenizer, p, 8), skip_special_tokens=True)
+                 for p in prompts[1:5]]
+    engine = _engine(loaded, max_running=8, prefill_prompts_per_step=cap)
+
+    async def scenario():
+        engine.start()
+        try:
+            events = aiter(engine.submit(GenRequest("long", prompts[0], max_tokens=40, temperature=0.0)))
+            await anext(events)  # the long row is decoding now
+            together = [engine.submit(GenRequest(f"t{i}", p, max_tokens=8, temperature=0.0))
+                        for i, p in enumerate(prompts[1:5])]
+            results = await asyncio.gather(*[_drain(s) for s in together])
+            async for _ in events:
+                pass
+            return results
+        finally:
+            engine.stop()
+
+    results = asyncio.run(scenario())
+    assert [text for text, _ in results] == reference
+    assert engine.stats().peak_prefill == (1 if cap == 1 else 4)
+
+
 def test_a_seeded_sampled_request_draws_the_same_tokens_alone_and_in_a_batch(loaded):
     _, tokenizer = loaded
     prompts = _prompts(tokenizer)

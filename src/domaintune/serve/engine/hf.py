@@ -30,12 +30,21 @@ from domaintune.serve.engine.constrained import GuideFactory
 from domaintune.serve.engine.decoding import TextTracker, choose_token, make_generator
 from domaintune.serve.engine.prefix_cache import PrefixCache
 
+_TRIM_COLUMNS = 64  # drop all-padding leading columns of the decode batch once there are this many
+
 
 @dataclass
 class SchedulerLimits:
     max_running: int = 8
     max_waiting: int = 32
     prefill_chunk_tokens: int = 512
+    # prompts that START prefilling in one step while other rows decode (0: no cap; the token budget still
+    # applies). Prompts admitted in the same step finish in the same step when their output lengths match,
+    # and their clients come back together: one start per step keeps arrivals from clumping into convoys
+    # whose last member waits for all their prefills (bench/README.md, serve_throughput). Decodes ride on
+    # every prompt step, so spreading the starts costs no throughput; an idle batch starts every waiting
+    # prompt at once, since no decode is there to ride along.
+    prefill_prompts_per_step: int = 1
     threads: int | None = None
     prefix_cache_bytes: int = 0  # 0: no prefix caching
 
@@ -143,7 +152,7 @@ class HFEngine:
     def stats(self) -> EngineStats:
         s = self._stats
         prefixes = self._prefixes
-        return EngineStats(running=len(self._prefilling) + len(self._batch), waiting=len(self._waiting),
+        return EngineStats(running=len(self._prefilling) + self._batch.live(), waiting=len(self._waiting),
                            peak_running=s.peak_running, peak_prefill=s.peak_prefill, steps=s.steps,
                            prefix_hit_tokens=prefixes.hit_tokens if prefixes else 0,
                            prefix_lookup_tokens=prefixes.looked_up if prefixes else 0)
@@ -179,7 +188,8 @@ class HFEngine:
     def _admit(self) -> None:
         with self._lock:
             admitted = []
-            while self._waiting and len(self._prefilling) + len(self._batch) < self.limits.max_running:
+            while (self._waiting and len(self._prefilling) + len(admitted) + self._batch.live()
+                   < self.limits.max_running):
                 admitted.append(self._waiting.popleft())
             self._prefilling.extend(admitted)
         if self._prefixes is not None:
@@ -206,10 +216,10 @@ class HFEngine:
         for seq in [s for s in self._prefilling if s.req.request_id in gone]:
             self._prefilling.remove(seq)
             self._retire(seq)
-        rows = [i for i, s in enumerate(self._batch.seqs) if s.req.request_id not in gone]
-        for seq in [s for s in self._batch.seqs if s.req.request_id in gone]:
+        rows = [i for i, s in enumerate(self._batch.seqs) if s is not None and s.req.request_id not in gone]
+        for seq in [s for s in self._batch.seqs if s is not None and s.req.request_id in gone]:
             self._retire(seq)
-        self._batch.keep(rows)
+        self._batch.keep(rows)  # drops holes too
 
     def _fused_step(self) -> None:
         """One forward over every running row's next token and up to `prefill_chunk_tokens` prompt tokens of the
@@ -229,11 +239,15 @@ class HFEngine:
             parts.append(ragged.DecodePart(self._batch.cache.layers, mask))
             logit_at += range(rows)
         budget, chunks = self.limits.prefill_chunk_tokens, []
+        starts = self._start_cap(self._batch.live())
         for seq in self._prefilling:
             if budget <= 0:
                 break
             prompt = seq.req.prompt_ids
             if seq.cache is None:
+                if starts == 0:
+                    continue  # a prompt already started may still take the budget
+                starts -= 1
                 seq.cache = SequenceKV(self.model.config.num_hidden_layers, seq.reused_layers if seq.reused else None)
                 seq.prefilled = seq.length = seq.reused
                 seq.reused_layers = None
@@ -253,7 +267,7 @@ class HFEngine:
         if rows:
             self._batch.mask = mask
             self._stats.steps += 1
-            self._after_decode(logits[:rows])
+            self._after_decode(logits[:rows], holes=True)
         done = []
         for seq, end in chunks:
             seq.prefilled = seq.length = end
@@ -263,24 +277,63 @@ class HFEngine:
             for seq in done:
                 self._prefilling.remove(seq)
                 self._remember_prompt(seq, seq.cache, 0)
-            first_row = len(self._batch)
-            self._batch.extend([([seq], seq.cache, torch.ones(1, seq.length, dtype=torch.long)) for seq in done])
-            for seq in done:
-                seq.cache = None
             self._stats.peak_prefill = max(self._stats.peak_prefill, len(done))
-            self._first_tokens(logits[rows:], first_row)
-        self._stats.peak_running = max(self._stats.peak_running, len(self._batch))
+            self._first_tokens(logits[rows:], self._join(done))
+        self._settle()
+        self._stats.peak_running = max(self._stats.peak_running, self._batch.live())
+
+    def _join(self, done: list[_Seq]) -> list[int]:
+        """Put prefilled sequences into the batch: into holes first (in place), the rest appended (one copy);
+        returns their rows, in `done` order."""
+        import torch
+
+        holes, rows = self._batch.holes(), []
+        for seq in done[:len(holes)]:
+            self._batch.replace(holes[len(rows)], seq, seq.cache, torch.ones(1, seq.length, dtype=torch.long))
+            rows.append(holes[len(rows)])
+        rest = done[len(holes):]
+        first_row = len(self._batch)
+        self._batch.extend([([seq], seq.cache, torch.ones(1, seq.length, dtype=torch.long)) for seq in rest])
+        for seq in done:
+            seq.cache = None
+        return rows + list(range(first_row, first_row + len(rest)))
+
+    def _settle(self) -> None:
+        """Holes are kept only while a prompt may fill them soon (fused steps fill them; the two-forward path
+        appends), otherwise they are dropped (a copy). Leading
+        columns that are padding in every row (left by replaced rows) are dropped once there are enough."""
+        if not self._batch.holes():
+            if len(self._batch):
+                self._batch.trim(_TRIM_COLUMNS)
+            return
+        with self._lock:
+            incoming = bool(self._waiting)
+        if not (self.fused and (incoming or self._prefilling)) or not self._batch.live():
+            self._batch.keep([i for i, s in enumerate(self._batch.seqs) if s is not None])
+        elif len(self._batch):
+            self._batch.trim(_TRIM_COLUMNS)
+
+    def _start_cap(self, decoding_rows: int) -> int:
+        """How many prompts may start prefilling this step (see SchedulerLimits.prefill_prompts_per_step)."""
+        cap = self.limits.prefill_prompts_per_step
+        return cap if cap and decoding_rows else len(self._prefilling)
 
     def _prefill_step(self) -> None:
         """Short prompts that arrived together are prefilled in one padded forward; the rest one at a time,
         in chunks, so one long prompt holds the decodes up for at most one chunk per step."""
         budget = self.limits.prefill_chunk_tokens
-        group = self._prefill_group(budget)
+        starts = self._start_cap(self._batch.live())
+        group = self._prefill_group(budget)[:starts]
         if len(group) > 1:
             budget -= self._prefill_together(group)  # removes them from self._prefilling
+            starts -= len(group)
         for seq in list(self._prefilling):
             if budget <= 0:
                 break
+            if seq.cache is None:
+                if starts == 0:
+                    continue
+                starts -= 1
             budget -= self._prefill_chunk(seq, budget)
         self._stats.peak_running = max(self._stats.peak_running, len(self._batch))
 
@@ -327,7 +380,8 @@ class HFEngine:
         self._stats.peak_prefill = max(self._stats.peak_prefill, len(group))
         first_row = len(self._batch)
         self._batch.add(group, cache, mask)
-        self._first_tokens(out.logits[:, -1], first_row)
+        self._first_tokens(out.logits[:, -1], list(range(first_row, len(self._batch))))
+        self._settle()
         return len(group) * width
 
     @staticmethod
@@ -372,20 +426,21 @@ class HFEngine:
             first_row = len(self._batch)
             self._batch.add([seq], seq.cache, torch.ones(1, end, dtype=torch.long))
             seq.cache = None
-            self._first_tokens(logits.unsqueeze(0), first_row)
+            self._first_tokens(logits.unsqueeze(0), [first_row])
+            self._settle()
         return used
 
-    def _first_tokens(self, logits, first_row: int) -> None:
-        """Sample each new row's first token; rows that finish at once (EOS, max_tokens=1) leave the batch."""
-        keep = list(range(first_row))
-        for offset, seq in enumerate(self._batch.seqs[first_row:]):
+    def _first_tokens(self, logits, rows: list[int]) -> None:
+        """Sample each new row's first token (logits in `rows` order); rows that finish at once (EOS,
+        max_tokens=1) become holes."""
+        for offset, row in enumerate(rows):
+            seq = self._batch.seqs[row]
             token = self._choose(seq, logits[offset])
             if self._emit(seq, token):
                 self._retire(seq)
+                self._batch.vacate(row)
             else:
                 seq.pending = token
-                keep.append(first_row + offset)
-        self._batch.keep(keep)
 
     def _forward_prompt(self, seq: _Seq, chunk: list[int]):
         import torch
@@ -405,16 +460,23 @@ class HFEngine:
                          cache=self._batch.cache, use_cache=True)
         self._batch.mask = mask
         self._stats.steps += 1
-        self._after_decode(out.logits[:, -1])
+        self._after_decode(out.logits[:, -1], holes=False)
 
-    def _after_decode(self, logits) -> None:
-        """Each running row's next token from its logits row; finished rows leave the batch."""
+    def _after_decode(self, logits, holes: bool) -> None:
+        """Each running row's next token from its logits row. A finished row becomes a hole for the next
+        prompt to fill (`holes`, the fused path) or leaves the batch at once."""
         keep = []
         for row, seq in enumerate(self._batch.seqs):
+            if seq is None:
+                keep.append(row)
+                continue
             seq.length += 1
             token = self._choose(seq, logits[row])
             if self._emit(seq, token):
                 self._retire(seq)
+                if holes:
+                    self._batch.vacate(row)
+                    keep.append(row)
             else:
                 seq.pending = token
                 keep.append(row)
@@ -454,7 +516,7 @@ class HFEngine:
 
     def _fail_all(self, err: Exception) -> None:
         failure = EngineFailed(f"generation failed: {type(err).__name__}: {err}")
-        for seq in [*self._prefilling, *self._batch.seqs]:
+        for seq in [*self._prefilling, *(s for s in self._batch.seqs if s is not None)]:
             seq.stream.put(failure)
             self._retire(seq)
         self._prefilling = []
