@@ -2,7 +2,7 @@
 
     python bench/serve_throughput.py [--model DIR] [--concurrency 1,4,8,16] [--tokens 32] [--repeats 3]
         [--threads 1] [--cb-levels 8,16] [--engine-levels 8] [--noprefix-levels 8] [--padded-levels 8]
-        [--nocap-levels 8] [--requests-per-client 4] [--json out.json]
+        [--onestart-levels 8] [--requests-per-client 4] [--json out.json]
 
 Variants (interleaved within each repeat, order rotated each round; same prompts, same weights,
 greedy, a fixed output length of --tokens for every request: EOS is ignored everywhere):
@@ -12,8 +12,8 @@ greedy, a fixed output length of --tokens for every request: EOS is ignored ever
                        clients: no HTTP
   ours_engine_padded@C the same engine with unfused steps (a padded prefill forward, then a decode forward, as
                        for models without a custom attention function): what fusing them (ragged.py) gains
-  ours_engine_nocap@C  the same engine starting every waiting prompt in one step (serve.prefill_prompts_per_step
-                       0) instead of one per step while others decode: what spreading the starts does to TTFT
+  ours_engine_onestart@C the same engine starting at most one prompt per step while others decode
+                       (serve.prefill_prompts_per_step: 1; default 0): what spreading the starts does to TTFT
   ours_http@C          our server, started as its own process as a user would (`serve.prefix_cache_mb` at
                        its default), driven by C concurrent AsyncOpenAI streaming clients from this process:
                        what a user sees, HTTP + JSON + SSE included
@@ -269,8 +269,8 @@ def main() -> None:
     parser.add_argument("--padded-levels", default="8",
                         help="Levels of the in-process engine with unfused steps (a padded prefill forward, then a "
                              "decode forward): the fused step's own effect.")
-    parser.add_argument("--nocap-levels", default="8",
-                        help="Levels of the in-process engine with prefill_prompts_per_step 0 ('' for none).")
+    parser.add_argument("--onestart-levels", default="8",
+                        help="Levels of the in-process engine with prefill_prompts_per_step 1 ('' for none).")
     parser.add_argument("--requests-per-client", type=int, default=4)
     parser.add_argument("--stagger-s", type=float, default=STAGGER_S, help="Start offset between clients.")
     parser.add_argument("--json", type=Path)
@@ -309,9 +309,9 @@ def main() -> None:
     padded.fused = False
     padded._eos = set()
     padded.start()
-    nocap = HFEngine(model, tok, "bench", dataclasses.replace(engine.limits, prefill_prompts_per_step=0))
-    nocap._eos = set()
-    nocap.start()
+    onestart = HFEngine(model, tok, "bench", dataclasses.replace(engine.limits, prefill_prompts_per_step=1))
+    onestart._eos = set()
+    onestart.start()
     workdir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     servers = {"ours_http": start_server_process(model_dir, args.threads, max(levels), None, workdir)}
     if parse_levels(args.noprefix_levels):
@@ -330,9 +330,9 @@ def main() -> None:
         if c in parse_levels(args.padded_levels):
             variants[f"ours_engine_padded@{c}"] = lambda c=c, n=n: ours_engine(
                 padded, chat_ids(tok, fresh_questions(questions, n)), args.tokens, c, n)
-        if c in parse_levels(args.nocap_levels):
-            variants[f"ours_engine_nocap@{c}"] = lambda c=c, n=n: ours_engine(
-                nocap, chat_ids(tok, fresh_questions(questions, n)), args.tokens, c, n)
+        if c in parse_levels(args.onestart_levels):
+            variants[f"ours_engine_onestart@{c}"] = lambda c=c, n=n: ours_engine(
+                onestart, chat_ids(tok, fresh_questions(questions, n)), args.tokens, c, n)
         for name, (_, url) in servers.items():
             if name == "ours_http" or c in parse_levels(args.noprefix_levels):
                 variants[f"{name}@{c}"] = lambda c=c, n=n, url=url: ours_http(
@@ -350,7 +350,7 @@ def main() -> None:
             print(f"repeat {r + 1} {name}: {runs[name][-1]['tok_s']:.1f} tok/s", flush=True)
     engine.stop()
     padded.stop()
-    nocap.stop()
+    onestart.stop()
     for proc, _ in servers.values():
         proc.terminate()
         proc.wait(timeout=30)
