@@ -3,8 +3,9 @@
 What the corpus-wide merge needs per document (position, id, small fields, the exact and near-duplicate
 keys, its split) lives here instead of in Python objects: those cost ~2 KB per document and made the
 merge's memory grow with the corpus. SQLite sorts and groups out of core (its page cache is capped by
-`CACHE_KIB`, its sorter spills to temporary files), so the merge's memory stays flat however large the
-corpus; what the merge itself keeps is bounded (a few open shard files, `neardup.KeeperShingles`).
+`CACHE_KIB`, each sorter holds as much before it spills to a temporary file), so the merge's memory stays
+flat however large the corpus; what the merge itself keeps is bounded (a few open shard files,
+`neardup.KeeperShingles`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
-CACHE_KIB = 16 << 10  # SQLite page cache: the index's whole memory, whatever the corpus size
+# SQLite's page cache, and what each sorter (ORDER BY, GROUP BY, CREATE INDEX) holds before it spills: the
+# index's memory is a few times this whatever the corpus size. With 16 MB SQLite itself peaked at 51 MB at
+# 800 MB of corpus (8 MB with 2 MB), with heap fragmentation on top, and the merge was no faster:
+# merge-only re-runs at 800 MB took 157 s with 16 MB and 139 s with 2 MB (bench/README.md, issue 18).
+CACHE_KIB = 2 << 10
 
 SCHEMA = """
 CREATE TABLE docs (

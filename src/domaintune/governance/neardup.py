@@ -23,7 +23,10 @@ import xxhash
 
 SCHEME = "affine32"
 CANDIDATE_MARGIN = 0.15
-SHINGLE_CACHE = 256  # keeper shingle sets held by `cluster` at once
+# Shingles of keeper sets held by `cluster` and the merge at once (~100 B each: ~10 MB). A budget in shingles,
+# not in sets: keepers are walked longest first, so a fixed number of sets held the corpus's longest texts,
+# and those grow with the corpus (profiled: 256 sets were 20 MB at 50 MB of corpus, 30 MB at 200 MB).
+SHINGLE_BUDGET = 100_000
 NUM_PERM, NGRAM = 128, 5  # the data stage's defaults (data.near_dedup)
 # CJK characters are words of their own (no spaces between them); elsewhere runs of \w are words.
 _TOKENS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|\w+")
@@ -132,22 +135,26 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> list[int]:
 
 
 class KeeperShingles:
-    """Shingle sets of keepers that were candidates, most recently used last. Bounded: a set is ~50 KB
-    for a page of text, and one per duplicate cluster grew with the corpus (profiled: the merge's
-    largest growth); an evicted keeper's set is recomputed from its text when needed again."""
+    """Shingle sets of keepers that were candidates, most recently used last. Bounded by their total number of
+    shingles (`SHINGLE_BUDGET`; the set in use is always kept): a set is ~50 KB for a page of text, and one per
+    duplicate cluster grew with the corpus; an evicted keeper's set is recomputed from its text when needed
+    again (the same set, so the keepers found do not depend on the budget)."""
 
-    def __init__(self, ngram: int, text_of: Callable[[int], str], size: int | None = None):
-        self.ngram, self.text_of, self.size = ngram, text_of, SHINGLE_CACHE if size is None else size
+    def __init__(self, ngram: int, text_of: Callable[[int], str], budget: int | None = None):
+        self.ngram, self.text_of = ngram, text_of
+        self.budget = SHINGLE_BUDGET if budget is None else budget
         self._sets: OrderedDict[int, set[bytes]] = OrderedDict()
+        self.held = 0  # shingles in the sets held
 
     def __getitem__(self, k: int) -> set[bytes]:
         if k in self._sets:
             self._sets.move_to_end(k)
-        else:
-            self._sets[k] = shingles(self.text_of(k), self.ngram)
-            if len(self._sets) > self.size:
-                self._sets.popitem(last=False)
-        return self._sets[k]
+            return self._sets[k]
+        found = self._sets[k] = shingles(self.text_of(k), self.ngram)
+        self.held += len(found)
+        while self.held > self.budget and len(self._sets) > 1:
+            self.held -= len(self._sets.popitem(last=False)[1])
+        return found
 
 
 def _band_runs(signatures: Iterable[np.ndarray], n: int, bands: int, rows: int) -> np.ndarray:

@@ -108,3 +108,18 @@ def test_batch_cluster_gives_the_incremental_index_answers():
         want = _incremental_cluster(ids, sigs, threshold, 128, texts, 5)
         assert want, threshold  # the corpus does contain near-duplicates at this threshold
         assert cluster(ids, sigs, threshold, 128, [lambda t=t: t for t in texts], 5) == want, threshold
+
+
+def test_keeper_shingles_hold_a_budget_of_shingles_not_of_sets():
+    """Keepers are walked longest first: a bound in sets let the longest texts of the corpus pile up. The
+    cache holds at most `budget` shingles (or the one set in use), and gives back the same sets."""
+    from domaintune.governance.neardup import KeeperShingles
+
+    texts = {k: " ".join(f"w{k}x{i}" for i in range(n)) for k, n in enumerate([3000, 2500, 400, 60, 900, 2000])}
+    calls: list[int] = []
+    cache = KeeperShingles(5, lambda k: calls.append(k) or texts[k], budget=1000)
+    for k in [0, 1, 2, 3, 3, 4, 2, 5, 3]:
+        assert cache[k] == shingles(texts[k], 5)
+        held = [len(s) for s in cache._sets.values()]
+        assert cache.held == sum(held) and (cache.held <= 1000 or len(held) == 1), held
+    assert calls == [0, 1, 2, 3, 4, 2, 5, 3]  # the second 3 was held; 2 came back after 4 pushed it out
