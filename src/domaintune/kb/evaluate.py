@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
-import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -18,28 +16,13 @@ from domaintune.artifacts import RunDir, atomic_write_json
 from domaintune.config import Config
 from domaintune.console import console
 from domaintune.errors import ConfigError, DataError
-from domaintune.kb.answer import cited_numbers, with_context
+from domaintune.kb.answer import AnswerFilter, cited_numbers, with_context
 from domaintune.kb.service import embedder_for, index_dir, kb_section, open_from_config
+from domaintune.kb.values import holds
 
 
 class _Open:  # the open principal: evaluation measures retrieval quality, not access
     id, key_id, user, groups, scopes = "local", None, None, frozenset(), {}
-
-
-_TRAILING_ZEROS = re.compile(r"(\d)\.(\d*?)0+(?!\d)")  # 1.50 -> 1.5, 2.00 -> 2: the same value
-
-
-def _norm(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).replace(" ", "").lower()
-    return _TRAILING_ZEROS.sub(lambda m: m.group(1) + ("." + m.group(2) if m.group(2) else ""), text)
-
-
-def holds(text: str, answer: str) -> bool:
-    """`text` states the value `answer` exactly: as a whole number, so "$35" is not found in "$350"
-    nor "5美元" in "15美元" (formatting may differ: "1.50%" is "1.5%", "$1,000" is "$1,000.00")."""
-    value = re.escape(_norm(answer))
-    before = r"(?<![\d.,])" if answer[:1].isdigit() else ""
-    return re.search(before + value + r"(?![\d]|[.,]\d)", _norm(text)) is not None
 
 
 def load_questions(path: Path) -> list[dict]:
@@ -155,10 +138,17 @@ def _share(flags: list[bool], rows: list[dict]) -> dict:
     return out
 
 
+def _cites(texts: list[str], correct: list[bool], shown: list, rows: list[dict]) -> list[bool]:
+    """Per answer: correct, and one of its markers names a shown passage that holds the value."""
+    return [ok and any(1 <= n <= len(s) and relevant(s[n - 1], q) for n in cited_numbers(t))
+            for ok, t, s, q in zip(correct, texts, shown, rows, strict=True)]
+
+
 def answer_scores(cfg: Config, kb, rows: list[dict], batch_size: int = 16,
                   only: tuple[str, ...] = ("base", "tuned")) -> list[dict]:
     """Per model: exact-answer accuracy without and with retrieval, and how often a correct answer
-    cites a passage that holds the value. The prompt is the one the server sends (kb.answer)."""
+    cites a passage that holds the value: as served (after the answer filter checked the markers) and
+    as the model wrote them. The prompt and the filter are the server's (kb.answer)."""
     from domaintune import models
 
     asks = [[{"role": "user", "content": q["question"]}] for q in rows]
@@ -172,18 +162,21 @@ def answer_scores(cfg: Config, kb, rows: list[dict], batch_size: int = 16,
         plain_text = generate_batched(model, tok, asks, batch_size=batch_size)
         rag_text = generate_batched(model, tok, grounded, batch_size=batch_size)
         seconds = time.perf_counter() - t0
+        # what the server sends: the same filter checks, moves or adds the markers (kb.answer.AnswerFilter)
+        served = [AnswerFilter([p.source(kb.name) for p in s]).filter(t) for t, s in zip(rag_text, shown, strict=True)]
         plain = [holds(t, q["answer"]) for t, q in zip(plain_text, rows, strict=True)]
-        rag = [holds(t, q["answer"]) for t, q in zip(rag_text, rows, strict=True)]
-        cited = [ok and any(1 <= n <= len(s) and relevant(s[n - 1], q) for n in cited_numbers(t))
-                 for ok, t, s, q in zip(rag, rag_text, shown, rows, strict=True)]
+        rag = [holds(t, q["answer"]) for t, q in zip(served, rows, strict=True)]
+
+        cited, by_model = _cites(served, rag, shown, rows), _cites(rag_text, rag, shown, rows)
         n = max(len(rows), 1)
         scores.append({"model": label, "questions": len(rows), "accuracy_no_retrieval": round(sum(plain) / n, 4),
                        "accuracy_with_retrieval": round(sum(rag) / n, 4), "correct_and_cited": round(sum(cited) / n, 4),
+                       "cited_by_model": round(sum(by_model) / n, 4),
                        "by_lang": {"no_retrieval": _share(plain, rows), "with_retrieval": _share(rag, rows),
-                                   "correct_and_cited": _share(cited, rows)},
+                                   "correct_and_cited": _share(cited, rows), "cited_by_model": _share(by_model, rows)},
                        "generation_s": round(seconds, 1),
-                       "replies": [{"id": q.get("id"), "no_retrieval": a, "with_retrieval": b}
-                                   for q, a, b in zip(rows, plain_text, rag_text, strict=True)]})
+                       "replies": [{"id": q.get("id"), "no_retrieval": a, "with_retrieval": b, "served": c}
+                                   for q, a, b, c in zip(rows, plain_text, rag_text, served, strict=True)]})
     return scores
 
 
@@ -208,9 +201,11 @@ def print_report(result: dict) -> None:
 def _answers_table(answers: list[dict]):
     from rich.table import Table
 
-    table = Table(title="answers — exact value (and unit); cited: the answer cites a source that holds it",
+    table = Table(title="answers — exact value (and unit); cited: the served answer cites a source that holds it "
+                        "(by the model: before the answer filter checked its markers)",
                   title_justify="left")
-    for col in ("model", "questions", "no retrieval", "with retrieval", "correct and cited", "seconds"):
+    for col in ("model", "questions", "no retrieval", "with retrieval", "correct and cited",
+                "cited by the model", "seconds"):
         table.add_column(col)
 
     def cell(a: dict, key: str) -> str:
@@ -219,5 +214,5 @@ def _answers_table(answers: list[dict]):
 
     for a in answers:
         table.add_row(a["model"], str(a["questions"]), cell(a, "no_retrieval"), cell(a, "with_retrieval"),
-                      cell(a, "correct_and_cited"), f"{a['generation_s']:.0f}")
+                      cell(a, "correct_and_cited"), cell(a, "cited_by_model"), f"{a['generation_s']:.0f}")
     return table

@@ -185,3 +185,41 @@ def test_serve_wiring_from_the_config_and_a_bound_kb(tmp_path):
     assert out.messages[-1]["content"].startswith("<sources>") and ASK[0]["content"] in out.messages[-1]["content"]
     assert hooks.retrieval.service.documents("bank")[0] == {"id": "wire", "title": "Wire transfer fees",
                                                            "version": out.sources[0]["version"], "acl": ["public"]}
+
+
+def _sources(*texts: str) -> list[dict]:
+    return [{"n": n, "document_id": f"d{n}", "chunk_id": f"d{n}#0", "start": 0, "end": len(t), "title": "t",
+             "excerpt": t[:240], "text": t} for n, t in enumerate(texts, 1)]
+
+
+CHECKED = _sources("Branches open at 9:00 on weekdays.", "The outgoing international wire fee is $35.",
+                   "境外电汇手续费为35美元。", "Card replacement costs $35 by post.")
+
+
+@pytest.mark.parametrize(("reply", "served", "cited"), [
+    ("The wire fee is $35 [2].", "The wire fee is $35 [2].", [2]),          # right marker: kept
+    ("The wire fee is $35 [1].", "The wire fee is $35 [2].", [2]),          # wrong source: moved to the one saying it
+    ("The wire fee is $35.", "The wire fee is $35 [2].", [2]),              # no marker: added before the stop
+    ("The wire fee is $35. [1]", "The wire fee is $35. [2]", [2]),          # marker after the stop: still checked
+    ("The wire fee is $40 [2].", "The wire fee is $40.", []),               # no source says $40: no citation
+    ("境外电汇手续费为35美元。", "境外电汇手续费为35美元 [3]。", [3]),          # ties broken by shared words
+    ("Card replacement is $35 [1].", "Card replacement is $35 [4].", [4]),  # moved: the source sharing its words
+    ("Card replacement is $35 [2].", "Card replacement is $35 [2].", [2]),  # a source that says $35: trusted
+    # a sentence with no number keeps its marker as written
+    ("We open early [1]. The wire fee is $35", "We open early [1]. The wire fee is $35 [2]", [1, 2]),
+    ("A rate of 1.5% [9]", "A rate of 1.5%", []),                           # names no source, none says 1.5
+])
+def test_the_answer_filter_checks_each_citation_against_what_its_source_says(reply, served, cited):
+    whole = AnswerFilter(CHECKED)
+    assert whole.filter(reply) == served and sorted(whole.used) == cited
+    streamed = AnswerFilter(CHECKED)  # one character at a time: the same text, held back a few characters at most
+    parts = [streamed.feed(0, ch) for ch in reply]
+    assert "".join(parts) + streamed.flush(0) == served
+    assert all(len(reply[:i + 1]) - len("".join(parts[:i + 1])) <= 6 for i in range(len(reply)))
+    assert [c["n"] for c in whole.extensions()["citations"]] == cited
+
+
+def test_a_decimal_point_is_not_a_sentence_end_while_it_streams():
+    f = AnswerFilter(_sources("The margin is 1.5% over the base rate."))
+    assert f.feed(0, "The margin is 1.") == "The margin is 1"  # "." held: "5" may follow
+    assert f.feed(0, "5% a year.") + f.flush(0) == ".5% a year [1]."
