@@ -91,3 +91,22 @@ def test_models_to_answer_with_are_checked(kb_and_cfg):
         answer_scores(cfg, kb, QS[:1], only=("tuned",))
     with pytest.raises(ConfigError, match="--models: large is not base or tuned"):
         answer_scores(cfg, kb, QS[:1], only=("large",))
+
+
+@pytest.mark.slow
+def test_answers_are_scored_as_served_and_as_the_model_cited(kb_and_cfg, tmp_path, monkeypatch):
+    """The served text is the answer filter's: an unmarked correct value gets its source's marker, a
+    wrong marker is moved; `cited_by_model` counts only markers the model itself got right."""
+    from fixtures.tiny_model import build_tiny_model_dir
+
+    from domaintune.kb import evaluate
+
+    kb, cfg = kb_and_cfg
+    cfg.model.base = str(build_tiny_model_dir(tmp_path / "tiny"))
+    replies = iter([["", ""], ["A wire costs $35.", "A card costs $10 [9]."]])  # no retrieval, then with it
+    monkeypatch.setattr(evaluate, "generate_batched", lambda *a, **k: next(replies))
+    [s] = answer_scores(cfg, kb, QS[:2])
+    assert s["accuracy_with_retrieval"] == 1.0 and s["correct_and_cited"] == 1.0 and s["cited_by_model"] == 0.0
+    served = [r["served"] for r in s["replies"]]
+    assert served[0].startswith("A wire costs $35 [") and served[1].startswith("A card costs $10 [")
+    assert s["replies"][1]["with_retrieval"] == "A card costs $10 [9]."  # the raw reply is kept too
