@@ -107,3 +107,21 @@ def evaluate(config: Path = ConfigArg, overrides: list[str] | None = typer.Argum
                           answers=answers, limit=limit, out=out,
                           models=tuple(m.strip() for m in models.split(",") if m.strip()), batch_size=batch_size)
     print_report(result)
+
+
+@kb_app.command("sft-data")
+def sft_data(config: Path = ConfigArg, overrides: list[str] | None = typer.Argument(None, help="key.path=value"),
+             out: Path = typer.Option(..., help="The JSONL to write (list it under sft.data)."),
+             limit: int | None = typer.Option(None, min=1, help="Stop after this many conversations."),
+             ) -> None:
+    """Grounded-answer SFT conversations from the governed train split's Q/A pairs, in the served prompt format."""
+    from domaintune.kb.grounded import write_sft_data
+    from domaintune.kb.service import open_from_config
+
+    with _handled():
+        cfg = _load(config, overrides)
+        with console.status("kb: retrieving sources for each pair…"):
+            r = write_sft_data(cfg, open_from_config(cfg), out, limit=limit)
+    dropped = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in r.dropped.items())
+    console.print(f"[green]ok[/] {r.kept} conversations from {r.pairs} Q/A pairs in {r.documents} train documents "
+                  f"-> {out} (dropped: {dropped}; report {out.name}.report.json)")

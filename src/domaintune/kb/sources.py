@@ -89,13 +89,13 @@ def _jsonl(path: Path):
                     raise DataError(f"{path}:{line_no}: not valid JSON ({err})") from None
 
 
-def _governed(src: KBSourceConfig, run: RunDir, sidecar: dict):
+def _governed(src: KBSourceConfig, run: RunDir, sidecar: dict, splits: tuple[str, ...] = SPLITS):
     streams_file = run.output("data", "streams", by="kb")
     streams = json.loads(streams_file.read_text(encoding="utf-8"))
     if src.stream not in streams:
         raise ConfigError([f"kb.sources[].stream: the data stage wrote no stream '{src.stream}' "
                            f"(streams: {', '.join(sorted(streams))})"])
-    for split in SPLITS:
+    for split in splits:
         path = streams_file.parent / streams[src.stream][split]
         for line_no, row in _jsonl(path):
             doc = _document(row, src, sidecar, f"{path}:{line_no}", "", str(row.get("id")), f"stream:{src.stream}")
@@ -139,3 +139,13 @@ def read_documents(kb: KBConfig, run: RunDir) -> list[Document]:
                                 f"and {doc.source}; ids must be unique across kb.sources")
             docs[doc.id] = doc
     return list(docs.values())
+
+
+def governed_documents(kb: KBConfig, run: RunDir, splits: tuple[str, ...] = SPLITS) -> list[Document]:
+    """The documents of the KB's `stream:` sources (the data stage's governed output) in `splits`
+    only, with their ACL labels: what `kb sft-data` may train on (its train split)."""
+    out = []
+    for src in kb.sources or default_sources(run):
+        if src.stream:
+            out.extend(_governed(src, run, _sidecar(src.acl_file), splits))
+    return out

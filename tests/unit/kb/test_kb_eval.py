@@ -97,9 +97,8 @@ def test_models_to_answer_with_are_checked(kb_and_cfg):
 def test_answers_are_scored_as_served_and_as_the_model_cited(kb_and_cfg, tmp_path, monkeypatch):
     """The served text is the answer filter's: an unmarked correct value gets its source's marker, a
     wrong marker is moved; `cited_by_model` counts only markers the model itself got right."""
-    from fixtures.tiny_model import build_tiny_model_dir
-
     from domaintune.kb import evaluate
+    from fixtures.tiny_model import build_tiny_model_dir
 
     kb, cfg = kb_and_cfg
     cfg.model.base = str(build_tiny_model_dir(tmp_path / "tiny"))
