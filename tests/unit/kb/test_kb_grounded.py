@@ -72,3 +72,22 @@ def _public():
     from domaintune.kb.grounded import PublicReader
 
     return PublicReader()
+
+
+def test_cli_writes_the_file_and_says_what_it_dropped(tmp_path):
+    from fixtures.tiny_model import build_tokenizer
+    from typer.testing import CliRunner
+
+    from domaintune.cli import app
+
+    config = write_run(tmp_path, DOCS, kb={"sources": [{"stream": "docs", "acl_field": "meta.acl"}],
+                                           "retrieval": {"mode": "lexical"}, "chunk": {"tokenizer": "tok"}})
+    build_tokenizer().save_pretrained(tmp_path / "tok")
+    assert CliRunner().invoke(app, ["kb", "build", str(config)]).exit_code == 0
+    out = tmp_path / "kb_sft.jsonl"
+    r = CliRunner().invoke(app, ["kb", "sft-data", str(config), "--out", str(out), "--limit", "1"])
+    assert r.exit_code == 0, r.output
+    assert "1 conversations" in r.output and "dropped:" in r.output
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1
+    r = CliRunner().invoke(app, ["kb", "sft-data", str(tmp_path / "missing.yaml"), "--out", str(out)])
+    assert r.exit_code != 0
