@@ -75,10 +75,10 @@ def _public():
 
 
 def test_cli_writes_the_file_and_says_what_it_dropped(tmp_path):
-    from fixtures.tiny_model import build_tokenizer
     from typer.testing import CliRunner
 
     from domaintune.cli import app
+    from fixtures.tiny_model import build_tokenizer
 
     config = write_run(tmp_path, DOCS, kb={"sources": [{"stream": "docs", "acl_field": "meta.acl"}],
                                            "retrieval": {"mode": "lexical"}, "chunk": {"tokenizer": "tok"}})
