@@ -185,7 +185,7 @@ def _written(marker: re.Match) -> list[int]:
 @dataclasses.dataclass
 class _Sentence:
     text: str = ""  # what has been emitted of the current sentence, markers left out
-    cited: bool = False
+    cited: set[int] = dataclasses.field(default_factory=set)  # the numbers this sentence already cites
     held: str = ""  # arrived, not yet emitted
 
 
@@ -227,14 +227,16 @@ class AnswerFilter:
         valid = [n for n in written if 1 <= n <= len(self.sources)]
         support = self._supporting(state.text)
         if support is None:
-            return valid
-        return [n for n in valid if n in support] or support[:1]
+            kept = valid
+        else:  # a moved marker only when the sentence cites no supporting source yet ("$15 [1][7]": [7] goes)
+            kept = [n for n in valid if n in support] or ([] if state.cited & set(support) else support[:1])
+        return [n for n in dict.fromkeys(kept) if n not in state.cited]
 
     def _marker(self, state: _Sentence, space: str, written: list[int]) -> str:
         kept = self._checked(state, written)
         self.used.update(kept)
-        state.cited = state.cited or bool(kept)
-        return space + "".join(f"[{n}]" for n in dict.fromkeys(kept)) if kept else ""
+        state.cited.update(kept)
+        return space + "".join(f"[{n}]" for n in kept) if kept else ""
 
     def _close(self, state: _Sentence) -> str:
         """At a sentence's end: the marker a supported, unmarked sentence gets."""
@@ -244,7 +246,7 @@ class AnswerFilter:
             if support:
                 self.used.add(support[0])
                 out = f" [{support[0]}]"
-        state.text, state.cited = "", False
+        state.text, state.cited = "", set()
         return out
 
     # --- the stream
@@ -265,7 +267,7 @@ class AnswerFilter:
             if after:  # "$35. [1]": the marker is the sentence's, written after its stop
                 out.append(nxt.group(0) + self._marker(state, after.group(1), _written(after)))
                 pos = after.end()
-                state.text, state.cited = "", False
+                state.text, state.cited = "", set()
             else:
                 out.append(self._close(state) + nxt.group(0))
         out.append(text[pos:])
