@@ -24,8 +24,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from domaintune.artifacts import RunDir, atomic_write_json
+from domaintune.artifacts import RunDir, atomic_write, atomic_write_json
 from domaintune.config.kb import KBConfig
+from domaintune.errors import ConfigError
 from domaintune.kb.acl import PUBLIC
 from domaintune.kb.answer import AnswerFilter, with_context
 from domaintune.kb.sources import Document, governed_documents
@@ -76,10 +77,16 @@ class EvalOverlap:
 
 
 def _eval_questions(kb_cfg: KBConfig) -> list[str]:
-    if kb_cfg.eval_set is None or not Path(kb_cfg.eval_set).is_file():
+    """The questions of `kb.eval_set` (none set: nothing to keep out); a set that is named but missing
+    is an error, since building without it would silently train on the evaluation's questions."""
+    from domaintune.kb.evaluate import load_questions
+
+    if kb_cfg.eval_set is None:
         return []
-    with open(kb_cfg.eval_set, encoding="utf-8") as fh:
-        return [json.loads(line)["question"] for line in fh if line.strip()]
+    if not Path(kb_cfg.eval_set).is_file():
+        raise ConfigError([f"kb.eval_set: file not found: {kb_cfg.eval_set} (kb sft-data keeps its questions out "
+                           f"of the training data; fix the path or remove the key)"])
+    return [q["question"] for q in load_questions(Path(kb_cfg.eval_set))]
 
 
 def conversations(kb, documents: list[Document], overlap: EvalOverlap, report: Report, limit: int | None = None):
@@ -122,11 +129,7 @@ def write_sft_data(cfg, kb, out: Path, *, limit: int | None = None, overlap_n: i
     documents = governed_documents(kb_cfg, RunDir(cfg.run_path), splits=("train",))
     report = Report()
     overlap = EvalOverlap(_eval_questions(kb_cfg), overlap_n)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in conversations(kb, documents, overlap, report, limit):
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(out)
+    atomic_write(out, lambda fh: fh.writelines((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+                                               for row in conversations(kb, documents, overlap, report, limit)))
     atomic_write_json(out.with_name(out.name + ".report.json"), report.to_json())
     return report

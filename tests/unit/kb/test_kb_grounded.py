@@ -91,3 +91,18 @@ def test_cli_writes_the_file_and_says_what_it_dropped(tmp_path):
     assert len(out.read_text(encoding="utf-8").splitlines()) == 1
     r = CliRunner().invoke(app, ["kb", "sft-data", str(tmp_path / "missing.yaml"), "--out", str(out)])
     assert r.exit_code != 0
+
+
+def test_a_named_eval_set_that_is_missing_is_an_error_not_a_skipped_check(tmp_path):
+    import pytest
+
+    from domaintune.errors import ConfigError
+
+    config = write_run(tmp_path, DOCS, kb={"sources": [{"stream": "docs", "acl_field": "meta.acl"}],
+                                           "eval_set": "missing.jsonl"})
+    cfg = load(config)
+    emb = HashEmbedder()
+    build_from_config(cfg, counter=count_tokens, embedder=emb, tokenizer_id="words")
+    with pytest.raises(ConfigError, match="kb.eval_set: file not found"):
+        write_sft_data(cfg, open_from_config(cfg, embedder=emb), tmp_path / "out.jsonl")
+    assert not (tmp_path / "out.jsonl").exists()
